@@ -1,0 +1,308 @@
+"""The city's data catalog: which data themes a node holds and what a valid record is.
+
+The catalog refines the national public credit information catalog
+(《全国公共信用信息基础目录》) into data themes, each owned by one source department,
+with its fields and its publicity rule. A default catalog ships with the node
+(``node/data/catalog.yaml``); a city overrides it with its own file
+(``catalog_path`` in the node's configuration).
+
+Invariants kept here:
+
+* A catalog is refused whole when anything in it is off: an unknown key, a wrong
+  type, a theme naming an unknown category, department or subject type, a code
+  field without codes, a date mapping or publicity rule naming a missing field.
+  The error names the exact place (``themes[3].fields[2].type``).
+* Themes and fields are looked up by code; nothing falls back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from node.errors import CatalogError
+
+
+class SubjectType(StrEnum):
+    ENTERPRISE = "enterprise"
+    INDIVIDUAL_BUSINESS = "individual_business"
+    INSTITUTION = "institution"
+    SOCIAL_ORG = "social_org"
+    INDIVIDUAL = "individual"
+
+
+class FieldType(StrEnum):
+    STRING = "string"  # a short value on one line (max_length applies)
+    TEXT = "text"  # free text, may span lines
+    DATE = "date"  # ISO 8601 YYYY-MM-DD (also accepted: YYYY/MM/DD, YYYYMMDD)
+    DECIMAL = "decimal"  # a number with a fraction, e.g. a fine in 10k yuan
+    INTEGER = "integer"
+    CODE = "code"  # one of the field's listed codes
+    USCC = "uscc"  # a unified social credit code, check character verified
+    ID_NUMBER = "id_number"  # an identity document number; resident ids are verified
+    BOOLEAN = "boolean"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CatalogField(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str
+    name_en: str
+    type: FieldType
+    required: bool = False
+    sensitive: bool = False
+    max_length: int | None = Field(default=None, gt=0)
+    # For type code: code -> label. Codes are compared exactly.
+    codes: dict[str, str] | None = None
+    # For type id_number: the field holding the document type. The number is
+    # verified as a resident identity number when that field's value is
+    # ``resident_id`` (or when this is None).
+    id_type_field: str | None = None
+
+    @model_validator(mode="after")
+    def _codes_match_type(self) -> CatalogField:
+        if self.type is FieldType.CODE and not self.codes:
+            raise ValueError(f"field {self.name!r} has type code but lists no codes")
+        if self.type is not FieldType.CODE and self.codes is not None:
+            raise ValueError(f"field {self.name!r} lists codes but its type is {self.type}")
+        if self.id_type_field is not None and self.type is not FieldType.ID_NUMBER:
+            raise ValueError(f"field {self.name!r} has id_type_field but is not an id_number")
+        return self
+
+
+class ExtendedMinimum(_Strict):
+    """A longer minimum publicity period for records whose ``field`` is in ``values``
+    (e.g. penalties in food, drugs, special equipment, work safety, fire safety)."""
+
+    field: str
+    values: list[str] = Field(min_length=1)
+    min_months: int = Field(ge=0)
+
+
+class PublicityRule(_Strict):
+    """How long a record of a theme is public, counted from ``start_field``.
+
+    With ``max_months`` set, publicity ends by itself at start + max_months. When the
+    source states an end date in ``end_field``, it must lie between start + minimum
+    and start + maximum; a record without one is public for the maximum.
+    """
+
+    start_field: str
+    min_months: int = Field(ge=0)
+    max_months: int | None = Field(default=None, gt=0)
+    end_field: str | None = None
+    extended_minimum: ExtendedMinimum | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PublicityRule:
+        longest_min = max(
+            self.min_months,
+            self.extended_minimum.min_months if self.extended_minimum else 0,
+        )
+        if self.max_months is not None and longest_min > self.max_months:
+            raise ValueError("a minimum publicity period is longer than the maximum")
+        return self
+
+
+class RecordDates(_Strict):
+    """Which fields of a theme fill the record's indexed date columns."""
+
+    decision_date: str | None = None
+    valid_until: str | None = None
+
+
+class Theme(_Strict):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str
+    name_en: str
+    category: str
+    subject_types: list[SubjectType] = Field(min_length=1)
+    source_department: str
+    description: str = ""
+    fields: list[CatalogField] = Field(min_length=1)
+    dates: RecordDates = RecordDates()
+    publicity: PublicityRule | None = None
+    # A list theme (black list, red list, abnormal operation, …): a record means
+    # "the subject is on this list" and answers hit / no-hit checks.
+    is_list: bool = False
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Theme:
+        names = [f.name for f in self.fields]
+        duplicated = {n for n in names if names.count(n) > 1}
+        if duplicated:
+            raise ValueError(f"theme {self.code!r} repeats field(s) {sorted(duplicated)}")
+        by_name = {f.name: f for f in self.fields}
+        reserved = {"subject_id", "subject_type", "subject_name", "record_key"} & set(by_name)
+        if reserved:
+            raise ValueError(
+                f"theme {self.code!r} redefines the subject block column(s) {sorted(reserved)}"
+            )
+
+        def must_be(name: str | None, what: str, types: tuple[FieldType, ...]) -> None:
+            if name is None:
+                return
+            if name not in by_name:
+                raise ValueError(f"theme {self.code!r}: {what} names unknown field {name!r}")
+            if by_name[name].type not in types:
+                raise ValueError(
+                    f"theme {self.code!r}: {what} field {name!r} must be of type "
+                    f"{' or '.join(types)}, found {by_name[name].type}"
+                )
+
+        must_be(self.dates.decision_date, "dates.decision_date", (FieldType.DATE,))
+        must_be(self.dates.valid_until, "dates.valid_until", (FieldType.DATE,))
+        for f in self.fields:
+            must_be(f.id_type_field, f"fields.{f.name}.id_type_field", (FieldType.CODE,))
+        if self.publicity is not None:
+            must_be(self.publicity.start_field, "publicity.start_field", (FieldType.DATE,))
+            if self.publicity.start_field not in by_name or not by_name[
+                self.publicity.start_field
+            ].required:
+                raise ValueError(
+                    f"theme {self.code!r}: publicity.start_field must be a required field"
+                )
+            must_be(self.publicity.end_field, "publicity.end_field", (FieldType.DATE,))
+            if self.publicity.extended_minimum is not None:
+                must_be(
+                    self.publicity.extended_minimum.field,
+                    "publicity.extended_minimum.field",
+                    (FieldType.CODE, FieldType.STRING),
+                )
+        return self
+
+    @cached_property
+    def field_by_name(self) -> Mapping[str, CatalogField]:
+        return {f.name: f for f in self.fields}
+
+    def allows(self, subject_type: str) -> bool:
+        return subject_type in self.subject_types
+
+
+class Category(_Strict):
+    """A category of the national public credit information catalog."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str
+    name_en: str
+
+
+class Department(_Strict):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str
+    name_en: str
+
+
+class Catalog(_Strict):
+    catalog_version: str
+    title: str
+    edition: str  # the national catalog edition it refines, e.g. "2024"
+    effective: dt.date
+    categories: list[Category] = Field(min_length=1)
+    departments: list[Department] = Field(min_length=1)
+    themes: list[Theme] = Field(min_length=1)
+    kind: Literal["credit-exchange/catalog"] = "credit-exchange/catalog"
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Catalog:
+        for what, codes in (
+            ("category", [c.code for c in self.categories]),
+            ("department", [d.code for d in self.departments]),
+            ("theme", [t.code for t in self.themes]),
+        ):
+            seen: set[str] = set()
+            for code in codes:
+                if code in seen:
+                    raise ValueError(f"{what} {code!r} is listed twice")
+                seen.add(code)
+        categories = {c.code for c in self.categories}
+        departments = {d.code for d in self.departments}
+        for t in self.themes:
+            if t.category not in categories:
+                raise ValueError(f"theme {t.code!r} names unknown category {t.category!r}")
+            if t.source_department not in departments:
+                raise ValueError(
+                    f"theme {t.code!r} names unknown department {t.source_department!r}"
+                )
+        return self
+
+    @cached_property
+    def theme_by_code(self) -> Mapping[str, Theme]:
+        return {t.code: t for t in self.themes}
+
+    @cached_property
+    def department_by_code(self) -> Mapping[str, Department]:
+        return {d.code: d for d in self.departments}
+
+    @cached_property
+    def category_by_code(self) -> Mapping[str, Category]:
+        return {c.code: c for c in self.categories}
+
+    def theme(self, code: str) -> Theme:
+        try:
+            return self.theme_by_code[code]
+        except KeyError:
+            known = ", ".join(sorted(self.theme_by_code))
+            raise CatalogError(
+                f"unknown theme {code!r}: the catalog {self.catalog_version} has {known}"
+            ) from None
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """Render a pydantic error location as ``themes[3].fields[2].type``, naming codes."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            code = node[item].get("code") or node[item].get("name") if isinstance(
+                node, list
+            ) and isinstance(node[item], dict) else None
+            parts[-1] += f"[{item}]" + (f"({code})" if code else "")
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def parse_catalog(data: Any, source: str) -> Catalog:
+    if not isinstance(data, dict):
+        raise CatalogError(f"{source}: a catalog is a mapping at the top level")
+    try:
+        return Catalog.model_validate(data, strict=False)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(tuple(e['loc']), data)}: {e['msg']}" for e in exc.errors()
+        )
+        raise CatalogError(f"{source}: the catalog is invalid: {problems}") from None
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """Load a city's catalog file, or the default one shipped with the node."""
+    if path is None:
+        text = resources.files("node").joinpath("data/catalog.yaml").read_text("utf-8")
+        source = "default catalog"
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise CatalogError(f"cannot read catalog file {path}: {exc.strerror}") from None
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{source}: not valid YAML: {exc}") from None
+    return parse_catalog(data, source)

@@ -1,0 +1,150 @@
+"""A node's configuration: one TOML file in the node home, overridable by environment.
+
+A node home is a folder::
+
+    node.toml          the settings below (written by ``credit-node init``)
+    keys/signing.key   the node's Ed25519 signing seed, mode 0600
+    keys/signing.pub   its public key (hex), to put in the memorandum
+    data/node.db       the SQLite database (when database_url is left at its default)
+    rejects/           reject reports of imports
+
+Precedence, highest first: ``CREDIT_NODE_<SETTING>`` environment variables, then
+``node.toml``, then the defaults here. Relative paths are relative to the home.
+A missing home, an unknown setting or a wrong value is a :class:`ConfigError`
+naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from node.errors import ConfigError
+
+CONFIG_FILE = "node.toml"
+ENV_PREFIX = "CREDIT_NODE_"
+MEMBER_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
+
+
+class NodeSettings(BaseSettings):
+    """Every setting a node reads. Field names are the TOML keys."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    member_id: str = Field(pattern=MEMBER_ID_PATTERN, description="this member's id")
+    database_url: str = Field(
+        description="SQLAlchemy URL: sqlite:///… (default) or postgresql+psycopg://…"
+    )
+    grpc_port: int = Field(default=7443, ge=1, le=65535)
+    metrics_port: int = Field(default=9464, ge=1, le=65535)
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    signing_key: Path = Path("keys/signing.key")
+    catalog_path: Path | None = Field(
+        default=None, description="the city's own catalog; the shipped one when unset"
+    )
+    reject_dir: Path = Path("rejects")
+    import_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError(
+                "must start with sqlite:/// or postgresql+psycopg:// "
+                f"(found {url.split(':', 1)[0]!r})"
+            )
+        return url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+class NodeConfig:
+    """The settings of one node home, with its paths resolved."""
+
+    def __init__(self, home: Path, settings: NodeSettings) -> None:
+        self.home = home
+        self.settings = settings
+
+    @property
+    def member_id(self) -> str:
+        return self.settings.member_id
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.home / value
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.path(self.settings.signing_key)
+
+    @property
+    def catalog_path(self) -> Path | None:
+        return None if self.settings.catalog_path is None else self.path(
+            self.settings.catalog_path
+        )
+
+    @property
+    def reject_dir(self) -> Path:
+        return self.path(self.settings.reject_dir)
+
+
+def describe_errors(errors: list[Any], config_file: Path) -> str:
+    lines = []
+    for e in errors:
+        setting = ".".join(str(p) for p in e["loc"]) or "(file)"
+        if e["type"] == "extra_forbidden":
+            lines.append(
+                f"setting {setting!r} is not known; check its spelling in {config_file}"
+            )
+        elif e["type"] == "missing":
+            lines.append(
+                f"setting {setting!r} is missing: set it in {config_file} or "
+                f"{ENV_PREFIX}{setting.upper()}"
+            )
+        else:
+            lines.append(
+                f"setting {setting!r} (from {config_file} or {ENV_PREFIX}{setting.upper()}): "
+                f"{e['msg']}"
+            )
+    return "; ".join(lines)
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read ``home/node.toml`` and the environment; raise ConfigError when anything is off."""
+    config_file = home / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(
+            f"no node home at {home} (no {CONFIG_FILE} there): create one with "
+            f"'credit-node init MEMBER --home {home}', or point --home / CREDIT_NODE_HOME "
+            "at an existing one"
+        )
+    try:
+        data = tomllib.loads(config_file.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+    try:
+        settings = NodeSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc.errors(), config_file)) from None
+    return NodeConfig(home.resolve(), settings)

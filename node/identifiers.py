@@ -1,0 +1,141 @@
+"""Subject identifiers: the Unified Social Credit Code and the resident identity number.
+
+Both validators are exact implementations of the national standards as DOMAIN.md
+states them, and both say *what* is wrong when a value is refused: the wrong
+length, the bad character and its 1-based position, or the check character found
+and the one expected.
+
+Promises kept here:
+
+* ``validate_uscc`` / ``validate_resident_id`` return the canonical form (upper
+  case, surrounding blanks removed) or raise :class:`InvalidIdentifier`.
+* A valid checksum does not mean the entity exists; nothing here claims it does.
+* ``mask_resident_id`` is the only way an identity number is shown or logged
+  (``441302********3314``); :func:`mask_identifier` picks the right masking for
+  any subject id, so callers never have to decide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Final
+
+USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
+_USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC_DEPARTMENTS: Final = frozenset("123456789ANY")
+
+RESIDENT_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+# GB/T 2260 province-level codes (first two digits of every address code).
+_PROVINCES: Final = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 "
+    "50 51 52 53 54 61 62 63 64 65 71 81 82 83 91".split()
+)
+_EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier that fails its standard; the message says what and where."""
+
+
+def uscc_check_character(first17: str) -> str:
+    """The GB 32100-2015 check character for the first 17 characters of a code."""
+    total = sum(_USCC_VALUE[c] * w for c, w in zip(first17, USCC_WEIGHTS, strict=True))
+    return USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+def validate_uscc(value: str) -> str:
+    """Return the canonical Unified Social Credit Code or raise InvalidIdentifier."""
+    code = value.strip().upper()
+    if len(code) != 18:
+        raise InvalidIdentifier(
+            f"wrong length: a unified social credit code has 18 characters, found {len(code)}"
+        )
+    for position, char in enumerate(code, start=1):
+        if char not in _USCC_VALUE:
+            raise InvalidIdentifier(
+                f"bad character {char!r} at position {position}: a unified social credit code "
+                "uses only 0-9 and the letters A-Y without I, O, S, V and Z"
+            )
+    if code[0] not in _USCC_DEPARTMENTS:
+        raise InvalidIdentifier(
+            f"bad character {code[0]!r} at position 1: the registering department is one of "
+            "1-9, A, N or Y"
+        )
+    if not code[2:8].isdigit():
+        raise InvalidIdentifier(
+            f"positions 3-8 must be the 6-digit region code of the registering authority, "
+            f"found {code[2:8]!r}"
+        )
+    expected = uscc_check_character(code[:17])
+    if code[17] != expected:
+        raise InvalidIdentifier(f"check character is {code[17]!r}, expected {expected!r}")
+    return code
+
+
+def resident_id_check_character(first17: str) -> str:
+    """The ISO 7064 MOD 11-2 check character for the first 17 digits of an identity number."""
+    total = sum(int(d) * w for d, w in zip(first17, RESIDENT_ID_WEIGHTS, strict=True))
+    check = (12 - total % 11) % 11
+    return "X" if check == 10 else str(check)
+
+
+def validate_resident_id(value: str, *, today: dt.date | None = None) -> str:
+    """Return the canonical resident identity number or raise InvalidIdentifier.
+
+    The message never repeats the number itself: it is sensitive personal data.
+    """
+    number = value.strip().upper()
+    if len(number) != 18:
+        raise InvalidIdentifier(
+            f"wrong length: a resident identity number has 18 characters, found {len(number)}"
+        )
+    for position, char in enumerate(number[:17], start=1):
+        if not char.isdigit() or not char.isascii():
+            raise InvalidIdentifier(
+                f"bad character at position {position}: positions 1-17 of a resident identity "
+                "number are digits"
+            )
+    if not (number[17].isdigit() or number[17] == "X"):
+        raise InvalidIdentifier(
+            "bad character at position 18: the check character is a digit or X"
+        )
+    if number[:2] not in _PROVINCES:
+        raise InvalidIdentifier(
+            f"positions 1-2 ({number[:2]}) are not a GB/T 2260 province code"
+        )
+    try:
+        birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
+        raise InvalidIdentifier(
+            "birth date (positions 7-14) is not a real date"
+        ) from None
+    if not _EARLIEST_BIRTH <= birth <= (today or dt.date.today()):
+        raise InvalidIdentifier(
+            "birth date (positions 7-14) is before 1900 or in the future"
+        )
+    expected = resident_id_check_character(number[:17])
+    if number[17] != expected:
+        raise InvalidIdentifier(f"check character is {number[17]!r}, expected {expected!r}")
+    return number
+
+
+def mask_resident_id(number: str) -> str:
+    """``441302198506123314`` -> ``441302********3314``; anything else is fully masked."""
+    if len(number) == 18:
+        return f"{number[:6]}{'*' * 8}{number[14:]}"
+    return "*" * len(number)
+
+
+def mask_name(name: str) -> str:
+    """Keep the family name of an individual: ``张三丰`` -> ``张**``."""
+    return name[:1] + "*" * (len(name) - 1) if name else name
+
+
+def is_individual(subject_type: str) -> bool:
+    return subject_type == "individual"
+
+
+def mask_identifier(subject_id: str, subject_type: str) -> str:
+    """How a subject id may be shown: individuals masked, organisations in clear."""
+    return mask_resident_id(subject_id) if is_individual(subject_type) else subject_id

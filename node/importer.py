@@ -1,0 +1,563 @@
+"""Import of source departments' files (CSV or JSON Lines) into the credit store.
+
+The guarantees an operator relies on:
+
+* **Nothing half-read gets in.** Before a single row is written the whole file is
+  read once: its SHA-256 is taken, it must decode in the declared encoding (a GBK
+  file read as UTF-8, or a UTF-8 file declared as GBK, is refused with the line
+  and what to pass instead), and its header must name only catalog fields of the
+  theme, with every required one present.
+* **Bad rows never touch good data.** Every rejected row goes to the reject report
+  (file, line, field, reason) and is not written; the rows around it are.
+* **Idempotent.** A record is identified by (theme, record_key). The same content
+  again is *unchanged* and writes nothing; changed content replaces the record,
+  raising its version, and the replaced version goes to ``record_versions``.
+  A record key that appears twice in one file is rejected the second time.
+* **Flat memory.** Rows are read as a stream and written in chunks of
+  ``chunk_rows``, one transaction per chunk; keys already seen in this file are
+  kept in a temporary table, not in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import hashlib
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from sqlalchemy import Connection, Engine, insert, update
+
+from node.catalog import Catalog, Theme
+from node.errors import CatalogError, ImportFileError
+from node.identifiers import mask_identifier
+from node.store.models import ImportBatch, RecordStatus
+from node.validation import SUBJECT_COLUMNS, Problem, RowValidator, ValidRow
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_UTF8 = frozenset({"utf-8", "utf8", "utf-8-sig", "utf_8", "u8"})
+_READ_BLOCK = 1 << 20
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes of the file consumed so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    line: int
+    field: str
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    file: Path
+    theme: str
+    batch_id: int
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    past_publicity: int = 0
+    reject_report: Path | None = None
+    file_digest: str = ""
+
+    @property
+    def accepted(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+def file_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise ImportFileError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+            "name the file .csv (header row of field names) or .jsonl (one JSON object a line)"
+        ) from None
+
+
+def _python_encoding(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ImportFileError(
+            f"unknown encoding {encoding!r}: use utf-8 (the default), gbk or gb18030"
+        ) from None
+    # A byte-order mark at the start of a UTF-8 file is dropped, never stored.
+    return "utf-8-sig" if name in _UTF8 else name
+
+
+def scan_file(path: Path, encoding: str) -> tuple[str, int]:
+    """Read the whole file once: its SHA-256 and size, and proof that it decodes.
+
+    Raises ImportFileError naming the line of the first byte that does not decode,
+    or saying the file is really UTF-8 when another encoding was declared.
+    """
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    as_utf8 = None if encoding == "utf-8-sig" else codecs.getincrementaldecoder("utf-8")()
+    utf8_ok, non_ascii = True, False
+    size, newlines = 0, 0
+    try:
+        with path.open("rb") as f:
+            while block := f.read(_READ_BLOCK):
+                digest.update(block)
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    line = newlines + block.count(b"\n", 0, exc.start) + 1
+                    if encoding == "utf-8-sig":
+                        hint = "the department probably saved it as GBK: pass --encoding gbk"
+                    elif _is_utf8(path):
+                        hint = "the file is UTF-8, not " + encoding + ": import it without --encoding"
+                    else:
+                        hint = "check the --encoding you passed (gbk, gb18030, utf-8)"
+                    raise ImportFileError(
+                        f"{path}: line {line} (byte {size + exc.start}) is not valid "
+                        f"{encoding.removesuffix('-sig')}; {hint}. Nothing was imported."
+                    ) from None
+                if as_utf8 is not None and utf8_ok:
+                    non_ascii = non_ascii or not block.isascii()
+                    try:
+                        as_utf8.decode(block)
+                    except UnicodeDecodeError:
+                        utf8_ok = False
+                size += len(block)
+                newlines += block.count(b"\n")
+            decoder.decode(b"", final=True)
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ImportFileError(
+            f"{path}: the file ends in the middle of a character; it is truncated or "
+            f"not {encoding}. Nothing was imported."
+        ) from None
+    if as_utf8 is not None and utf8_ok and non_ascii:
+        raise ImportFileError(
+            f"{path}: the file is UTF-8, not {encoding}; reading it as {encoding} would "
+            "store garbled text. Import it without --encoding. Nothing was imported."
+        )
+    return digest.hexdigest(), size
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(_READ_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _CountingReader(io.RawIOBase):
+    """A binary file that reports how far it has been read."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.consumed += n or 0
+        return n or 0
+
+
+def _column_map(theme: Theme, header: Sequence[str], path: Path) -> list[str]:
+    """Map header cells (catalog names or their Chinese names) to field names."""
+    known = {name: name for name in SUBJECT_COLUMNS}
+    for f in theme.fields:
+        known[f.name] = f.name
+        known[f.name_zh] = f.name
+    columns: list[str] = []
+    for position, cell in enumerate(header, start=1):
+        name = known.get(cell.strip())
+        if name is None:
+            raise ImportFileError(
+                f"{path}: column {position} {cell.strip()!r} is not a field of theme "
+                f"{theme.code}; its fields are {', '.join(SUBJECT_COLUMNS)}, "
+                f"{', '.join(f.name for f in theme.fields)}. Nothing was imported."
+            )
+        if name in columns:
+            raise ImportFileError(
+                f"{path}: column {name!r} appears twice in the header. Nothing was imported."
+            )
+        columns.append(name)
+    missing = [c for c in SUBJECT_COLUMNS if c not in columns] + [
+        f.name for f in theme.fields if f.required and f.name not in columns
+    ]
+    if missing:
+        raise ImportFileError(
+            f"{path}: the header lacks required column(s) {', '.join(missing)}. "
+            "Nothing was imported."
+        )
+    return columns
+
+
+Row = tuple[int, Mapping[str, Any] | list[Problem]]
+
+
+def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportFileError(f"{path}: the file is empty; a CSV file starts with a header row")
+    columns = _column_map(theme, header, path)
+    width = len(columns)
+    line = reader.line_num
+    for cells in reader:
+        start, line = line + 1, reader.line_num
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue
+        if len(cells) != width:
+            yield start, [
+                Problem("(row)", f"the row has {len(cells)} values, the header has {width}")
+            ]
+            continue
+        yield start, dict(zip(columns, cells, strict=True))
+
+
+def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
+    allowed = {name: name for name in SUBJECT_COLUMNS}
+    for f in theme.fields:
+        allowed[f.name] = f.name
+        allowed[f.name_zh] = f.name
+    for line, raw in enumerate(text, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield line, [Problem("(row)", f"not valid JSON: {exc}")]
+            continue
+        if not isinstance(obj, dict):
+            yield line, [Problem("(row)", "a line must hold one JSON object")]
+            continue
+        row: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for key, value in obj.items():
+            name = allowed.get(key)
+            if name is None:
+                problems.append(Problem(key, f"not a field of theme {theme.code}"))
+            elif isinstance(value, dict | list):
+                problems.append(Problem(name, "must be a plain value, not a list or an object"))
+            else:
+                row[name] = value
+        yield line, problems or row
+
+
+class _Writer:
+    """Writes validated chunks on one connection: one transaction per chunk."""
+
+    def __init__(self, conn: Connection, theme: str, source: str, batch_id: int) -> None:
+        self.conn = conn
+        self.theme = theme
+        self.source = source
+        self.batch_id = batch_id
+        self.postgres = conn.dialect.name == "postgresql"
+        self.conn.exec_driver_sql(
+            self._sql("CREATE TEMPORARY TABLE import_seen_keys (record_key VARCHAR(128) PRIMARY KEY)")
+        )
+
+    def close(self) -> None:
+        self.conn.exec_driver_sql("DROP TABLE import_seen_keys")
+        self.conn.commit()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        if self.postgres:
+            return f"{column} = ANY(%s)", (list(values),)
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
+    def _stamp(self, moment: dt.datetime) -> str:
+        text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return text + "+00:00" if self.postgres else text
+
+    def _select(self, sql: str, column: str, values: Sequence[Any]) -> list[Any]:
+        where, params = self._in(column, values)
+        return list(self.conn.exec_driver_sql(self._sql(sql.format(where=where)), params))
+
+    def write(self, rows: list[ValidRow], rejects: list[Reject]) -> tuple[int, int, int]:
+        """Write one chunk; returns (inserted, updated, unchanged) and appends rejects."""
+        now = self._stamp(dt.datetime.now(dt.UTC))
+        if rows:
+            rows = self._drop_repeated_keys(rows, rejects)
+            rows = self._write_subjects(rows, rejects, now)
+        if not rows:
+            self.conn.commit()
+            return 0, 0, 0
+        existing = self._existing(rows)
+        new = [r for r in rows if r.record_key not in existing]
+        changed = [
+            (existing[r.record_key][0], r)
+            for r in rows
+            if r.record_key in existing and existing[r.record_key][1] != r.content_hash
+        ]
+        self._insert(new, now)
+        if changed:
+            self._supersede(changed, now)
+        self.conn.commit()
+        return len(new), len(changed), len(rows) - len(new) - len(changed)
+
+    def _existing(self, rows: list[ValidRow]) -> dict[str, tuple[int, str]]:
+        where, params = self._in("record_key", [r.record_key for r in rows])
+        result = self.conn.exec_driver_sql(
+            self._sql(f"SELECT id, record_key, content_hash FROM records WHERE theme = ? AND {where}"),
+            (self.theme, *params),
+        )
+        return {key: (record_id, digest) for record_id, key, digest in result}
+
+    def _drop_repeated_keys(self, rows: list[ValidRow], rejects: list[Reject]) -> list[ValidRow]:
+        keys = [r.record_key for r in rows]
+        seen_before = {k for (k,) in self._select(
+            "SELECT record_key FROM import_seen_keys WHERE {where}", "record_key", keys
+        )}
+        kept: list[ValidRow] = []
+        first_line: dict[str, int] = {}
+        for r in rows:
+            if r.record_key in seen_before or r.record_key in first_line:
+                where = f" at line {first_line[r.record_key]}" if r.record_key in first_line else ""
+                rejects.append(Reject(r.line, "record_key", f"record key {r.record_key!r} "
+                                      f"appears earlier in this file{where}"))
+                continue
+            first_line[r.record_key] = r.line
+            kept.append(r)
+        self.conn.exec_driver_sql(
+            self._sql("INSERT INTO import_seen_keys (record_key) VALUES (?)"),
+            [(k,) for k in first_line],
+        )
+        return kept
+
+    def _write_subjects(
+        self, rows: list[ValidRow], rejects: list[Reject], now: str
+    ) -> list[ValidRow]:
+        stored = {
+            sid: (stype, name)
+            for sid, stype, name in self._select(
+                "SELECT subject_id, subject_type, name FROM subjects WHERE {where}",
+                "subject_id",
+                list({r.subject_id for r in rows}),
+            )
+        }
+        fresh: dict[str, tuple[str, str]] = {}
+        renamed: dict[str, str] = {}
+        kept: list[ValidRow] = []
+        for r in rows:
+            known = stored.get(r.subject_id) or fresh.get(r.subject_id)
+            if known is not None and known[0] != r.subject_type:
+                rejects.append(Reject(
+                    r.line, "subject_type",
+                    f"subject {mask_identifier(r.subject_id, r.subject_type)} is stored as "
+                    f"{known[0]}, this row says {r.subject_type}; correct the row (or the "
+                    "stored subject) and import again",
+                ))
+                continue
+            kept.append(r)
+            if known is None:
+                fresh[r.subject_id] = (r.subject_type, r.subject_name)
+            elif r.subject_id in stored and stored[r.subject_id][1] != r.subject_name:
+                renamed[r.subject_id] = r.subject_name
+        if fresh:
+            self.conn.exec_driver_sql(
+                self._sql(
+                    "INSERT INTO subjects (subject_id, subject_type, name, updated_at) "
+                    "VALUES (?, ?, ?, ?)"
+                ),
+                [(sid, stype, name, now) for sid, (stype, name) in fresh.items()],
+            )
+        if renamed:
+            self.conn.exec_driver_sql(
+                self._sql("UPDATE subjects SET name = ?, updated_at = ? WHERE subject_id = ?"),
+                [(name, now, sid) for sid, name in renamed.items()],
+            )
+        return kept
+
+    def _insert(self, rows: list[ValidRow], now: str) -> None:
+        if not rows:
+            return
+        values = [
+            (
+                self.theme, r.record_key, r.subject_id, self.source, r.fields_json,
+                r.decision_date, r.valid_until, r.publicity_end, RecordStatus.ACTIVE.value, 1,
+                r.content_hash, self.batch_id, now,
+            )
+            for r in rows
+        ]
+        columns = (
+            "theme, record_key, subject_id, source_department, fields, decision_date, "
+            "valid_until, publicity_end, status, version, content_hash, batch_id, updated_at"
+        )
+        if self.postgres:
+            cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY records ({columns}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
+            return
+        self.conn.exec_driver_sql(
+            f"INSERT INTO records ({columns}) VALUES ({','.join('?' * 13)})", values
+        )
+
+    def _supersede(self, changed: list[tuple[int, ValidRow]], now: str) -> None:
+        where, params = self._in("id", [record_id for record_id, _ in changed])
+        self.conn.exec_driver_sql(
+            self._sql(
+                "INSERT INTO record_versions (record_id, version, subject_id, "
+                "source_department, fields, decision_date, valid_until, publicity_end, status, "
+                "content_hash, batch_id, valid_from, superseded_at, superseded_by) "
+                "SELECT id, version, subject_id, source_department, fields, decision_date, "
+                "valid_until, publicity_end, status, content_hash, batch_id, updated_at, ?, ? "
+                f"FROM records WHERE {where}"
+            ),
+            (now, f"import batch {self.batch_id}", *params),
+        )
+        self.conn.exec_driver_sql(
+            self._sql(
+                "UPDATE records SET subject_id = ?, source_department = ?, fields = ?, "
+                "decision_date = ?, valid_until = ?, publicity_end = ?, version = version + 1, "
+                "content_hash = ?, batch_id = ?, updated_at = ? WHERE id = ?"
+            ),
+            [
+                (
+                    r.subject_id, self.source, r.fields_json, r.decision_date, r.valid_until,
+                    r.publicity_end, r.content_hash, self.batch_id, now, record_id,
+                )
+                for record_id, r in changed
+            ],
+        )
+
+
+class _RejectReport:
+    """The reject report of one import: a CSV (UTF-8 with BOM, so Excel reads it)."""
+
+    def __init__(self, path: Path, source: Path) -> None:
+        self.path = path
+        self.source = str(source)
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+
+    def add(self, rejects: Sequence[Reject]) -> None:
+        if not rejects:
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8-sig", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["file", "line", "field", "reason"])
+        for r in rejects:
+            self._writer.writerow([self.source, r.line, r.field, r.reason])
+
+    def close(self) -> Path | None:
+        if self._file is None:
+            return None
+        self._file.close()
+        return self.path
+
+
+def import_file(
+    engine: Engine,
+    catalog: Catalog,
+    path: Path,
+    theme_code: str,
+    *,
+    reject_dir: Path,
+    source: str | None = None,
+    encoding: str = "utf-8",
+    chunk_rows: int = 5000,
+    today: dt.date | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import one department file into ``theme_code``; see the module's guarantees."""
+    theme = catalog.theme(theme_code)
+    department = source or theme.source_department
+    if department not in catalog.department_by_code:
+        raise CatalogError(
+            f"unknown source department {department!r}; the catalog knows "
+            f"{', '.join(sorted(catalog.department_by_code))}"
+        )
+    fmt = file_format(path)
+    python_encoding = _python_encoding(encoding)
+    digest, _size = scan_file(path, python_encoding)
+    today = today or dt.date.today()
+    today_iso = today.isoformat()
+    validator = RowValidator(theme, department)
+
+    with engine.connect() as conn:
+        batch_id = conn.execute(
+            insert(ImportBatch).values(
+                theme=theme.code, source_department=department, file_name=str(path),
+                file_digest=digest, file_format=fmt, encoding=encoding,
+                catalog_version=catalog.catalog_version,
+                started_at=dt.datetime.now(dt.UTC),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        conn.commit()
+        summary = ImportSummary(path, theme.code, batch_id, file_digest=digest)
+        report = _RejectReport(reject_dir / f"batch-{batch_id}-{theme.code}.rejects.csv", path)
+        writer = _Writer(conn, theme.code, department, batch_id)
+        with path.open("rb") as raw:
+            counter = _CountingReader(raw)
+            text = io.TextIOWrapper(
+                io.BufferedReader(counter), encoding=python_encoding, newline=""
+            )
+            rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(text, theme, path)
+            chunk: list[ValidRow] = []
+            rejects: list[Reject] = []
+
+            def flush() -> None:
+                inserted, updated, unchanged = writer.write(chunk, rejects)
+                summary.inserted += inserted
+                summary.updated += updated
+                summary.unchanged += unchanged
+                report.add(rejects)
+                rejected = {r.line for r in rejects}
+                summary.rejected += len(rejected)
+                summary.past_publicity += sum(
+                    1
+                    for r in chunk
+                    if r.publicity_end is not None
+                    and r.publicity_end < today_iso
+                    and r.line not in rejected
+                )
+                chunk.clear()
+                rejects.clear()
+                if progress is not None:
+                    progress(counter.consumed)
+
+            for line, row in rows:
+                summary.read += 1
+                checked = row if isinstance(row, list) else validator.check(line, row)
+                if isinstance(checked, list):
+                    rejects.extend(Reject(line, p.field, p.reason) for p in checked)
+                else:
+                    chunk.append(checked)
+                if len(chunk) >= chunk_rows:
+                    flush()
+            flush()
+        writer.close()
+        summary.reject_report = report.close()
+        conn.execute(
+            update(ImportBatch)
+            .where(ImportBatch.id == batch_id)
+            .values(
+                finished_at=dt.datetime.now(dt.UTC), rows_read=summary.read,
+                inserted=summary.inserted, updated=summary.updated,
+                unchanged=summary.unchanged, rejected=summary.rejected,
+            )
+        )
+        conn.commit()
+    return summary

@@ -1,0 +1,62 @@
+"""Publicity periods (公示期限) of credit records, after NDRC Order 58.
+
+A record is public from its start date (the decision date for a penalty) until its
+publicity end. The catalog's rule for a theme gives the minimum and maximum
+period; a department may state an earlier end, which must not fall before the
+minimum. Without a stated end, publicity lasts the maximum and ends by itself.
+
+``publicity_end`` is the last day a record is public: it is served on that day
+and not after (:func:`is_public`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Mapping
+
+from node.catalog import PublicityRule
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """``day`` plus whole months, clamped to the month's end (2024-01-31 + 1 -> 2024-02-29)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def minimum_months(rule: PublicityRule, fields: Mapping[str, object]) -> int:
+    extended = rule.extended_minimum
+    if extended is not None and fields.get(extended.field) in extended.values:
+        return max(rule.min_months, extended.min_months)
+    return rule.min_months
+
+
+class PublicityViolation(ValueError):
+    """A stated publicity end outside the rule's bounds."""
+
+
+def publicity_end(
+    rule: PublicityRule, start: dt.date, stated_end: dt.date | None, fields: Mapping[str, object]
+) -> dt.date | None:
+    """The last public day of a record under ``rule``; raises PublicityViolation."""
+    latest = None if rule.max_months is None else add_months(start, rule.max_months)
+    if stated_end is None:
+        return latest
+    months = minimum_months(rule, fields)
+    earliest = add_months(start, months)
+    if stated_end < earliest:
+        raise PublicityViolation(
+            f"publicity end {stated_end} is before the minimum of {months} months after "
+            f"{start} ({earliest})"
+        )
+    if latest is not None and stated_end > latest:
+        raise PublicityViolation(
+            f"publicity end {stated_end} is past the maximum of {rule.max_months} months "
+            f"after {start} ({latest})"
+        )
+    return stated_end
+
+
+def is_public(end: dt.date | None, today: dt.date) -> bool:
+    return end is None or today <= end

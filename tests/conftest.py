@@ -1,0 +1,84 @@
+"""Shared fixtures: a store on SQLite and on the real PostgreSQL.
+
+Tests that take ``database_url`` or ``engine`` run twice, once per backend. The
+PostgreSQL run gets a fresh schema of its own (dropped afterwards) in the
+database named by CREDIT_NODE_TEST_PG. Locally a PostgreSQL that cannot be
+reached skips those runs; in CI (CI=true) it fails them, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from node.catalog import Catalog, load_catalog
+from node.store.database import create_store_engine, upgrade
+
+PG_URL = os.environ.get(
+    "CREDIT_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _pg_conninfo() -> str:
+    return PG_URL.replace("postgresql+psycopg://", "postgresql://")
+
+
+_pg_reachable: bool | None = None
+
+
+def require_postgres() -> None:
+    global _pg_reachable
+    if _pg_reachable is None:
+        try:
+            psycopg.connect(_pg_conninfo(), connect_timeout=5).close()
+            _pg_reachable = True
+        except psycopg.OperationalError as exc:
+            _pg_reachable = False
+            if IN_CI:
+                pytest.fail(f"PostgreSQL at {PG_URL} is unreachable in CI: {exc}", pytrace=False)
+    if not _pg_reachable:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable in CI", pytrace=False)
+        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable (these tests run in CI)")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_pg_conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(_pg_conninfo(), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'node.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_store_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()

@@ -1,0 +1,446 @@
+"""Department data import: validation, rejects, idempotency, history, encodings.
+
+Runs on SQLite and on PostgreSQL. Uses a small catalog of its own that has every
+field type, so the rules under test are visible here.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from node.catalog import Catalog, parse_catalog
+from node.errors import CatalogError, ImportFileError
+from node.importer import ImportSummary, import_file
+from node.lookup import subject_view
+from node.objections import ObjectionOutcome, close_objection, open_objection
+from node.store.models import ImportBatch, Record, RecordVersion, Subject
+
+TODAY = dt.date(2026, 11, 27)
+ENTERPRISE = "91441300MA4W7K3P2D"
+PERSON = "441302198506123314"
+
+CATALOG: dict[str, Any] = {
+    "catalog_version": "test.1",
+    "title": "test catalog",
+    "edition": "2024",
+    "effective": "2024-01-01",
+    "categories": [{"code": "admin", "name_zh": "行政管理", "name_en": "Administrative"}],
+    "departments": [
+        {"code": "market", "name_zh": "市场监管局", "name_en": "Market regulation"},
+        {"code": "tax", "name_zh": "税务局", "name_en": "Taxation"},
+    ],
+    "themes": [
+        {
+            "code": "penalty",
+            "name_zh": "行政处罚",
+            "name_en": "Administrative penalty",
+            "category": "admin",
+            "subject_types": ["enterprise", "individual_business", "individual"],
+            "source_department": "market",
+            "dates": {"decision_date": "decision_date", "valid_until": "valid_until"},
+            "publicity": {
+                "start_field": "decision_date",
+                "min_months": 3,
+                "max_months": 36,
+                "end_field": "publicity_end",
+                "extended_minimum": {
+                    "field": "industry", "values": ["food"], "min_months": 12,
+                },
+            },
+            "fields": [
+                {"name": "decision_number", "name_zh": "决定书文号", "name_en": "Decision number",
+                 "type": "string", "required": True, "max_length": 64},
+                {"name": "penalty_type", "name_zh": "处罚类别", "name_en": "Penalty type",
+                 "type": "code", "required": True, "codes": {"warning": "警告", "fine": "罚款"}},
+                {"name": "industry", "name_zh": "行业", "name_en": "Industry", "type": "code",
+                 "codes": {"food": "食品", "other": "其他"}},
+                {"name": "fine", "name_zh": "罚款金额", "name_en": "Fine (10k yuan)",
+                 "type": "decimal"},
+                {"name": "decision_date", "name_zh": "处罚决定日期", "name_en": "Decision date",
+                 "type": "date", "required": True},
+                {"name": "valid_until", "name_zh": "处罚有效期", "name_en": "Valid until",
+                 "type": "date"},
+                {"name": "publicity_end", "name_zh": "公示截止期", "name_en": "Publicity end",
+                 "type": "date"},
+                {"name": "authority_uscc", "name_zh": "处罚机关统一社会信用代码",
+                 "name_en": "Authority USCC", "type": "uscc"},
+                {"name": "rep_id_type", "name_zh": "法定代表人证件类型", "name_en": "Rep id type",
+                 "type": "code", "codes": {"resident_id": "身份证", "passport": "护照"}},
+                {"name": "rep_id", "name_zh": "法定代表人证件号码", "name_en": "Rep id number",
+                 "type": "id_number", "sensitive": True, "id_type_field": "rep_id_type"},
+                {"name": "count", "name_zh": "次数", "name_en": "Count", "type": "integer"},
+                {"name": "public", "name_zh": "公开", "name_en": "Public", "type": "boolean"},
+                {"name": "facts", "name_zh": "违法事实", "name_en": "Facts", "type": "text"},
+            ],
+        }
+    ],
+}
+
+HEADER = ["subject_id", "subject_type", "subject_name", "record_key", "decision_number",
+          "penalty_type", "industry", "fine", "decision_date", "valid_until", "publicity_end",
+          "authority_uscc", "rep_id_type", "rep_id", "count", "public", "facts"]
+
+
+@pytest.fixture(scope="module")
+def test_catalog() -> Catalog:
+    return parse_catalog(CATALOG, "test")
+
+
+def row(key: str, **values: str) -> dict[str, str]:
+    base = {
+        "subject_id": ENTERPRISE, "subject_type": "enterprise",
+        "subject_name": "惠州市示例电子科技有限公司", "record_key": key,
+        "decision_number": f"惠市监罚〔2026〕{key}号", "penalty_type": "fine",
+        "fine": "1.50", "decision_date": "2026-03-01", "facts": "未按规定公示年度报告",
+    }
+    base.update(values)
+    return base
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], encoding: str = "utf-8",
+              header: list[str] | None = None) -> Path:
+    with path.open("w", encoding=encoding, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header or HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run(engine: Engine, catalog: Catalog, path: Path, tmp_path: Path, **kw: Any) -> ImportSummary:
+    return import_file(engine, catalog, path, "penalty", reject_dir=tmp_path / "rejects",
+                       today=TODAY, **kw)
+
+
+def rejects_of(summary: ImportSummary) -> list[dict[str, str]]:
+    assert summary.reject_report is not None
+    with summary.reject_report.open(encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine) as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_valid_rows_are_stored_with_normalised_values(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [
+        row("A1", penalty_type="罚款", decision_date="2026/03/01", public="是", count="2"),
+    ])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.read, summary.inserted, summary.rejected) == (1, 1, 0)
+    assert summary.reject_report is None
+    with Session(engine) as s:
+        record = s.scalars(select(Record)).one()
+    assert record.decision_date == dt.date(2026, 3, 1)
+    assert record.publicity_end == dt.date(2029, 3, 1)  # the 36-month maximum
+    assert json.loads(record.fields)["penalty_type"] == "fine"  # the label became the code
+    assert json.loads(record.fields)["public"] is True
+    assert json.loads(record.fields)["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "reason"),
+    [
+        ({"decision_number": ""}, "decision_number", "required field is empty"),
+        ({"decision_date": "2026-02-30"}, "decision_date", "'2026-02-30' is not a real date"),
+        ({"decision_date": "March 1"}, "decision_date", "is not a date: write YYYY-MM-DD"),
+        ({"penalty_type": "jail"}, "penalty_type", "'jail' is not one of the codes warning (警告)"),
+        ({"fine": "lots"}, "fine", "'lots' is not a number"),
+        ({"count": "2.5"}, "count", "'2.5' is not a whole number"),
+        ({"public": "maybe"}, "public", "'maybe' is not true or false"),
+        ({"authority_uscc": "91441300MA4W7K3P2X"}, "authority_uscc",
+         "check character is 'X', expected 'D'"),
+        ({"rep_id_type": "resident_id", "rep_id": "441302198506123315"}, "rep_id",
+         "not a valid resident identity number: check character is '5', expected '4'"),
+        ({"subject_id": "91441300MA4W7K3P2"}, "subject_id", "wrong length"),
+        ({"subject_id": ""}, "subject_id", "required field is empty"),
+        ({"subject_type": "company"}, "subject_type", "'company' is not a subject type"),
+        ({"subject_type": "social_org"}, "subject_type",
+         "theme penalty does not concern social_org subjects"),
+        ({"subject_name": ""}, "subject_name", "required field is empty"),
+        ({"record_key": "K" * 129}, "record_key", "longer than 128 characters"),
+        ({"decision_number": "X" * 65}, "decision_number", "at most 64 allowed"),
+        ({"publicity_end": "2026-04-01"}, "publicity_end",
+         "before the minimum of 3 months after 2026-03-01 (2026-06-01)"),
+        ({"industry": "food", "publicity_end": "2026-12-01"}, "publicity_end",
+         "before the minimum of 12 months"),
+        ({"publicity_end": "2029-03-02"}, "publicity_end",
+         "past the maximum of 36 months after 2026-03-01 (2029-03-01)"),
+    ],
+)
+def test_each_kind_of_bad_row_is_rejected_with_its_field_and_reason(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path,
+    values: dict[str, str], field: str, reason: str,
+) -> None:
+    good_before, bad, good_after = row("G1"), row("B1", **values), row("G2")
+    path = write_csv(tmp_path / "p.csv", [good_before, bad, good_after])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
+    [reject] = [r for r in rejects_of(summary) if r["field"] == field]
+    assert reject["line"] == "3"
+    assert reason in reject["reason"]
+    with Session(engine) as s:
+        assert sorted(s.scalars(select(Record.record_key))) == ["G1", "G2"]
+
+
+def test_a_rejected_row_lists_every_problem_it_has(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("B1", fine="x", decision_date="", penalty_type="?")])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert summary.rejected == 1
+    assert {r["field"] for r in rejects_of(summary)} == {"fine", "decision_date", "penalty_type"}
+
+
+def test_rejection_reasons_never_repeat_an_identity_number(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    bad_person = "441302198506123315"
+    path = write_csv(tmp_path / "p.csv", [
+        row("B1", subject_id=bad_person, subject_type="individual"),
+        row("B2", rep_id_type="resident_id", rep_id=bad_person),
+    ])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert summary.rejected == 2
+    assert bad_person not in summary.reject_report.read_text("utf-8-sig")  # type: ignore[union-attr]
+
+
+def test_an_other_document_type_is_not_checked_as_a_resident_id(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("P1", rep_id_type="passport", rep_id="E12345678")])
+    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+
+
+def test_a_row_with_the_wrong_number_of_values_is_rejected(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("G1")])
+    with path.open("a", encoding="utf-8") as f:
+        f.write("only,three,values\n")
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    assert "the row has 3 values, the header has 17" in rejects_of(summary)[0]["reason"]
+
+
+def test_a_record_key_repeated_in_one_file_is_rejected_even_across_chunks(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    rows = [row("K1"), row("K2"), row("K3"), row("K1", fine="9.00"), row("K4"), row("K4")]
+    path = write_csv(tmp_path / "p.csv", rows)
+    summary = run(engine, test_catalog, path, tmp_path, chunk_rows=2)
+    assert (summary.inserted, summary.rejected) == (4, 2)
+    reasons = {r["line"]: r["reason"] for r in rejects_of(summary)}
+    assert "appears earlier in this file" in reasons["5"]
+    assert "appears earlier in this file at line 6" in reasons["7"]
+    again = run(engine, test_catalog, path, tmp_path, chunk_rows=2)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 4)
+
+
+def test_importing_the_same_file_twice_changes_nothing(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row(f"K{i}") for i in range(50)])
+    first = run(engine, test_catalog, path, tmp_path, chunk_rows=7)
+    with Session(engine) as s:
+        before = [(r.id, r.version, r.content_hash, r.updated_at) for r in s.scalars(select(Record))]
+    second = run(engine, test_catalog, path, tmp_path, chunk_rows=7)
+    assert (first.inserted, second.inserted, second.updated, second.unchanged) == (50, 0, 0, 50)
+    with Session(engine) as s:
+        after = [(r.id, r.version, r.content_hash, r.updated_at) for r in s.scalars(select(Record))]
+    assert before == after
+    assert count(engine, RecordVersion) == 0
+    assert count(engine, ImportBatch) == 2
+
+
+def test_a_corrected_row_updates_the_record_and_keeps_the_old_version(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1"), row("K2")]), tmp_path)
+    corrected = write_csv(tmp_path / "b.csv", [row("K1", fine="3.00"), row("K2")])
+    summary = run(engine, test_catalog, corrected, tmp_path)
+    assert (summary.updated, summary.unchanged) == (1, 1)
+    with Session(engine) as s:
+        record = s.scalars(select(Record).where(Record.record_key == "K1")).one()
+        [old] = s.scalars(select(RecordVersion)).all()
+    assert record.version == 2
+    assert json.loads(record.fields)["fine"] == "3.00"
+    assert (old.record_id, old.version, json.loads(old.fields)["fine"]) == (record.id, 1, "1.50")
+    assert old.superseded_by == f"import batch {summary.batch_id}"
+
+
+def test_a_subject_stored_as_one_type_refuses_rows_of_another(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
+    path = write_csv(tmp_path / "b.csv", [row("K2", subject_type="individual_business")])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert summary.rejected == 1
+    assert "is stored as enterprise, this row says individual_business" in (
+        rejects_of(summary)[0]["reason"]
+    )
+
+
+def test_a_renamed_subject_is_updated(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
+    run(engine, test_catalog, write_csv(tmp_path / "b.csv", [row("K2", subject_name="新名称有限公司")]),
+        tmp_path)
+    with Session(engine) as s:
+        assert s.get(Subject, ENTERPRISE).name == "新名称有限公司"  # type: ignore[union-attr]
+
+
+def test_an_unknown_column_refuses_the_whole_file_and_writes_nothing(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [{**row("K1"), "bonus": "1"}], header=[*HEADER, "bonus"])
+    with pytest.raises(ImportFileError, match="column 18 'bonus' is not a field of theme penalty"):
+        run(engine, test_catalog, path, tmp_path)
+    assert count(engine, Record) == 0
+
+
+def test_a_missing_required_column_refuses_the_whole_file(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    header = [h for h in HEADER if h != "decision_date"]
+    path = write_csv(tmp_path / "p.csv", [{k: v for k, v in row("K1").items() if k in header}],
+                     header=header)
+    with pytest.raises(ImportFileError, match="lacks required column"):
+        run(engine, test_catalog, path, tmp_path)
+
+
+def test_chinese_column_names_from_the_catalog_are_accepted(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    names = {f.name: f.name_zh for f in test_catalog.theme("penalty").fields}
+    header = [names.get(h, h) for h in HEADER]
+    source = row("K1")
+    path = write_csv(tmp_path / "p.csv", [{names.get(k, k): v for k, v in source.items()}],
+                     header=header)
+    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+
+
+def test_a_gbk_file_imports_with_its_encoding(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="gbk")
+    assert run(engine, test_catalog, path, tmp_path, encoding="gbk").inserted == 1
+    view = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY)
+    assert view.name == "惠州市示例电子科技有限公司"
+    assert view.records[0].fields["facts"] == "未按规定公示年度报告"
+
+
+def test_a_gbk_file_read_as_utf8_is_refused_with_the_line_and_the_fix(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="gbk")
+    with pytest.raises(ImportFileError, match=r"line 2 .* pass --encoding gbk"):
+        run(engine, test_catalog, path, tmp_path)
+    assert count(engine, Record) == 0 and count(engine, Subject) == 0
+
+
+def test_a_utf8_file_declared_as_gbk_is_refused_rather_than_garbled(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")])
+    with pytest.raises(ImportFileError, match="the file is UTF-8, not gbk"):
+        run(engine, test_catalog, path, tmp_path, encoding="gbk")
+    assert count(engine, Record) == 0
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="utf-8-sig")
+    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+
+
+def test_json_lines_files_import_like_csv(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.jsonl"
+    lines = [
+        json.dumps({**row("J1"), "fine": 2.5, "count": 3, "public": False}, ensure_ascii=False),
+        "",
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({**row("J2"), "facts": ["a", "list"]}, ensure_ascii=False),
+        json.dumps({**row("J3"), "bonus": 1}, ensure_ascii=False),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.inserted, summary.rejected) == (1, 4)
+    reasons = {r["line"]: (r["field"], r["reason"]) for r in rejects_of(summary)}
+    assert reasons["3"][1].startswith("not valid JSON")
+    assert reasons["4"][1] == "a line must hold one JSON object"
+    assert reasons["5"] == ("facts", "must be a plain value, not a list or an object")
+    assert reasons["6"] == ("bonus", "not a field of theme penalty")
+
+
+def test_unknown_theme_format_department_and_encoding_are_clear_errors(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")])
+    with pytest.raises(CatalogError, match="unknown theme 'nope'"):
+        import_file(engine, test_catalog, path, "nope", reject_dir=tmp_path)
+    with pytest.raises(CatalogError, match="unknown source department 'police'"):
+        run(engine, test_catalog, path, tmp_path, source="police")
+    with pytest.raises(ImportFileError, match="unknown encoding 'klingon'"):
+        run(engine, test_catalog, path, tmp_path, encoding="klingon")
+    with pytest.raises(ImportFileError, match="name the file .csv"):
+        run(engine, test_catalog, path.rename(tmp_path / "p.xlsx"), tmp_path)
+
+
+def test_a_record_past_its_publicity_end_is_stored_but_not_served(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [
+        row("OLD", decision_date="2022-01-10"),  # public until 2025-01-10
+        row("EARLY", decision_date="2026-01-10", publicity_end="2026-06-30"),
+        row("NEW"),
+    ])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.inserted, summary.past_publicity) == (3, 2)
+    view = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY)
+    assert [r.record_key for r in view.records] == ["NEW"]
+    assert view.hidden == 2
+    on_last_day = subject_view(engine, test_catalog, ENTERPRISE, today=dt.date(2026, 6, 30))
+    assert {r.record_key for r in on_last_day.records} == {"NEW", "EARLY"}
+
+
+def test_identity_numbers_and_individual_names_are_masked_when_shown(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [
+        row("K1", subject_id=PERSON, subject_type="individual", subject_name="张三丰",
+            rep_id_type="resident_id", rep_id=PERSON),
+    ])
+    run(engine, test_catalog, path, tmp_path)
+    view = subject_view(engine, test_catalog, PERSON, today=TODAY)
+    assert (view.subject_id, view.name) == ("441302********3314", "张**")
+    assert view.records[0].fields["rep_id"] == "441302********3314"
+    assert PERSON not in json.dumps(view.as_json(), default=str)
+
+
+def test_a_record_under_objection_is_marked_and_keeps_its_history(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    run(engine, test_catalog, write_csv(tmp_path / "p.csv", [row("K1")]), tmp_path)
+    open_objection(engine, "penalty", "K1", "the fine was paid and the decision revoked")
+    [record] = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY).records
+    assert record.under_objection and record.status == "objection"
+    close_objection(engine, "penalty", "K1", ObjectionOutcome.CONFIRMED)
+    [record] = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY).records
+    assert not record.under_objection and record.version == 3
+    assert count(engine, RecordVersion) == 2
