@@ -167,9 +167,10 @@ class Theme(_Strict):
             must_be(f.id_type_field, f"fields.{f.name}.id_type_field", (FieldType.CODE,))
         if self.publicity is not None:
             must_be(self.publicity.start_field, "publicity.start_field", (FieldType.DATE,))
-            if self.publicity.start_field not in by_name or not by_name[
-                self.publicity.start_field
-            ].required:
+            if (
+                self.publicity.start_field not in by_name
+                or not by_name[self.publicity.start_field].required
+            ):
                 raise ValueError(
                     f"theme {self.code!r}: publicity.start_field must be a required field"
                 )
@@ -265,9 +266,11 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
     node = data
     for item in loc:
         if isinstance(item, int):
-            code = node[item].get("code") or node[item].get("name") if isinstance(
-                node, list
-            ) and isinstance(node[item], dict) else None
+            code = (
+                node[item].get("code") or node[item].get("name")
+                if isinstance(node, list) and isinstance(node[item], dict)
+                else None
+            )
             parts[-1] += f"[{item}]" + (f"({code})" if code else "")
         else:
             parts.append(str(item))

@@ -100,9 +100,7 @@ class NodeConfig:
 
     @property
     def catalog_path(self) -> Path | None:
-        return None if self.settings.catalog_path is None else self.path(
-            self.settings.catalog_path
-        )
+        return None if self.settings.catalog_path is None else self.path(self.settings.catalog_path)
 
     @property
     def reject_dir(self) -> Path:
@@ -114,9 +112,7 @@ def describe_errors(errors: list[Any], config_file: Path) -> str:
     for e in errors:
         setting = ".".join(str(p) for p in e["loc"]) or "(file)"
         if e["type"] == "extra_forbidden":
-            lines.append(
-                f"setting {setting!r} is not known; check its spelling in {config_file}"
-            )
+            lines.append(f"setting {setting!r} is not known; check its spelling in {config_file}")
         elif e["type"] == "missing":
             lines.append(
                 f"setting {setting!r} is missing: set it in {config_file} or "

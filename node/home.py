@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 from pydantic import ValidationError
@@ -29,8 +30,10 @@ def create_home(
     home = home.resolve()
     config_file = home / CONFIG_FILE
     if config_file.exists():
-        raise ConfigError(f"{home} already holds a node ({CONFIG_FILE} exists); nothing was changed")
-    values = {
+        raise ConfigError(
+            f"{home} already holds a node ({CONFIG_FILE} exists); nothing was changed"
+        )
+    values: dict[str, Any] = {
         "member_id": member_id,
         "database_url": database_url or f"sqlite:///{home / 'data' / 'node.db'}",
         "grpc_port": grpc_port,

@@ -25,10 +25,12 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import multiprocessing
+import queue
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, Engine, insert, update
@@ -37,7 +39,7 @@ from node.catalog import Catalog, Theme
 from node.errors import CatalogError, ImportFileError
 from node.identifiers import mask_identifier
 from node.store.models import ImportBatch, RecordStatus
-from node.validation import SUBJECT_COLUMNS, Problem, RowValidator, ValidRow
+from node.validation import SUBJECT_COLUMNS, Problem, RowValidator, ValidRow, cell_text
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _UTF8 = frozenset({"utf-8", "utf8", "utf-8-sig", "utf_8", "u8"})
@@ -116,7 +118,9 @@ def scan_file(path: Path, encoding: str) -> tuple[str, int]:
                     if encoding == "utf-8-sig":
                         hint = "the department probably saved it as GBK: pass --encoding gbk"
                     elif _is_utf8(path):
-                        hint = "the file is UTF-8, not " + encoding + ": import it without --encoding"
+                        hint = (
+                            "the file is UTF-8, not " + encoding + ": import it without --encoding"
+                        )
                     else:
                         hint = "check the --encoding you passed (gbk, gb18030, utf-8)"
                     raise ImportFileError(
@@ -206,7 +210,7 @@ def _column_map(theme: Theme, header: Sequence[str], path: Path) -> list[str]:
     return columns
 
 
-Row = tuple[int, Mapping[str, Any] | list[Problem]]
+Row = tuple[int, Mapping[str, str] | list[Problem]]
 
 
 def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
@@ -214,7 +218,9 @@ def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
     try:
         header = next(reader)
     except StopIteration:
-        raise ImportFileError(f"{path}: the file is empty; a CSV file starts with a header row")
+        raise ImportFileError(
+            f"{path}: the file is empty; a CSV file starts with a header row"
+        ) from None
     columns = _column_map(theme, header, path)
     width = len(columns)
     line = reader.line_num
@@ -223,9 +229,10 @@ def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         if len(cells) != width:
-            yield start, [
-                Problem("(row)", f"the row has {len(cells)} values, the header has {width}")
-            ]
+            yield (
+                start,
+                [Problem("(row)", f"the row has {len(cells)} values, the header has {width}")],
+            )
             continue
         yield start, dict(zip(columns, cells, strict=True))
 
@@ -246,7 +253,7 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
         if not isinstance(obj, dict):
             yield line, [Problem("(row)", "a line must hold one JSON object")]
             continue
-        row: dict[str, Any] = {}
+        row: dict[str, str] = {}
         problems: list[Problem] = []
         for key, value in obj.items():
             name = allowed.get(key)
@@ -255,7 +262,7 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
             elif isinstance(value, dict | list):
                 problems.append(Problem(name, "must be a plain value, not a list or an object"))
             else:
-                row[name] = value
+                row[name] = cell_text(value)
         yield line, problems or row
 
 
@@ -269,7 +276,9 @@ class _Writer:
         self.batch_id = batch_id
         self.postgres = conn.dialect.name == "postgresql"
         self.conn.exec_driver_sql(
-            self._sql("CREATE TEMPORARY TABLE import_seen_keys (record_key VARCHAR(128) PRIMARY KEY)")
+            self._sql(
+                "CREATE TEMPORARY TABLE import_seen_keys (record_key VARCHAR(128) PRIMARY KEY)"
+            )
         )
 
     def close(self) -> None:
@@ -295,53 +304,84 @@ class _Writer:
     def write(self, rows: list[ValidRow], rejects: list[Reject]) -> tuple[int, int, int]:
         """Write one chunk; returns (inserted, updated, unchanged) and appends rejects."""
         now = self._stamp(dt.datetime.now(dt.UTC))
+        existing: dict[str, tuple[int, str, int | None]] = {}
         if rows:
-            rows = self._drop_repeated_keys(rows, rejects)
+            rows = self._first_in_chunk(rows, rejects)
+            existing = self._existing(rows)
+            rows = self._not_seen_in_this_file(rows, existing, rejects)
             rows = self._write_subjects(rows, rejects, now)
         if not rows:
             self.conn.commit()
             return 0, 0, 0
-        existing = self._existing(rows)
         new = [r for r in rows if r.record_key not in existing]
         changed = [
             (existing[r.record_key][0], r)
             for r in rows
             if r.record_key in existing and existing[r.record_key][1] != r.content_hash
         ]
+        unchanged = [
+            (r.record_key,)
+            for r in rows
+            if r.record_key in existing and existing[r.record_key][1] == r.content_hash
+        ]
         self._insert(new, now)
         if changed:
             self._supersede(changed, now)
+        if unchanged:  # remembered so that a repeat later in the file is caught
+            self.conn.exec_driver_sql(
+                self._sql("INSERT INTO import_seen_keys (record_key) VALUES (?)"), unchanged
+            )
         self.conn.commit()
-        return len(new), len(changed), len(rows) - len(new) - len(changed)
+        return len(new), len(changed), len(unchanged)
 
-    def _existing(self, rows: list[ValidRow]) -> dict[str, tuple[int, str]]:
+    def _existing(self, rows: list[ValidRow]) -> dict[str, tuple[int, str, int | None]]:
+        """Stored records of these keys: key -> (id, content_hash, last writing batch)."""
         where, params = self._in("record_key", [r.record_key for r in rows])
         result = self.conn.exec_driver_sql(
-            self._sql(f"SELECT id, record_key, content_hash FROM records WHERE theme = ? AND {where}"),
+            self._sql(
+                "SELECT id, record_key, content_hash, batch_id FROM records "
+                f"WHERE theme = ? AND {where}"
+            ),
             (self.theme, *params),
         )
-        return {key: (record_id, digest) for record_id, key, digest in result}
+        return {key: (record_id, digest, batch) for record_id, key, digest, batch in result}
 
-    def _drop_repeated_keys(self, rows: list[ValidRow], rejects: list[Reject]) -> list[ValidRow]:
-        keys = [r.record_key for r in rows]
-        seen_before = {k for (k,) in self._select(
-            "SELECT record_key FROM import_seen_keys WHERE {where}", "record_key", keys
-        )}
-        kept: list[ValidRow] = []
+    @staticmethod
+    def _first_in_chunk(rows: list[ValidRow], rejects: list[Reject]) -> list[ValidRow]:
         first_line: dict[str, int] = {}
+        kept: list[ValidRow] = []
         for r in rows:
-            if r.record_key in seen_before or r.record_key in first_line:
-                where = f" at line {first_line[r.record_key]}" if r.record_key in first_line else ""
-                rejects.append(Reject(r.line, "record_key", f"record key {r.record_key!r} "
-                                      f"appears earlier in this file{where}"))
-                continue
-            first_line[r.record_key] = r.line
-            kept.append(r)
-        self.conn.exec_driver_sql(
-            self._sql("INSERT INTO import_seen_keys (record_key) VALUES (?)"),
-            [(k,) for k in first_line],
-        )
+            if r.record_key in first_line:
+                rejects.append(_repeated(r, first_line[r.record_key]))
+            else:
+                first_line[r.record_key] = r.line
+                kept.append(r)
         return kept
+
+    def _not_seen_in_this_file(
+        self,
+        rows: list[ValidRow],
+        existing: dict[str, tuple[int, str, int | None]],
+        rejects: list[Reject],
+    ) -> list[ValidRow]:
+        """Drop keys that an earlier chunk of this file wrote (their batch is this one)
+        or confirmed unchanged (kept in the temporary table). A fresh import never
+        queries the temporary table: none of its keys existed before."""
+        written_here = {k for k, (_, _, batch) in existing.items() if batch == self.batch_id}
+        older = [k for k, (_, _, batch) in existing.items() if batch != self.batch_id]
+        confirmed: set[str] = set()
+        if older:
+            confirmed = {
+                k
+                for (k,) in self._select(
+                    "SELECT record_key FROM import_seen_keys WHERE {where}", "record_key", older
+                )
+            }
+        repeated = written_here | confirmed
+        if not repeated:
+            return rows
+        rejects.extend(_repeated(r, None) for r in rows if r.record_key in repeated)
+        return [r for r in rows if r.record_key not in repeated]
 
     def _write_subjects(
         self, rows: list[ValidRow], rejects: list[Reject], now: str
@@ -360,12 +400,15 @@ class _Writer:
         for r in rows:
             known = stored.get(r.subject_id) or fresh.get(r.subject_id)
             if known is not None and known[0] != r.subject_type:
-                rejects.append(Reject(
-                    r.line, "subject_type",
-                    f"subject {mask_identifier(r.subject_id, r.subject_type)} is stored as "
-                    f"{known[0]}, this row says {r.subject_type}; correct the row (or the "
-                    "stored subject) and import again",
-                ))
+                rejects.append(
+                    Reject(
+                        r.line,
+                        "subject_type",
+                        f"subject {mask_identifier(r.subject_id, r.subject_type)} is stored as "
+                        f"{known[0]}, this row says {r.subject_type}; correct the row (or the "
+                        "stored subject) and import again",
+                    )
+                )
                 continue
             kept.append(r)
             if known is None:
@@ -390,11 +433,22 @@ class _Writer:
     def _insert(self, rows: list[ValidRow], now: str) -> None:
         if not rows:
             return
+        active = RecordStatus.ACTIVE.value
         values = [
             (
-                self.theme, r.record_key, r.subject_id, self.source, r.fields_json,
-                r.decision_date, r.valid_until, r.publicity_end, RecordStatus.ACTIVE.value, 1,
-                r.content_hash, self.batch_id, now,
+                self.theme,
+                r.record_key,
+                r.subject_id,
+                self.source,
+                r.fields_json,
+                r.decision_date,
+                r.valid_until,
+                r.publicity_end,
+                active,
+                1,
+                r.content_hash,
+                self.batch_id,
+                now,
             )
             for r in rows
         ]
@@ -433,12 +487,27 @@ class _Writer:
             ),
             [
                 (
-                    r.subject_id, self.source, r.fields_json, r.decision_date, r.valid_until,
-                    r.publicity_end, r.content_hash, self.batch_id, now, record_id,
+                    r.subject_id,
+                    self.source,
+                    r.fields_json,
+                    r.decision_date,
+                    r.valid_until,
+                    r.publicity_end,
+                    r.content_hash,
+                    self.batch_id,
+                    now,
+                    record_id,
                 )
                 for record_id, r in changed
             ],
         )
+
+
+def _repeated(row: ValidRow, first_line: int | None) -> Reject:
+    where = f" at line {first_line}" if first_line is not None else ""
+    return Reject(
+        row.line, "record_key", f"record key {row.record_key!r} appears earlier in this file{where}"
+    )
 
 
 class _RejectReport:
@@ -468,6 +537,95 @@ class _RejectReport:
         return self.path
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What reading and validating one file needs; plain data, so a worker can take it."""
+
+    path: Path
+    fmt: str
+    encoding: str
+    theme: dict[str, Any]  # Theme.model_dump(): models are rebuilt, not pickled
+    department: str
+    chunk_rows: int
+
+
+class _Chunk(NamedTuple):
+    rows: list[ValidRow]
+    rejects: list[Reject]
+    read: int
+    consumed: int
+
+
+def _validated_chunks(source: _Source) -> Iterator[_Chunk]:
+    """Read and validate a file, yielding chunks of valid rows and rejects."""
+    theme = Theme.model_validate(source.theme)
+    validator = RowValidator(theme, source.department)
+    with source.path.open("rb") as raw:
+        counter = _CountingReader(raw)
+        text = io.TextIOWrapper(io.BufferedReader(counter), encoding=source.encoding, newline="")
+        rows = (_csv_rows if source.fmt == "csv" else _jsonl_rows)(text, theme, source.path)
+        valid: list[ValidRow] = []
+        rejects: list[Reject] = []
+        read = 0
+        for line, row in rows:
+            read += 1
+            checked = row if isinstance(row, list) else validator.check(line, row)
+            if isinstance(checked, list):
+                rejects.extend(Reject(line, p.field, p.reason) for p in checked)
+            else:
+                valid.append(checked)
+            if read >= source.chunk_rows:
+                yield _Chunk(valid, rejects, read, counter.consumed)
+                valid, rejects, read = [], [], 0
+        yield _Chunk(valid, rejects, read, counter.consumed)
+
+
+def _validate_in_worker(source: _Source, chunks: Any) -> None:
+    try:
+        for chunk in _validated_chunks(source):
+            chunks.put(chunk)
+        chunks.put(None)
+    except BaseException as exc:  # handed to the parent, which raises it
+        chunks.put(exc)
+
+
+def _chunks_from_worker(source: _Source) -> Iterator[_Chunk]:
+    """Validate in a second process while this one writes: two cores, one import.
+
+    The queue is bounded, so memory stays flat; a worker that dies is reported,
+    and what was committed before stays consistent (re-running is idempotent).
+    """
+    context = multiprocessing.get_context("spawn")
+    chunks = context.Queue(maxsize=4)
+    worker = context.Process(target=_validate_in_worker, args=(source, chunks), daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=1)
+            except queue.Empty:
+                if not worker.is_alive():
+                    raise ImportFileError(
+                        f"{source.path}: the validating process stopped (exit code "
+                        f"{worker.exitcode}); the chunks written so far are complete; "
+                        "import the file again to finish"
+                    ) from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+
+
+PARALLEL_FROM_BYTES = 8 << 20
+"""Files at least this large are validated in a worker process."""
+
+
 def import_file(
     engine: Engine,
     catalog: Catalog,
@@ -480,8 +638,12 @@ def import_file(
     chunk_rows: int = 5000,
     today: dt.date | None = None,
     progress: Progress | None = None,
+    parallel: bool | None = None,
 ) -> ImportSummary:
-    """Import one department file into ``theme_code``; see the module's guarantees."""
+    """Import one department file into ``theme_code``; see the module's guarantees.
+
+    ``parallel`` validates in a worker process (default: for files of 8 MiB or more).
+    """
     theme = catalog.theme(theme_code)
     department = source or theme.source_department
     if department not in catalog.department_by_code:
@@ -491,16 +653,27 @@ def import_file(
         )
     fmt = file_format(path)
     python_encoding = _python_encoding(encoding)
-    digest, _size = scan_file(path, python_encoding)
-    today = today or dt.date.today()
-    today_iso = today.isoformat()
-    validator = RowValidator(theme, department)
+    digest, size = scan_file(path, python_encoding)
+    if fmt == "csv":  # a bad header refuses the file before anything is written
+        with path.open(encoding=python_encoding, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is None:
+            raise ImportFileError(f"{path}: the file is empty; a CSV file starts with a header row")
+        _column_map(theme, header, path)
+    today_iso = (today or dt.date.today()).isoformat()
+    plan = _Source(path, fmt, python_encoding, theme.model_dump(), department, chunk_rows)
+    use_worker = size >= PARALLEL_FROM_BYTES if parallel is None else parallel
+    chunks = _chunks_from_worker(plan) if use_worker else _validated_chunks(plan)
 
     with engine.connect() as conn:
         batch_id = conn.execute(
             insert(ImportBatch).values(
-                theme=theme.code, source_department=department, file_name=str(path),
-                file_digest=digest, file_format=fmt, encoding=encoding,
+                theme=theme.code,
+                source_department=department,
+                file_name=str(path),
+                file_digest=digest,
+                file_format=fmt,
+                encoding=encoding,
                 catalog_version=catalog.catalog_version,
                 started_at=dt.datetime.now(dt.UTC),
             )
@@ -509,54 +682,37 @@ def import_file(
         summary = ImportSummary(path, theme.code, batch_id, file_digest=digest)
         report = _RejectReport(reject_dir / f"batch-{batch_id}-{theme.code}.rejects.csv", path)
         writer = _Writer(conn, theme.code, department, batch_id)
-        with path.open("rb") as raw:
-            counter = _CountingReader(raw)
-            text = io.TextIOWrapper(
-                io.BufferedReader(counter), encoding=python_encoding, newline=""
+        for chunk in chunks:
+            rejects = chunk.rejects
+            inserted, updated, unchanged = writer.write(chunk.rows, rejects)
+            rejected = {r.line for r in rejects}
+            summary.read += chunk.read
+            summary.inserted += inserted
+            summary.updated += updated
+            summary.unchanged += unchanged
+            summary.rejected += len(rejected)
+            summary.past_publicity += sum(
+                1
+                for r in chunk.rows
+                if r.publicity_end is not None
+                and r.publicity_end < today_iso
+                and r.line not in rejected
             )
-            rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(text, theme, path)
-            chunk: list[ValidRow] = []
-            rejects: list[Reject] = []
-
-            def flush() -> None:
-                inserted, updated, unchanged = writer.write(chunk, rejects)
-                summary.inserted += inserted
-                summary.updated += updated
-                summary.unchanged += unchanged
-                report.add(rejects)
-                rejected = {r.line for r in rejects}
-                summary.rejected += len(rejected)
-                summary.past_publicity += sum(
-                    1
-                    for r in chunk
-                    if r.publicity_end is not None
-                    and r.publicity_end < today_iso
-                    and r.line not in rejected
-                )
-                chunk.clear()
-                rejects.clear()
-                if progress is not None:
-                    progress(counter.consumed)
-
-            for line, row in rows:
-                summary.read += 1
-                checked = row if isinstance(row, list) else validator.check(line, row)
-                if isinstance(checked, list):
-                    rejects.extend(Reject(line, p.field, p.reason) for p in checked)
-                else:
-                    chunk.append(checked)
-                if len(chunk) >= chunk_rows:
-                    flush()
-            flush()
+            report.add(rejects)
+            if progress is not None:
+                progress(chunk.consumed)
         writer.close()
         summary.reject_report = report.close()
         conn.execute(
             update(ImportBatch)
             .where(ImportBatch.id == batch_id)
             .values(
-                finished_at=dt.datetime.now(dt.UTC), rows_read=summary.read,
-                inserted=summary.inserted, updated=summary.updated,
-                unchanged=summary.unchanged, rejected=summary.rejected,
+                finished_at=dt.datetime.now(dt.UTC),
+                rows_read=summary.read,
+                inserted=summary.inserted,
+                updated=summary.updated,
+                unchanged=summary.unchanged,
+                rejected=summary.rejected,
             )
         )
         conn.commit()

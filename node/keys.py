@@ -23,9 +23,7 @@ def write_new_signing_key(path: Path) -> SigningKey:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ConfigError(
-            f"{path} already exists; a signing key is never overwritten"
-        ) from None
+        raise ConfigError(f"{path} already exists; a signing key is never overwritten") from None
     with os.fdopen(fd, "w") as f:
         f.write(bytes(key).hex() + "\n")
     path.with_suffix(".pub").write_text(bytes(key.verify_key).hex() + "\n")

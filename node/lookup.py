@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
 from node.catalog import Catalog, FieldType
 from node.errors import NotFound
@@ -82,19 +81,26 @@ class SubjectView:
 
 
 def mask_fields(catalog: Catalog, theme_code: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields as they may be shown, in catalog order, sensitive values masked."""
     theme = catalog.theme_by_code.get(theme_code)
     if theme is None:  # a theme dropped from the catalog: show nothing sensitive by accident
         return {name: "***" for name in fields}
     masked: dict[str, Any] = {}
-    for name, value in fields.items():
-        spec = theme.field_by_name.get(name)
-        if spec is None or not spec.sensitive:
-            masked[name] = value
+    for spec in theme.fields:
+        if spec.name not in fields:
+            continue
+        value = fields[spec.name]
+        if not spec.sensitive:
+            masked[spec.name] = value
         elif spec.type is FieldType.ID_NUMBER:
-            masked[name] = mask_resident_id(str(value))
+            masked[spec.name] = mask_resident_id(str(value))
         else:
-            masked[name] = mask_name(str(value))
+            masked[spec.name] = mask_name(str(value))
     return masked
+
+
+_SUBJECT = Subject.__table__
+_RECORDS = Record.__table__
 
 
 def subject_view(
@@ -102,15 +108,27 @@ def subject_view(
 ) -> SubjectView:
     today = today or dt.date.today()
     key = subject_id.strip().upper()
-    with Session(engine) as session:
-        s = session.scalars(select(Subject).where(Subject.subject_id == key)).one_or_none()
-        if s is None:
+    with engine.connect() as conn:
+        subject = conn.execute(
+            select(_SUBJECT.c.subject_type, _SUBJECT.c.name).where(_SUBJECT.c.subject_id == key)
+        ).first()
+        if subject is None:
             shown = mask_resident_id(key) if key[:17].isdigit() else key
             raise NotFound(f"no subject {shown} in this node's store")
-        stored = session.scalars(
-            select(Record)
-            .where(Record.subject_id == key)
-            .order_by(Record.theme, Record.decision_date.desc(), Record.record_key)
+        stored = conn.execute(
+            select(
+                _RECORDS.c.theme,
+                _RECORDS.c.record_key,
+                _RECORDS.c.source_department,
+                _RECORDS.c.status,
+                _RECORDS.c.version,
+                _RECORDS.c.decision_date,
+                _RECORDS.c.valid_until,
+                _RECORDS.c.publicity_end,
+                _RECORDS.c.fields,
+            )
+            .where(_RECORDS.c.subject_id == key)
+            .order_by(_RECORDS.c.theme, _RECORDS.c.decision_date.desc(), _RECORDS.c.record_key)
         ).all()
     records: list[RecordView] = []
     hidden = 0
@@ -133,11 +151,11 @@ def subject_view(
                 fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
             )
         )
-    individual = s.subject_type == "individual"
+    individual = subject.subject_type == "individual"
     return SubjectView(
-        subject_id=mask_identifier(s.subject_id, s.subject_type),
-        subject_type=s.subject_type,
-        name=mask_name(s.name) if individual else s.name,
+        subject_id=mask_identifier(key, subject.subject_type),
+        subject_type=subject.subject_type,
+        name=mask_name(subject.name) if individual else subject.name,
         records=records,
         hidden=hidden,
     )

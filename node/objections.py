@@ -43,12 +43,20 @@ def _set_status(session: Session, record: Record, status: RecordStatus, why: str
     now = dt.datetime.now(dt.UTC)
     session.add(
         RecordVersion(
-            record_id=record.id, version=record.version, subject_id=record.subject_id,
-            source_department=record.source_department, fields=record.fields,
-            decision_date=record.decision_date, valid_until=record.valid_until,
-            publicity_end=record.publicity_end, status=record.status,
-            content_hash=record.content_hash, batch_id=record.batch_id,
-            valid_from=record.updated_at, superseded_at=now, superseded_by=why,
+            record_id=record.id,
+            version=record.version,
+            subject_id=record.subject_id,
+            source_department=record.source_department,
+            fields=record.fields,
+            decision_date=record.decision_date,
+            valid_until=record.valid_until,
+            publicity_end=record.publicity_end,
+            status=record.status,
+            content_hash=record.content_hash,
+            batch_id=record.batch_id,
+            valid_from=record.updated_at,
+            superseded_at=now,
+            superseded_by=why,
         )
     )
     record.status = status

@@ -22,6 +22,8 @@ def add_months(day: dt.date, months: int) -> dt.date:
     """``day`` plus whole months, clamped to the month's end (2024-01-31 + 1 -> 2024-02-29)."""
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
+    if day.day <= 28:
+        return dt.date(year, month, day.day)
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 

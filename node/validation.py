@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -44,8 +44,9 @@ class Problem:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ValidRow:
+class ValidRow(NamedTuple):
+    """A row that passed; a tuple so that chunks cross processes cheaply."""
+
     line: int
     subject_id: str
     subject_type: str
@@ -123,7 +124,38 @@ def _resident_id(raw: str) -> str:
         raise ValueError(f"not a valid resident identity number: {exc}") from None
 
 
+_MEMO_LIMIT = 4096
+
+
+def _memoized(convert: Converter) -> Converter:
+    """Remember results of a converter that depends on the cell alone.
+
+    Department files repeat the same authority codes and dates on most rows; a
+    bounded memo turns their checks into one dictionary lookup. Failures are not
+    remembered, so every bad cell is reported.
+    """
+    memo: dict[str, Any] = {}
+
+    def remembered(raw: str, row: Mapping[str, Any]) -> Any:
+        try:
+            return memo[raw]
+        except KeyError:
+            value = convert(raw, row)
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[raw] = value
+            return value
+
+    return remembered
+
+
 def _converter(f: CatalogField) -> Converter:
+    if f.type in (FieldType.DATE, FieldType.DECIMAL, FieldType.USCC):
+        return _memoized(_plain_converter(f))
+    return _plain_converter(f)
+
+
+def _plain_converter(f: CatalogField) -> Converter:
     if f.type is FieldType.DATE:
         return _date
     if f.type is FieldType.DECIMAL:
@@ -184,59 +216,47 @@ class RowValidator:
         self._publicity = theme.publicity
         self._hash_prefix = source_department.encode() + b"\x1f"
 
-    def check(self, line: int, row: Mapping[str, Any]) -> ValidRow | list[Problem]:
-        problems: list[Problem] = []
-        subject_type = _text(row.get("subject_type"))
-        subject_id = _text(row.get("subject_id"))
-        subject_name = _text(row.get("subject_name"))
-        record_key = _text(row.get("record_key"))
-
-        if subject_type not in SUBJECT_TYPES:
-            problems.append(
-                Problem(
-                    "subject_type",
-                    f"{subject_type!r} is not a subject type; use one of "
-                    + ", ".join(sorted(SUBJECT_TYPES)),
-                )
+    def check(self, line: int, row: Mapping[str, str]) -> ValidRow | list[Problem]:
+        """Validate one row whose cells are strings (missing cells may be absent)."""
+        subject_type = (row.get("subject_type") or "").strip()
+        subject_id = (row.get("subject_id") or "").strip()
+        subject_name = (row.get("subject_name") or "").strip()
+        record_key = (row.get("record_key") or "").strip()
+        problems: list[Problem] | None = None
+        if (
+            subject_type not in self._allowed_types
+            or not subject_id
+            or not subject_name
+            or len(subject_name) > MAX_NAME
+            or not record_key
+            or len(record_key) > MAX_KEY
+        ):
+            problems = self._subject_block_problems(
+                subject_type, subject_id, subject_name, record_key
             )
-        elif subject_type not in self._allowed_types:
-            problems.append(
-                Problem(
-                    "subject_type",
-                    f"theme {self.theme.code} does not concern {subject_type} subjects "
-                    f"(it allows {', '.join(sorted(self._allowed_types))})",
-                )
-            )
-        if not subject_id:
-            problems.append(Problem("subject_id", "required field is empty"))
-        elif subject_type in SUBJECT_TYPES:
+        else:
             try:
                 subject_id = (
                     validate_resident_id(subject_id)
-                    if subject_type == SubjectType.INDIVIDUAL
+                    if subject_type == "individual"
                     else validate_uscc(subject_id)
                 )
             except InvalidIdentifier as exc:
                 kind = (
                     "resident identity number"
-                    if subject_type == SubjectType.INDIVIDUAL
+                    if subject_type == "individual"
                     else "unified social credit code"
                 )
-                problems.append(Problem("subject_id", f"not a valid {kind}: {exc}"))
-        if not subject_name:
-            problems.append(Problem("subject_name", "required field is empty"))
-        elif len(subject_name) > MAX_NAME:
-            problems.append(Problem("subject_name", f"longer than {MAX_NAME} characters"))
-        if not record_key:
-            problems.append(Problem("record_key", "required field is empty"))
-        elif len(record_key) > MAX_KEY:
-            problems.append(Problem("record_key", f"longer than {MAX_KEY} characters"))
+                problems = [Problem("subject_id", f"not a valid {kind}: {exc}")]
 
         values: dict[str, Any] = {}
         for name, required, sensitive, convert in self._specs:
-            raw = _text(row.get(name))
+            raw = row.get(name)
+            if raw:
+                raw = raw.strip()
             if not raw:
                 if required:
+                    problems = problems or []
                     problems.append(Problem(name, "required field is empty"))
                 continue
             try:
@@ -245,6 +265,7 @@ class RowValidator:
                 reason = str(exc)
                 if sensitive:
                     reason = reason.replace(raw, "(value withheld)")
+                problems = problems or []
                 problems.append(Problem(name, reason))
         if problems:
             return problems
@@ -266,25 +287,71 @@ class RowValidator:
                 return [Problem(rule.end_field or rule.start_field, str(exc))]
             end = last_day.isoformat() if last_day else None
 
-        fields_json = orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
+        fields_json = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(
-            self._hash_prefix + subject_id.encode() + b"\x1f" + fields_json.encode(),
-            digest_size=16,
+            self._hash_prefix + subject_id.encode() + b"\x1f" + fields_json, digest_size=16
         ).hexdigest()
         return ValidRow(
-            line, subject_id, subject_type, subject_name, record_key, fields_json, digest,
-            decision, valid_until, end,
+            line,
+            subject_id,
+            subject_type,
+            subject_name,
+            record_key,
+            fields_json.decode(),
+            digest,
+            decision,
+            valid_until,
+            end,
         )
 
+    def _subject_block_problems(
+        self, subject_type: str, subject_id: str, subject_name: str, record_key: str
+    ) -> list[Problem]:
+        problems: list[Problem] = []
+        if subject_type not in SUBJECT_TYPES:
+            problems.append(
+                Problem(
+                    "subject_type",
+                    f"{subject_type!r} is not a subject type; use one of "
+                    + ", ".join(sorted(SUBJECT_TYPES)),
+                )
+            )
+        elif subject_type not in self._allowed_types:
+            problems.append(
+                Problem(
+                    "subject_type",
+                    f"theme {self.theme.code} does not concern {subject_type} subjects "
+                    f"(it allows {', '.join(sorted(self._allowed_types))})",
+                )
+            )
+        if not subject_id:
+            problems.append(Problem("subject_id", "required field is empty"))
+        elif subject_type in SUBJECT_TYPES:
+            validate = validate_resident_id if subject_type == "individual" else validate_uscc
+            try:
+                validate(subject_id)
+            except InvalidIdentifier as exc:
+                kind = (
+                    "resident identity number"
+                    if subject_type == "individual"
+                    else "unified social credit code"
+                )
+                problems.append(Problem("subject_id", f"not a valid {kind}: {exc}"))
+        if not subject_name:
+            problems.append(Problem("subject_name", "required field is empty"))
+        elif len(subject_name) > MAX_NAME:
+            problems.append(Problem("subject_name", f"longer than {MAX_NAME} characters"))
+        if not record_key:
+            problems.append(Problem("record_key", "required field is empty"))
+        elif len(record_key) > MAX_KEY:
+            problems.append(Problem("record_key", f"longer than {MAX_KEY} characters"))
+        return problems
 
-def _text(value: Any) -> str:
-    """A cell as stripped text; JSON scalars are accepted, containers are not."""
+
+def cell_text(value: str | int | float | bool | None) -> str:
+    """A JSON scalar as the text a CSV cell would hold."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    raise ValueError("a cell must be a plain value, not a list or an object")
+    return str(value)

@@ -38,7 +38,10 @@ def test_uscc_is_canonicalised_to_upper_case_without_blanks() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("91441300MA4W7K3P2", "wrong length: a unified social credit code has 18 characters, found 17"),
+        (
+            "91441300MA4W7K3P2",
+            "wrong length: a unified social credit code has 18 characters, found 17",
+        ),
         ("91441300MA4W7K3P2DD", "found 19"),
         ("9144130OMA4W7K3P2D", "bad character 'O' at position 8"),
         ("91441300MA4W7K3I2D", "bad character 'I' at position 16"),
@@ -55,13 +58,19 @@ def test_invalid_uscc_is_refused_with_what_is_wrong(value: str, message: str) ->
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("44130219850612331", "wrong length: a resident identity number has 18 characters, found 17"),
+        (
+            "44130219850612331",
+            "wrong length: a resident identity number has 18 characters, found 17",
+        ),
         ("4413021985061233145", "found 19"),
         ("4413021985A6123314", "bad character at position 11"),
         ("44130219850612331Y", "bad character at position 18"),
         ("991302198506123314", r"positions 1-2 \(99\) are not a GB/T 2260 province code"),
         ("441302198513323314", r"birth date \(positions 7-14\) is not a real date"),
-        ("441302190002293314", r"birth date \(positions 7-14\) is not a real date"),  # 1900 not leap
+        (
+            "441302190002293314",
+            r"birth date \(positions 7-14\) is not a real date",
+        ),  # 1900 not leap
         ("441302209901013314", "in the future"),
         ("441302198506123315", "check character is '5', expected '4'"),
     ],
@@ -80,7 +89,8 @@ def test_resident_id_errors_never_repeat_the_number() -> None:
 
 def test_lower_case_x_check_character_is_accepted() -> None:
     first17 = next(
-        f"4413021985061{n:03d}3" for n in range(1000)
+        f"4413021985061{n:03d}3"
+        for n in range(1000)
         if resident_id_check_character(f"4413021985061{n:03d}3") == "X"
     )
     assert validate_resident_id(first17 + "x") == first17 + "X"

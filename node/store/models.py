@@ -47,6 +47,7 @@ class Base(DeclarativeBase):
 
 class Subject(Base):
     __tablename__ = "subjects"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
 
     subject_id: Mapped[str] = mapped_column(String(18), primary_key=True)
     subject_type: Mapped[str] = mapped_column(String(32))

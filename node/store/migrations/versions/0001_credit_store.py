@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("subject_type", sa.String(32), nullable=False),
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("updated_at", Stamp, nullable=False),
+        sqlite_with_rowid=False,  # one B-tree keyed by the identifier, not two
     )
     op.create_table(
         "import_batches",

@@ -1,0 +1,28 @@
+"""``credit-node``: the one command for operating a Credit Exchange Node."""
+
+from __future__ import annotations
+
+import typer
+
+from node.cli import store
+from node.cli.demo import demo
+
+app = typer.Typer(
+    name="credit-node",
+    help="Credit Exchange Node: share public credit information between cities without pooling it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(store.init)
+app.add_typer(store.db_app, name="db")
+app.add_typer(store.catalog_app, name="catalog")
+app.command("import")(store.import_)
+app.command()(store.show)
+app.command()(store.sample)
+app.command("check-id")(store.check_id)
+app.add_typer(store.objection_app, name="objection")
+app.command()(demo)
+
+
+def main() -> None:
+    app()
