@@ -67,6 +67,7 @@ class _Random(random.Random):
     def choice(self, seq: SupportsLenAndGetItem[_T]) -> _T:
         return seq[int(self.random() * len(seq))]
 
+
 # ---------------------------------------------------------------------------
 # Members and places
 
@@ -232,7 +233,6 @@ _ORG_WEIGHTS: Final = (3, 7, 9, 10, 5, 8, 4, 2)
 _ORG_SPACE: Final = 31**6  # positions 11-16 of a USCC: unique per subject of a region
 _BIRTH_FIRST: Final = dt.date(1950, 1, 1).toordinal()
 _BIRTH_DAYS: Final = dt.date(2000, 12, 31).toordinal() - _BIRTH_FIRST + 1
-_RID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 _ORG_VALUE: Final = {c: int(c, 36) for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
@@ -294,45 +294,113 @@ class _Sector:
 
 
 _SECTORS: Final = (
-    _Sector("电子科技", "电子产品、电子元器件的研发、生产和销售；货物进出口；技术进出口",
-            ("other", "fire_safety", "work_safety", "environment"), ("pollutant",), True),
-    _Sector("新能源科技", "锂离子电池、储能设备的研发、生产和销售；货物进出口",
-            ("work_safety", "environment", "fire_safety"), ("pollutant", "hazardous_chem"), True),
-    _Sector("食品", "食品生产；食品销售；农副产品收购", ("food",),
-            ("food_production", "food_sale")),
-    _Sector("餐饮管理", "餐饮服务；餐饮管理；食品销售", ("food", "fire_safety"),
-            ("food_sale", "public_health")),
+    _Sector(
+        "电子科技",
+        "电子产品、电子元器件的研发、生产和销售；货物进出口；技术进出口",
+        ("other", "fire_safety", "work_safety", "environment"),
+        ("pollutant",),
+        True,
+    ),
+    _Sector(
+        "新能源科技",
+        "锂离子电池、储能设备的研发、生产和销售；货物进出口",
+        ("work_safety", "environment", "fire_safety"),
+        ("pollutant", "hazardous_chem"),
+        True,
+    ),
+    _Sector(
+        "食品", "食品生产；食品销售；农副产品收购", ("food",), ("food_production", "food_sale")
+    ),
+    _Sector(
+        "餐饮管理",
+        "餐饮服务；餐饮管理；食品销售",
+        ("food", "fire_safety"),
+        ("food_sale", "public_health"),
+    ),
     _Sector("医药", "药品批发；药品零售；第二类医疗器械经营", ("drug",), ("drug_retail",)),
-    _Sector("建筑工程", "建设工程施工；建筑劳务分包；市政设施管理",
-            ("construction", "work_safety"), ("construction_qual", "construction_permit")),
-    _Sector("房地产开发", "房地产开发经营；物业管理", ("construction", "other"),
-            ("construction_permit",)),
-    _Sector("物流", "道路货物运输（不含危险货物）；国内货物运输代理；仓储服务",
-            ("work_safety", "other"), ("road_transport",)),
-    _Sector("贸易", "国内贸易代理；货物进出口；技术进出口；日用百货销售", ("other",),
-            ("food_sale",)),
-    _Sector("五金塑胶制品", "五金产品制造；塑料制品制造；五金产品批发",
-            ("work_safety", "environment"), ("pollutant",), True),
-    _Sector("化工", "化工产品生产（不含许可类化工产品）；危险化学品经营",
-            ("work_safety", "environment"), ("hazardous_chem", "pollutant"), True),
-    _Sector("机械设备", "通用设备制造；机械设备销售；特种设备安装改造修理",
-            ("special_equipment", "work_safety"), ("special_equipment",), True),
-    _Sector("电梯工程", "电梯安装、改造、修理；特种设备销售", ("special_equipment",),
-            ("special_equipment",)),
-    _Sector("环保科技", "环境保护专用设备制造；污水处理及其再生利用", ("environment",),
-            ("pollutant",), True),
-    _Sector("家具", "家具制造；家具销售；木材加工", ("environment", "fire_safety"),
-            ("pollutant",), True),
-    _Sector("印刷包装", "包装装潢印刷品印刷；纸制品制造", ("environment", "work_safety"),
-            ("pollutant",), True),
-    _Sector("石化", "成品油批发；石油制品销售；危险化学品经营",
-            ("work_safety", "environment", "fire_safety"), ("hazardous_chem", "pollutant"), True),
+    _Sector(
+        "建筑工程",
+        "建设工程施工；建筑劳务分包；市政设施管理",
+        ("construction", "work_safety"),
+        ("construction_qual", "construction_permit"),
+    ),
+    _Sector(
+        "房地产开发",
+        "房地产开发经营；物业管理",
+        ("construction", "other"),
+        ("construction_permit",),
+    ),
+    _Sector(
+        "物流",
+        "道路货物运输（不含危险货物）；国内货物运输代理；仓储服务",
+        ("work_safety", "other"),
+        ("road_transport",),
+    ),
+    _Sector(
+        "贸易", "国内贸易代理；货物进出口；技术进出口；日用百货销售", ("other",), ("food_sale",)
+    ),
+    _Sector(
+        "五金塑胶制品",
+        "五金产品制造；塑料制品制造；五金产品批发",
+        ("work_safety", "environment"),
+        ("pollutant",),
+        True,
+    ),
+    _Sector(
+        "化工",
+        "化工产品生产（不含许可类化工产品）；危险化学品经营",
+        ("work_safety", "environment"),
+        ("hazardous_chem", "pollutant"),
+        True,
+    ),
+    _Sector(
+        "机械设备",
+        "通用设备制造；机械设备销售；特种设备安装改造修理",
+        ("special_equipment", "work_safety"),
+        ("special_equipment",),
+        True,
+    ),
+    _Sector(
+        "电梯工程",
+        "电梯安装、改造、修理；特种设备销售",
+        ("special_equipment",),
+        ("special_equipment",),
+    ),
+    _Sector(
+        "环保科技",
+        "环境保护专用设备制造；污水处理及其再生利用",
+        ("environment",),
+        ("pollutant",),
+        True,
+    ),
+    _Sector(
+        "家具", "家具制造；家具销售；木材加工", ("environment", "fire_safety"), ("pollutant",), True
+    ),
+    _Sector(
+        "印刷包装",
+        "包装装潢印刷品印刷；纸制品制造",
+        ("environment", "work_safety"),
+        ("pollutant",),
+        True,
+    ),
+    _Sector(
+        "石化",
+        "成品油批发；石油制品销售；危险化学品经营",
+        ("work_safety", "environment", "fire_safety"),
+        ("hazardous_chem", "pollutant"),
+        True,
+    ),
     _Sector("燃气", "燃气经营；燃气器具安装、维修", ("work_safety", "fire_safety"), ("gas",)),
-    _Sector("人力资源服务", "劳务派遣服务；职业中介活动；人力资源服务", ("other",),
-            ("labour_dispatch",)),
-    _Sector("酒店管理", "住宿服务；餐饮服务；酒店管理", ("fire_safety", "food"),
-            ("public_health", "food_sale")),
-)  # fmt: skip
+    _Sector(
+        "人力资源服务", "劳务派遣服务；职业中介活动；人力资源服务", ("other",), ("labour_dispatch",)
+    ),
+    _Sector(
+        "酒店管理",
+        "住宿服务；餐饮服务；酒店管理",
+        ("fire_safety", "food"),
+        ("public_health", "food_sale"),
+    ),
+)
 
 _SHOPS: Final = (
     _Sector("粮油店", "粮油、预包装食品零售", ("food",), ("food_sale",)),
@@ -347,16 +415,24 @@ _SHOPS: Final = (
 )
 
 _INSTITUTIONS: Final = (
-    _Sector("第{n}人民医院", "为人民身体健康提供医疗与护理保健服务",
-            ("drug", "fire_safety", "other"), ("medical_institution",)),
+    _Sector(
+        "第{n}人民医院",
+        "为人民身体健康提供医疗与护理保健服务",
+        ("drug", "fire_safety", "other"),
+        ("medical_institution",),
+    ),
     _Sector("第{n}中学", "实施高中学历教育，促进基础教育发展", ("fire_safety", "food"), ()),
-    _Sector("{d}社区卫生服务中心", "提供社区预防、保健、健康教育和基本医疗服务",
-            ("drug", "other"), ("medical_institution",)),
+    _Sector(
+        "{d}社区卫生服务中心",
+        "提供社区预防、保健、健康教育和基本医疗服务",
+        ("drug", "other"),
+        ("medical_institution",),
+    ),
     _Sector("疾病预防控制中心", "疾病预防与控制、卫生检验检测", ("other",), ()),
     _Sector("公共资源交易中心", "为公共资源交易活动提供场所、设施和信息服务", ("other",), ()),
     _Sector("水利水电勘测设计院", "水利水电工程勘测、设计与咨询", ("construction",), ()),
     _Sector("{d}中心小学", "实施小学义务教育", ("fire_safety", "food"), ()),
-)  # fmt: skip
+)
 
 _ASSOCIATION: Final = _Sector("协会", "行业交流、业务培训、咨询服务", ("other",), ())
 _NON_ENTERPRISES: Final = (
@@ -386,73 +462,167 @@ def _digits(rng: random.Random, n: int) -> str:
 
 _LICENCES: Final[dict[str, _LicenceKind]] = {
     "food_sale": _LicenceKind(
-        "食品经营许可决定书", "general", "食品经营许可证",
-        ("预包装食品（含冷藏冷冻食品）销售；散装食品（不含冷藏冷冻食品）销售",
-         "热食类食品制售；冷食类食品制售", "预包装食品销售；保健食品销售"),
-        "market", 5, lambda r, s, d: f"JY1{s.district[0]}{_digits(r, 7)}"),
+        "食品经营许可决定书",
+        "general",
+        "食品经营许可证",
+        (
+            "预包装食品（含冷藏冷冻食品）销售；散装食品（不含冷藏冷冻食品）销售",
+            "热食类食品制售；冷食类食品制售",
+            "预包装食品销售；保健食品销售",
+        ),
+        "market",
+        5,
+        lambda r, s, d: f"JY1{s.district[0]}{_digits(r, 7)}",
+    ),
     "food_production": _LicenceKind(
-        "食品生产许可决定书", "general", "食品生产许可证",
+        "食品生产许可决定书",
+        "general",
+        "食品生产许可证",
         ("糕点（烘烤类糕点）", "饮料（包装饮用水）", "调味品（酱油、食醋）"),
-        "market", 5, lambda r, s, d: f"SC1{_digits(r, 2)}{s.district[0]}{_digits(r, 5)}"),
+        "market",
+        5,
+        lambda r, s, d: f"SC1{_digits(r, 2)}{s.district[0]}{_digits(r, 5)}",
+    ),
     "drug_retail": _LicenceKind(
-        "药品经营许可决定书", "general", "药品经营许可证",
+        "药品经营许可决定书",
+        "general",
+        "药品经营许可证",
         ("中药饮片、中成药、化学药制剂、抗生素制剂、生化药品、生物制品（除疫苗）",),
-        "market", 5, lambda r, s, d: f"粤CB{s.district[0][2:6]}{_digits(r, 3)}"),
+        "market",
+        5,
+        lambda r, s, d: f"粤CB{s.district[0][2:6]}{_digits(r, 3)}",
+    ),
     "construction_qual": _LicenceKind(
-        "建筑业企业资质核准决定书", "approval", "建筑业企业资质证书",
-        ("建筑工程施工总承包二级；市政公用工程施工总承包三级", "地基基础工程专业承包二级",
-         "建筑装修装饰工程专业承包二级"),
-        "housing", 5, lambda r, s, d: f"D2{s.city.region[:2]}{_digits(r, 6)}"),
+        "建筑业企业资质核准决定书",
+        "approval",
+        "建筑业企业资质证书",
+        (
+            "建筑工程施工总承包二级；市政公用工程施工总承包三级",
+            "地基基础工程专业承包二级",
+            "建筑装修装饰工程专业承包二级",
+        ),
+        "housing",
+        5,
+        lambda r, s, d: f"D2{s.city.region[:2]}{_digits(r, 6)}",
+    ),
     "construction_permit": _LicenceKind(
-        "建筑工程施工许可决定书", "general", "建筑工程施工许可证",
+        "建筑工程施工许可决定书",
+        "general",
+        "建筑工程施工许可证",
         ("厂房及配套设施新建工程", "商住楼新建工程（地上二十八层）", "道路改造工程"),
-        "housing", 2,
-        lambda r, s, d: f"{s.district[0]}{d.year:04d}{d.month:02d}{d.day:02d}{_digits(r, 2)}01"),
+        "housing",
+        2,
+        lambda r, s, d: f"{s.district[0]}{d.year:04d}{d.month:02d}{d.day:02d}{_digits(r, 2)}01",
+    ),
     "pollutant": _LicenceKind(
-        "排污许可决定书", "general", "排污许可证",
-        ("主要污染物类别：废气（颗粒物、挥发性有机物）", "主要污染物类别：废水（化学需氧量、氨氮）"),
-        "environment", 5, lambda r, s, d: f"{s.subject_id}001{r.choice('VPQ')}"),
+        "排污许可决定书",
+        "general",
+        "排污许可证",
+        (
+            "主要污染物类别：废气（颗粒物、挥发性有机物）",
+            "主要污染物类别：废水（化学需氧量、氨氮）",
+        ),
+        "environment",
+        5,
+        lambda r, s, d: f"{s.subject_id}001{r.choice('VPQ')}",
+    ),
     "special_equipment": _LicenceKind(
-        "特种设备使用登记决定", "registration", "特种设备使用登记证",
-        ("电梯（曳引驱动乘客电梯）使用登记", "起重机械（桥式起重机）使用登记",
-         "压力容器（固定式）使用登记"),
-        "market", 0,
-        lambda r, s, d: f"{r.choice('梯起容')}11粤{s.city.plate}{_digits(r, 5)}({d.year % 100:02d})"),
+        "特种设备使用登记决定",
+        "registration",
+        "特种设备使用登记证",
+        (
+            "电梯（曳引驱动乘客电梯）使用登记",
+            "起重机械（桥式起重机）使用登记",
+            "压力容器（固定式）使用登记",
+        ),
+        "market",
+        0,
+        lambda r, s, d: (
+            f"{r.choice('梯起容')}11粤{s.city.plate}{_digits(r, 5)}({d.year % 100:02d})"
+        ),
+    ),
     "hazardous_chem": _LicenceKind(
-        "危险化学品经营许可决定书", "general", "危险化学品经营许可证",
+        "危险化学品经营许可决定书",
+        "general",
+        "危险化学品经营许可证",
         ("汽油、柴油（不带储存设施经营）", "液化石油气、丙烷（不带储存设施经营）"),
-        "emergency", 3,
-        lambda r, s, d: f"粤{s.city.abbr}危化经字〔{d.year}〕{_digits(r, 6)}"),
+        "emergency",
+        3,
+        lambda r, s, d: f"粤{s.city.abbr}危化经字〔{d.year}〕{_digits(r, 6)}",
+    ),
     "gas": _LicenceKind(
-        "燃气经营许可决定书", "franchise", "燃气经营许可证", ("瓶装液化石油气供应",),
-        "housing", 3, lambda r, s, d: f"粤{d.year}{s.city.region[2:4]}{_digits(r, 4)}L"),
+        "燃气经营许可决定书",
+        "franchise",
+        "燃气经营许可证",
+        ("瓶装液化石油气供应",),
+        "housing",
+        3,
+        lambda r, s, d: f"粤{d.year}{s.city.region[2:4]}{_digits(r, 4)}L",
+    ),
     "road_transport": _LicenceKind(
-        "道路运输经营许可决定书", "general", "道路运输经营许可证",
+        "道路运输经营许可决定书",
+        "general",
+        "道路运输经营许可证",
         ("道路普通货物运输", "道路普通货物运输；货物专用运输（集装箱）"),
-        "transport", 4, lambda r, s, d: f"粤交运管许可{s.city.abbr}字{s.city.region}{_digits(r, 6)}"),
+        "transport",
+        4,
+        lambda r, s, d: f"粤交运管许可{s.city.abbr}字{s.city.region}{_digits(r, 6)}",
+    ),
     "public_health": _LicenceKind(
-        "公共场所卫生许可决定书", "general", "卫生许可证", ("住宿业", "美容美发场所"),
-        "health", 4, lambda r, s, d: f"粤卫公证字〔{d.year}〕第{s.district[0]}{_digits(r, 5)}号"),
+        "公共场所卫生许可决定书",
+        "general",
+        "卫生许可证",
+        ("住宿业", "美容美发场所"),
+        "health",
+        4,
+        lambda r, s, d: f"粤卫公证字〔{d.year}〕第{s.district[0]}{_digits(r, 5)}号",
+    ),
     "labour_dispatch": _LicenceKind(
-        "劳务派遣经营许可决定书", "general", "劳务派遣经营许可证", ("劳务派遣经营",),
-        "hr", 3, lambda r, s, d: f"{s.city.region}{d.year}{_digits(r, 4)}"),
+        "劳务派遣经营许可决定书",
+        "general",
+        "劳务派遣经营许可证",
+        ("劳务派遣经营",),
+        "hr",
+        3,
+        lambda r, s, d: f"{s.city.region}{d.year}{_digits(r, 4)}",
+    ),
     "medical_institution": _LicenceKind(
-        "医疗机构执业登记决定书", "registration", "医疗机构执业许可证",
+        "医疗机构执业登记决定书",
+        "registration",
+        "医疗机构执业许可证",
         ("内科；外科；妇产科；儿科；医学检验科；医学影像科", "预防保健科；全科医疗科；中医科"),
-        "health", 5, lambda r, s, d: f"{_digits(r, 8)}{s.district[0]}{_digits(r, 2)}A1001"),
+        "health",
+        5,
+        lambda r, s, d: f"{_digits(r, 8)}{s.district[0]}{_digits(r, 2)}A1001",
+    ),
     "private_school": _LicenceKind(
-        "民办学校办学许可决定书", "general", "中华人民共和国民办学校办学许可证",
+        "民办学校办学许可决定书",
+        "general",
+        "中华人民共和国民办学校办学许可证",
         ("文化艺术类培训", "学前教育"),
-        "education", 5, lambda r, s, d: f"教民{s.city.region}{d.year}{_digits(r, 6)}号"),
+        "education",
+        5,
+        lambda r, s, d: f"教民{s.city.region}{d.year}{_digits(r, 6)}号",
+    ),
     "physician": _LicenceKind(
-        "医师执业注册决定书", "recognition", "医师执业证书",
+        "医师执业注册决定书",
+        "recognition",
+        "医师执业证书",
         ("执业类别：临床；执业范围：内科专业", "执业类别：口腔；执业范围：口腔专业"),
-        "health", 0, lambda r, s, d: f"1{_digits(r, 2)}{s.city.region}{_digits(r, 8)}"),
+        "health",
+        0,
+        lambda r, s, d: f"1{_digits(r, 2)}{s.city.region}{_digits(r, 8)}",
+    ),
     "constructor": _LicenceKind(
-        "注册建造师注册决定书", "recognition", "注册建造师注册证书",
+        "注册建造师注册决定书",
+        "recognition",
+        "注册建造师注册证书",
         ("一级建造师（建筑工程）", "二级建造师（市政公用工程）"),
-        "housing", 3, lambda r, s, d: f"粤2{s.city.region[:4]}{d.year % 100:02d}{_digits(r, 5)}"),
-}  # fmt: skip
+        "housing",
+        3,
+        lambda r, s, d: f"粤2{s.city.region[:4]}{d.year % 100:02d}{_digits(r, 5)}",
+    ),
+}
 
 
 # ---------------------------------------------------------------------------
@@ -538,6 +708,7 @@ class _SubjectStream:
         return name, _resident_id(address, birth, 1 + int(r() * 999))
 
     def subject(self, index: int) -> _Subject:
+        """Subject ``index``; call with 0, 1, 2, … in order (it draws from the stream)."""
         rng = self.rng
         city = self.city
         subject_type = "enterprise" if index == 0 else _TYPE_BY_PERCENT[int(rng.random() * 100)]
@@ -553,10 +724,23 @@ class _SubjectStream:
             x = self.person_perm(index)
             x, address = divmod(x, len(self.person_addresses))
             day, sequence = divmod(x, 999)
-            subject_id = _resident_id(self.person_addresses[address], _BIRTH_FIRST + day, sequence + 1)
+            subject_id = _resident_id(
+                self.person_addresses[address], _BIRTH_FIRST + day, sequence + 1
+            )
             return _Subject(
-                index, subject_id, subject_type, rep_name, city, district, _PEOPLE, "", "",
-                dt.date.fromordinal(_BIRTH_FIRST + day), rep_name, "", "",
+                index,
+                subject_id,
+                subject_type,
+                rep_name,
+                city,
+                district,
+                _PEOPLE,
+                "",
+                "",
+                dt.date.fromordinal(_BIRTH_FIRST + day),
+                rep_name,
+                "",
+                "",
             )
 
         prefix = "MA" if rng.random() < 0.75 else rng.choice(("MB", "7", "0")).ljust(2, "1")
@@ -611,8 +795,19 @@ class _SubjectStream:
                 sector = _FOUNDATION
             capital = _money(rng, 3, 400)
         return _Subject(
-            index, _uscc(kind, city.region, body8), subject_type, name, city, district, sector,
-            org_form, capital, established, rep_name, rep_id_type, rep_id,
+            index,
+            _uscc(kind, city.region, body8),
+            subject_type,
+            name,
+            city,
+            district,
+            sector,
+            org_form,
+            capital,
+            established,
+            rep_name,
+            rep_id_type,
+            rep_id,
         )
 
 
@@ -629,8 +824,12 @@ def _customs_subjects(seed: int, today: dt.date) -> Iterator[_Subject]:
 
 def _money(rng: random.Random, low: int, high: int) -> str:
     """An amount in 万元 between low and high, log-uniform, to the hundred yuan."""
-    value = math.exp(math.log(low) + rng.random() * (math.log(high) - math.log(low)))
-    return _wan(int(value * 100) * 100)
+    return _wan(_log_uniform(rng, low * 100, high * 100) * 100)
+
+
+def _log_uniform(rng: random.Random, low: int, high: int) -> int:
+    """An integer between low and high, spread evenly over the orders of magnitude."""
+    return min(high, int(low * (high / low) ** rng.random()))
 
 
 def _wan(yuan: int) -> str:
@@ -753,7 +952,9 @@ def _address(g: _Gen, s: _Subject) -> str:
     road = rng.choice(_ROADS)
     place = f"{s.city.name}{s.district[1]}{road}{1 + int(rng.random() * 300)}号"
     if rng.random() < 0.5:
-        place += f"{1 + int(rng.random() * 12)}栋{1 + int(rng.random() * 20)}0{rng.randrange(1, 9)}室"
+        place += (
+            f"{1 + int(rng.random() * 12)}栋{1 + int(rng.random() * 20)}0{rng.randrange(1, 9)}室"
+        )
     return place
 
 
@@ -768,9 +969,16 @@ def _registration(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str
     status = (
         "active"
         if s.index == 0
-        else g.pick((("active", 0.90), ("cancelled", 0.95), ("revoked", 0.98),
-                     ("moved_out", 0.99), ("suspended", 1.0)))
-    )  # fmt: skip
+        else g.pick(
+            (
+                ("active", 0.90),
+                ("cancelled", 0.95),
+                ("revoked", 0.98),
+                ("moved_out", 0.99),
+                ("suspended", 1.0),
+            )
+        )
+    )
     if s.subject_type in ("enterprise", "individual_business"):
         market = g.authority(s.city, "market")[0]
         authority = (
@@ -819,7 +1027,9 @@ def _admin_license(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
         if showcase:
             status = "valid"
     authority, authority_uscc = g.authority(s.city, kind.authority)
-    number = g.doc(s.city, _AUTHORITIES[kind.authority][1] + "许", decided.year, g.number(theme.code))
+    number = g.doc(
+        s.city, _AUTHORITIES[kind.authority][1] + "许", decided.year, g.number(theme.code)
+    )
     values: Values = {
         "license_document_name": kind.document,
         "license_document_number": number,
@@ -854,88 +1064,177 @@ class _Offence:
 
 _OFFENCES: Final[dict[str, tuple[_Offence, ...]]] = {
     "food": (
-        _Offence("未取得食品经营许可从事食品经营活动",
-                 "{date}，执法人员检查发现当事人未取得食品经营许可即从事食品经营活动。",
-                 "《中华人民共和国食品安全法》第一百二十二条第一款", "market",
-                 ("fine", "confiscation"), (5_000, 100_000)),
-        _Offence("未按规定建立并执行从业人员健康管理制度",
-                 "{date}，执法人员检查发现当事人安排未取得健康证明的人员从事接触直接入口食品的工作。",
-                 "《中华人民共和国食品安全法》第一百二十六条第一款", "market",
-                 ("warning", "fine"), (5_000, 50_000)),
+        _Offence(
+            "未取得食品经营许可从事食品经营活动",
+            "{date}，执法人员检查发现当事人未取得食品经营许可即从事食品经营活动。",
+            "《中华人民共和国食品安全法》第一百二十二条第一款",
+            "market",
+            ("fine", "confiscation"),
+            (5_000, 100_000),
+        ),
+        _Offence(
+            "未按规定建立并执行从业人员健康管理制度",
+            "{date}，执法人员检查发现当事人安排未取得健康证明的人员从事接触直接入口食品的工作。",
+            "《中华人民共和国食品安全法》第一百二十六条第一款",
+            "market",
+            ("warning", "fine"),
+            (5_000, 50_000),
+        ),
     ),
     "drug": (
-        _Offence("销售劣药", "{date}，经抽样检验，当事人销售的药品含量不符合国家药品标准，为劣药。",
-                 "《中华人民共和国药品管理法》第一百一十七条第一款", "market",
-                 ("fine", "confiscation"), (100_000, 500_000)),
-        _Offence("未遵守药品经营质量管理规范", "{date}，检查发现当事人未按规定储存、养护药品。",
-                 "《中华人民共和国药品管理法》第一百二十六条", "market",
-                 ("warning", "fine"), (100_000, 500_000)),
+        _Offence(
+            "销售劣药",
+            "{date}，经抽样检验，当事人销售的药品含量不符合国家药品标准，为劣药。",
+            "《中华人民共和国药品管理法》第一百一十七条第一款",
+            "market",
+            ("fine", "confiscation"),
+            (100_000, 500_000),
+        ),
+        _Offence(
+            "未遵守药品经营质量管理规范",
+            "{date}，检查发现当事人未按规定储存、养护药品。",
+            "《中华人民共和国药品管理法》第一百二十六条",
+            "market",
+            ("warning", "fine"),
+            (100_000, 500_000),
+        ),
     ),
     "special_equipment": (
-        _Offence("使用未经定期检验的特种设备", "{date}，检查发现当事人使用的电梯超过检验有效期仍在使用。",
-                 "《中华人民共和国特种设备安全法》第八十四条第一项", "market",
-                 ("fine", "suspension"), (30_000, 300_000)),
-        _Offence("特种设备使用未按规定办理使用登记", "{date}，检查发现当事人使用的起重机械未办理使用登记。",
-                 "《中华人民共和国特种设备安全法》第八十三条第一项", "market",
-                 ("fine",), (10_000, 100_000)),
+        _Offence(
+            "使用未经定期检验的特种设备",
+            "{date}，检查发现当事人使用的电梯超过检验有效期仍在使用。",
+            "《中华人民共和国特种设备安全法》第八十四条第一项",
+            "market",
+            ("fine", "suspension"),
+            (30_000, 300_000),
+        ),
+        _Offence(
+            "特种设备使用未按规定办理使用登记",
+            "{date}，检查发现当事人使用的起重机械未办理使用登记。",
+            "《中华人民共和国特种设备安全法》第八十三条第一项",
+            "market",
+            ("fine",),
+            (10_000, 100_000),
+        ),
     ),
     "work_safety": (
-        _Offence("未按规定对从业人员进行安全生产教育和培训",
-                 "{date}，检查发现当事人未对新入职从业人员进行安全生产教育和培训。",
-                 "《中华人民共和国安全生产法》第九十七条第三项", "emergency",
-                 ("warning", "fine"), (10_000, 100_000)),
-        _Offence("未采取措施消除事故隐患", "{date}，检查发现当事人对责令限期整改的事故隐患逾期未整改。",
-                 "《中华人民共和国安全生产法》第一百零二条", "emergency",
-                 ("fine", "suspension"), (50_000, 100_000)),
+        _Offence(
+            "未按规定对从业人员进行安全生产教育和培训",
+            "{date}，检查发现当事人未对新入职从业人员进行安全生产教育和培训。",
+            "《中华人民共和国安全生产法》第九十七条第三项",
+            "emergency",
+            ("warning", "fine"),
+            (10_000, 100_000),
+        ),
+        _Offence(
+            "未采取措施消除事故隐患",
+            "{date}，检查发现当事人对责令限期整改的事故隐患逾期未整改。",
+            "《中华人民共和国安全生产法》第一百零二条",
+            "emergency",
+            ("fine", "suspension"),
+            (50_000, 100_000),
+        ),
     ),
     "fire_safety": (
-        _Offence("消防设施、器材未保持完好有效", "{date}，检查发现当事人场所内自动喷水灭火系统未保持完好有效。",
-                 "《中华人民共和国消防法》第六十条第一款第一项", "fire",
-                 ("fine",), (5_000, 50_000)),
-        _Offence("占用、堵塞、封闭疏散通道、安全出口", "{date}，检查发现当事人场所安全出口被封闭。",
-                 "《中华人民共和国消防法》第六十条第一款第三项", "fire",
-                 ("warning", "fine"), (5_000, 50_000)),
+        _Offence(
+            "消防设施、器材未保持完好有效",
+            "{date}，检查发现当事人场所内自动喷水灭火系统未保持完好有效。",
+            "《中华人民共和国消防法》第六十条第一款第一项",
+            "fire",
+            ("fine",),
+            (5_000, 50_000),
+        ),
+        _Offence(
+            "占用、堵塞、封闭疏散通道、安全出口",
+            "{date}，检查发现当事人场所安全出口被封闭。",
+            "《中华人民共和国消防法》第六十条第一款第三项",
+            "fire",
+            ("warning", "fine"),
+            (5_000, 50_000),
+        ),
     ),
     "environment": (
-        _Offence("超过大气污染物排放标准排放大气污染物",
-                 "{date}，经监测，当事人废气排放口挥发性有机物浓度超过排放标准。",
-                 "《中华人民共和国大气污染防治法》第九十九条第二项", "environment",
-                 ("fine",), (100_000, 1_000_000)),
-        _Offence("建设项目未依法进行环境影响评价擅自开工建设",
-                 "{date}，检查发现当事人建设项目环境影响报告表未经批准即开工建设。",
-                 "《中华人民共和国环境影响评价法》第三十一条第一款", "environment",
-                 ("fine",), (50_000, 500_000)),
+        _Offence(
+            "超过大气污染物排放标准排放大气污染物",
+            "{date}，经监测，当事人废气排放口挥发性有机物浓度超过排放标准。",
+            "《中华人民共和国大气污染防治法》第九十九条第二项",
+            "environment",
+            ("fine",),
+            (100_000, 1_000_000),
+        ),
+        _Offence(
+            "建设项目未依法进行环境影响评价擅自开工建设",
+            "{date}，检查发现当事人建设项目环境影响报告表未经批准即开工建设。",
+            "《中华人民共和国环境影响评价法》第三十一条第一款",
+            "environment",
+            ("fine",),
+            (50_000, 500_000),
+        ),
     ),
     "construction": (
-        _Offence("未取得施工许可证擅自施工", "{date}，检查发现当事人建设项目未取得施工许可证即开工建设。",
-                 "《中华人民共和国建筑法》第六十四条", "housing",
-                 ("fine",), (20_000, 200_000)),
-        _Offence("违法分包工程", "{date}，检查发现当事人将承包的工程分包给不具备相应资质的单位。",
-                 "《建设工程质量管理条例》第六十二条第一款", "housing",
-                 ("fine", "suspension"), (50_000, 500_000)),
+        _Offence(
+            "未取得施工许可证擅自施工",
+            "{date}，检查发现当事人建设项目未取得施工许可证即开工建设。",
+            "《中华人民共和国建筑法》第六十四条",
+            "housing",
+            ("fine",),
+            (20_000, 200_000),
+        ),
+        _Offence(
+            "违法分包工程",
+            "{date}，检查发现当事人将承包的工程分包给不具备相应资质的单位。",
+            "《建设工程质量管理条例》第六十二条第一款",
+            "housing",
+            ("fine", "suspension"),
+            (50_000, 500_000),
+        ),
     ),
     "tax": (
-        _Offence("未按照规定期限办理纳税申报", "当事人未按照规定期限办理{date}所属期的纳税申报。",
-                 "《中华人民共和国税收征收管理法》第六十二条", "tax",
-                 ("fine",), (200, 10_000)),
-        _Offence("未按照规定办理税务登记变更", "当事人税务登记内容发生变化，至{date}仍未办理变更登记。",
-                 "《中华人民共和国税收征收管理法》第六十条第一款第一项", "tax",
-                 ("warning", "fine"), (200, 10_000)),
+        _Offence(
+            "未按照规定期限办理纳税申报",
+            "当事人未按照规定期限办理{date}所属期的纳税申报。",
+            "《中华人民共和国税收征收管理法》第六十二条",
+            "tax",
+            ("fine",),
+            (200, 10_000),
+        ),
+        _Offence(
+            "未按照规定办理税务登记变更",
+            "当事人税务登记内容发生变化，至{date}仍未办理变更登记。",
+            "《中华人民共和国税收征收管理法》第六十条第一款第一项",
+            "tax",
+            ("warning", "fine"),
+            (200, 10_000),
+        ),
     ),
     "other": (
-        _Offence("虚假宣传", "{date}，检查发现当事人在经营场所及网店对商品的性能作虚假的商业宣传。",
-                 "《中华人民共和国反不正当竞争法》第二十条第一款", "market",
-                 ("fine",), (100_000, 1_000_000)),
-        _Offence("发布虚假广告", "{date}，检查发现当事人发布含有虚假内容的广告。",
-                 "《中华人民共和国广告法》第五十五条第一款", "market",
-                 ("fine", "confiscation"), (10_000, 200_000)),
+        _Offence(
+            "虚假宣传",
+            "{date}，检查发现当事人在经营场所及网店对商品的性能作虚假的商业宣传。",
+            "《中华人民共和国反不正当竞争法》第二十条第一款",
+            "market",
+            ("fine",),
+            (100_000, 1_000_000),
+        ),
+        _Offence(
+            "发布虚假广告",
+            "{date}，检查发现当事人发布含有虚假内容的广告。",
+            "《中华人民共和国广告法》第五十五条第一款",
+            "market",
+            ("fine", "confiscation"),
+            (10_000, 200_000),
+        ),
     ),
-}  # fmt: skip
+}
 
 _PUBLIC_ORDER: Final = _Offence(
-    "殴打他人", "{date}，当事人在公共场所与他人发生纠纷并殴打他人。",
-    "《中华人民共和国治安管理处罚法》第四十三条第一款", "police", ("detention", "fine"), (200, 500),
-)  # fmt: skip
+    "殴打他人",
+    "{date}，当事人在公共场所与他人发生纠纷并殴打他人。",
+    "《中华人民共和国治安管理处罚法》第四十三条第一款",
+    "police",
+    ("detention", "fine"),
+    (200, 500),
+)
 
 _CN_DAYS: Final = ("五日", "七日", "十日", "十五日")
 
@@ -949,7 +1248,11 @@ def _admin_penalty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
         industry, offence = "other", _PUBLIC_ORDER
     else:
         industry = (
-            "tax" if draw < 0.12 else "fire_safety" if draw < 0.17 else rng.choice(s.sector.industries)
+            "tax"
+            if draw < 0.12
+            else "fire_safety"
+            if draw < 0.17
+            else rng.choice(s.sector.industries)
         )
         offence = rng.choice(_OFFENCES[industry])
     decided = (
@@ -962,8 +1265,7 @@ def _admin_penalty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
     if showcase:
         kind = "fine"
     low, high = offence.fine
-    fine = int(math.exp(math.log(low) + rng.random() * (math.log(high) - math.log(low)))) // 100 * 100
-    fine = max(fine, low)
+    fine = max(low, _log_uniform(rng, low, high) // 100 * 100)
     authority, authority_uscc = g.authority(s.city, offence.authority)
     number = g.doc(s.city, _AUTHORITIES[offence.authority][2], decided.year, g.number(theme.code))
     values: Values = {
@@ -999,7 +1301,9 @@ def _admin_penalty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
             licence = _LICENCES[rng.choice(licences)]
             values["suspended_license_name"] = licence.certificate
             values["suspended_license_number"] = licence.number(rng, s, s.established)
-            values["penalty_content"] = f"暂扣《{licence.certificate}》三个月，并处罚款人民币{fine}元"
+            values["penalty_content"] = (
+                f"暂扣《{licence.certificate}》三个月，并处罚款人民币{fine}元"
+            )
         else:
             values["penalty_content"] = f"责令停产停业整顿一个月，并处罚款人民币{fine}元"
         values["fine_amount"] = _wan(fine)
@@ -1025,48 +1329,63 @@ class _ListKind:
 
 _BLACK_LISTS: Final = (
     _ListKind(
-        "重大税收违法失信主体", "tax", "税失信",
+        "重大税收违法失信主体",
+        "tax",
+        "税失信",
         ("虚开增值税专用发票", "采取欺骗、隐瞒手段进行虚假纳税申报，少缴应纳税款100万元以上"),
         "《重大税收违法失信主体信息公布管理办法》（国家税务总局令第54号）",
         "纳税信用级别直接判为D级；限制取得政府供应土地、参与政府采购；限制高消费",
         frozenset({"enterprise", "individual_business", "individual"}),
     ),
     _ListKind(
-        "市场监督管理严重违法失信名单", "market", "市监失信",
+        "市场监督管理严重违法失信名单",
+        "market",
+        "市监失信",
         ("被列入经营异常名录届满3年仍未履行相关义务", "生产销售不符合食品安全标准的食品，情节严重"),
         "《市场监督管理严重违法失信名单管理办法》（国家市场监督管理总局令第44号）",
         "限制参与政府采购、工程招投标、国有土地出让；不予授予荣誉称号；实施重点监管",
         frozenset({"enterprise", "individual_business"}),
     ),
     _ListKind(
-        "拖欠农民工工资失信联合惩戒对象名单", "hr", "人社失信",
+        "拖欠农民工工资失信联合惩戒对象名单",
+        "hr",
+        "人社失信",
         ("克扣、无故拖欠农民工工资，数额达到认定拒不支付劳动报酬罪数额标准",),
         "《拖欠农民工工资失信联合惩戒对象名单管理暂行办法》（人力资源社会保障部令第45号）",
         "限制政府资金支持、政府采购、招投标、生产许可、评优评先；限制高消费",
         frozenset({"enterprise", "individual_business", "individual"}),
     ),
     _ListKind(
-        "安全生产严重失信主体名单", "emergency", "应急失信",
-        ("发生较大生产安全事故，对事故发生负有责任", "未依法取得安全生产许可，擅自从事生产经营活动"),
+        "安全生产严重失信主体名单",
+        "emergency",
+        "应急失信",
+        (
+            "发生较大生产安全事故，对事故发生负有责任",
+            "未依法取得安全生产许可，擅自从事生产经营活动",
+        ),
         "《安全生产严重失信主体名单管理办法》（应急管理部令第11号）",
         "加大执法检查频次；限制参与政府采购、工程招投标；不予享受财政资金支持",
         frozenset({"enterprise"}),
     ),
     _ListKind(
-        "社会组织严重违法失信名单", "civil", "民失信",
+        "社会组织严重违法失信名单",
+        "civil",
+        "民失信",
         ("被列入活动异常名录满2年", "弄虚作假办理变更登记，被撤销登记"),
         "《社会组织信用信息管理办法》（民政部令第60号）",
         "不给予资金资助；不向其购买服务；不予评优评先",
         frozenset({"social_org"}),
     ),
     _ListKind(
-        "政府采购严重违法失信行为记录名单", "finance", "财失信",
+        "政府采购严重违法失信行为记录名单",
+        "finance",
+        "财失信",
         ("提供虚假材料谋取中标、成交", "与采购人、其他供应商恶意串通"),
         "《中华人民共和国政府采购法》第七十七条",
         "一至三年内禁止参加政府采购活动",
         frozenset({"enterprise", "institution", "social_org"}),
     ),
-)  # fmt: skip
+)
 
 
 def _serious_dishonesty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Values]:
@@ -1113,7 +1432,9 @@ def _honours(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Val
     if level == "provincial":
         authority = "广东省" + _AUTHORITIES[authority_key][0]
         authority_uscc = _authority_uscc(s.city.region[:2] + "0000", authority_key)
-    number = g.doc(s.city, _AUTHORITIES[authority_key][1] + "信誉", awarded.year, g.number(theme.code))
+    number = g.doc(
+        s.city, _AUTHORITIES[authority_key][1] + "信誉", awarded.year, g.number(theme.code)
+    )
     values: Values = {
         "honour_name": name,
         "honour_level": level,
@@ -1138,8 +1459,14 @@ _REMOVAL_FOR: Final = {
 
 def _abnormal_operation(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Values]:
     rng = g.rng
-    reason = g.pick((("no_annual_report", 0.70), ("unreachable", 0.95),
-                     ("no_disclosure", 0.98), ("false_information", 1.0)))  # fmt: skip
+    reason = g.pick(
+        (
+            ("no_annual_report", 0.70),
+            ("unreachable", 0.95),
+            ("no_disclosure", 0.98),
+            ("false_information", 1.0),
+        )
+    )
     if reason == "no_annual_report":
         # Annual reports are due by 30 June; the listing follows in July.
         year = g.today.year - 1 - int(rng.random() * 4)
@@ -1191,8 +1518,10 @@ def _dishonest_debtor(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple
         court, court_code = f"{city.name}第一人民法院", city.region[2:4] + "71"
     else:
         court, court_code = f"{city.name}{s.district[1]}人民法院", s.district[0][2:6]
-    filed = g.days_ago(60, 5 * 365)
-    published = g.date_between(filed + dt.timedelta(days=30), min(filed + dt.timedelta(days=200), g.today))
+    filed = g.days_ago(60, 5 * 365, not_before=s.established)
+    published = g.date_between(
+        filed + dt.timedelta(days=30), min(filed + dt.timedelta(days=200), g.today)
+    )
     case_number = f"（{filed.year}）{province}{court_code}执{g.number(theme.code)}号"
     judged = filed.year - (rng.random() < 0.6)
     amount = (5_000 + int(rng.random() ** 2 * 5_000_000)) // 100 * 100
@@ -1203,14 +1532,19 @@ def _dishonest_debtor(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple
         "enforcement_basis_authority": court,
         "obligations": rng.choice(_OBLIGATIONS).format(amount=amount),
         "performance_status": "unperformed" if rng.random() < 0.8 else "partially_performed",
-        "dishonest_behaviour": g.pick((
-            ("able_but_refusing", 0.75), ("property_report_violation", 0.85),
-            ("consumption_ban_violation", 0.90), ("false_litigation", 0.95),
-            ("settlement_refusal", 0.98), ("evading_enforcement", 1.0),
-        )),
+        "dishonest_behaviour": g.pick(
+            (
+                ("able_but_refusing", 0.75),
+                ("property_report_violation", 0.85),
+                ("consumption_ban_violation", 0.90),
+                ("false_litigation", 0.95),
+                ("settlement_refusal", 0.98),
+                ("evading_enforcement", 1.0),
+            )
+        ),
         "filing_date": filed.isoformat(),
         "publish_date": published.isoformat(),
-    }  # fmt: skip
+    }
     if s.subject_type != "individual":
         values["legal_representative"] = s.rep_name
     g.stated_end(theme, values, 0.15)
@@ -1236,11 +1570,13 @@ _COMMITMENT_TEXT: Final = (
 def _credit_commitment(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Values]:
     rng = g.rng
     if ctx.get("penalty_done") and rng.random() < 0.5:
-        kind, matter, authority_key = ("credit_repair", "信用修复承诺（行政处罚信息提前停止公示）",
-                                       "development")  # fmt: skip
+        kind, matter, authority_key = (
+            "credit_repair",
+            "信用修复承诺（行政处罚信息提前停止公示）",
+            "development",
+        )
     elif s.subject_type == "individual":
-        kind, matter, authority_key = ("certification", "证明事项告知承诺（无犯罪记录证明）",
-                                       "hr")  # fmt: skip
+        kind, matter, authority_key = ("certification", "证明事项告知承诺（无犯罪记录证明）", "hr")
     else:
         kind, matter, authority_key = rng.choice(_COMMITMENTS)
         if "{licence}" in matter:
@@ -1311,11 +1647,11 @@ def _credit_rating(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
 
 # Customs ----------------------------------------------------------------------
 
-_CUSTOMS_GRADES: Final = (
-    ("advanced_certified", 0.03),
-    ("certified", 0.10),
-    ("regular", 0.90),
-    ("dishonest", 0.98),
+_CUSTOMS_GRADES: Final = (  # most registered enterprises are regular; AEOs are a few percent
+    ("advanced_certified", 0.02),
+    ("certified", 0.07),
+    ("regular", 0.97),
+    ("dishonest", 0.995),
     ("seriously_dishonest", 1.0),
 )
 _GRADE_251: Final = {
@@ -1326,7 +1662,9 @@ _GRADE_251: Final = {
     "seriously_dishonest": "dishonest",
 }
 _GRADE_MEASURES: Final = {
-    "advanced_certified": "适用较低进出口货物平均查验率；优先办理通关手续；享受AEO互认国家（地区）通关便利",
+    "advanced_certified": (
+        "适用较低进出口货物平均查验率；优先办理通关手续；享受AEO互认国家（地区）通关便利"
+    ),
     "certified": "适用较低进出口货物平均查验率；优先办理通关手续",
     "dishonest": "适用较高进出口货物平均查验率；加强单证审核和稽查核查",
     "seriously_dishonest": "适用较高进出口货物平均查验率；列入严重失信主体名单并实施联合惩戒",
@@ -1366,6 +1704,7 @@ def _customs_credit_grade(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> t
     else:
         regime, grade = "order_282", state["grade"]
         decided = g.date_between(ORDER_282_START, g.today)
+        state["decided"] = decided
     if rng.random() < 0.3:
         source = rng.choice(_CUSTOMS_OFFICES) if office[0] == "深圳海关" else office[0]
     else:
@@ -1393,20 +1732,37 @@ class _CustomsOffence:
 
 
 _CUSTOMS_OFFENCES: Final = (
-    _CustomsOffence("customs_violation", "当事人以一般贸易方式申报出口货物，申报商品编号不实，影响海关统计准确性。",
-                    "《中华人民共和国海关行政处罚实施条例》第十五条第一项", "罚款人民币{fine}元"),
-    _CustomsOffence("customs_violation", "当事人申报进口货物的价格不实，影响国家税款征收。",
-                    "《中华人民共和国海关行政处罚实施条例》第十五条第四项", "罚款人民币{fine}元"),
-    _CustomsOffence("customs_violation", "当事人未经海关许可，擅自将海关监管货物转让他人。",
-                    "《中华人民共和国海关行政处罚实施条例》第十八条第一款第一项",
-                    "罚款人民币{fine}元"),
-    _CustomsOffence("smuggling", "当事人采取低报价格方式走私普通货物进境，偷逃税款。",
-                    "《中华人民共和国海关法》第八十二条；《中华人民共和国海关行政处罚实施条例》第九条",
-                    "没收走私货物，并处罚款人民币{fine}元"),
-    _CustomsOffence("smuggling", "当事人伪报贸易方式，将保税料件擅自内销，偷逃税款。",
-                    "《中华人民共和国海关法》第八十二条；《中华人民共和国海关行政处罚实施条例》第九条",
-                    "追缴偷逃税款，并处罚款人民币{fine}元"),
-)  # fmt: skip
+    _CustomsOffence(
+        "customs_violation",
+        "当事人以一般贸易方式申报出口货物，申报商品编号不实，影响海关统计准确性。",
+        "《中华人民共和国海关行政处罚实施条例》第十五条第一项",
+        "罚款人民币{fine}元",
+    ),
+    _CustomsOffence(
+        "customs_violation",
+        "当事人申报进口货物的价格不实，影响国家税款征收。",
+        "《中华人民共和国海关行政处罚实施条例》第十五条第四项",
+        "罚款人民币{fine}元",
+    ),
+    _CustomsOffence(
+        "customs_violation",
+        "当事人未经海关许可，擅自将海关监管货物转让他人。",
+        "《中华人民共和国海关行政处罚实施条例》第十八条第一款第一项",
+        "罚款人民币{fine}元",
+    ),
+    _CustomsOffence(
+        "smuggling",
+        "当事人采取低报价格方式走私普通货物进境，偷逃税款。",
+        "《中华人民共和国海关法》第八十二条；《中华人民共和国海关行政处罚实施条例》第九条",
+        "没收走私货物，并处罚款人民币{fine}元",
+    ),
+    _CustomsOffence(
+        "smuggling",
+        "当事人伪报贸易方式，将保税料件擅自内销，偷逃税款。",
+        "《中华人民共和国海关法》第八十二条；《中华人民共和国海关行政处罚实施条例》第九条",
+        "追缴偷逃税款，并处罚款人民币{fine}元",
+    ),
+)
 
 
 def _customs_case(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Values]:
@@ -1443,8 +1799,10 @@ def _customs_case(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str
             if smuggling
             else g.pick((("minor", 0.6), ("general", 1.0)))
         )
-        repair = "not_repaired" if ctx.get("showcase") else g.pick(
-            (("not_repaired", 0.7), ("applied", 0.85), ("repaired", 1.0))
+        repair = (
+            "not_repaired"
+            if ctx.get("showcase")
+            else g.pick((("not_repaired", 0.7), ("applied", 0.85), ("repaired", 1.0)))
         )
         values["repair_status"] = repair
         if repair == "repaired":
@@ -1460,7 +1818,8 @@ def _customs_light(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
     yellow = state["cases"] > 0 or state["grade"] in ("dishonest", "seriously_dishonest")
     if ctx.get("showcase"):
         yellow = False
-    effective = g.days_ago(1, 2 * 365)
+    graded: dt.date | None = state.get("decided")
+    effective = g.date_between(graded, g.today) if graded is not None else g.days_ago(1, 2 * 365)
     if yellow:
         reason = (
             "企业近两年内有走私或违反海关监管规定行为记录"
@@ -1513,7 +1872,7 @@ def _customs_case_count(g: _Gen, s: _Subject, ctx: Context) -> int:
         return 1
     if state["grade"] in ("dishonest", "seriously_dishonest"):
         return 1 + (g.rng.random() < 0.4)
-    return int(g.rng.random() < 0.05)
+    return int(g.rng.random() < 0.04)
 
 
 def _customs_grade_count(g: _Gen, s: _Subject, ctx: Context) -> int:
@@ -1523,7 +1882,11 @@ def _customs_grade_count(g: _Gen, s: _Subject, ctx: Context) -> int:
 
 def _customs_light_count(g: _Gen, s: _Subject, ctx: Context) -> int:
     state = _customs_state(g, s, ctx)
-    if ctx.get("showcase") or state["cases"] or state["grade"] in ("dishonest", "seriously_dishonest"):
+    if (
+        ctx.get("showcase")
+        or state["cases"]
+        or state["grade"] in ("dishonest", "seriously_dishonest")
+    ):
         return 1
     rate = 0.9 if state["grade"] in ("certified", "advanced_certified") else 0.25
     return int(g.rng.random() < rate)
@@ -1544,9 +1907,16 @@ _RECIPES: Final[dict[str, _Recipe]] = {
     "customs_light_status": _Recipe(_customs_light, {}, count=_customs_light_count),
 }
 _SHOWCASE_THEMES: Final = frozenset(
-    {"registration", "admin_license", "admin_penalty", "credit_rating",
-     "customs_credit_grade", "customs_case", "customs_light_status"}
-)  # fmt: skip
+    {
+        "registration",
+        "admin_license",
+        "admin_penalty",
+        "credit_rating",
+        "customs_credit_grade",
+        "customs_case",
+        "customs_light_status",
+    }
+)
 
 
 def _generic(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[str, Values]:
@@ -1591,9 +1961,6 @@ def _generic_value(g: _Gen, f: CatalogField, values: Mapping[str, Value]) -> Val
 # Writing
 
 
-_NEEDS_QUOTES: Final = frozenset('"\r\n')
-
-
 class _ThemeWriter:
     """Streams one theme's rows to its file, making every row fit the catalog."""
 
@@ -1608,10 +1975,13 @@ class _ThemeWriter:
         self.recipe = _RECIPES.get(theme.code, _GENERIC_RECIPE)
         self.names = [f.name for f in theme.fields]
         self.required = [f for f in theme.fields if f.required]
+        self.required_names = frozenset(f.name for f in self.required)
         self.coded = [(f, frozenset(f.codes)) for f in theme.fields if f.codes is not None]
         self.booleans = [f.name for f in theme.fields if f.type is FieldType.BOOLEAN]
         self.integers = [f.name for f in theme.fields if f.type is FieldType.INTEGER]
         self.width = 4 + len(self.names)
+        self.allowed = frozenset(t.value for t in theme.subject_types)
+        self.showcased = theme.code in _SHOWCASE_THEMES
         rule = theme.publicity
         self.rule = rule if rule is not None and rule.end_field in theme.field_by_name else None
         self.rows = 0
@@ -1628,18 +1998,19 @@ class _ThemeWriter:
             )
 
     def count(self, s: _Subject, ctx: Context) -> int:
+        """How many rows subject ``s`` gets in this theme (at least one for the showcase)."""
         recipe = self.recipe
         if recipe.count is not None:
             n = recipe.count(self.g, s, ctx)
         else:
-            rng = self.g.rng
+            random_ = self.g.rng.random
             n = 0
-            if rng.random() < recipe.rates.get(s.subject_type, 0.0):
+            if random_() < recipe.rates.get(s.subject_type, 0.0):
                 n = 1
-                while n < recipe.most and rng.random() < recipe.more:
+                while n < recipe.most and random_() < recipe.more:
                     n += 1
-        if ctx.get("showcase") and self.theme.code in _SHOWCASE_THEMES:
-            n = max(n, 1)
+        if n == 0 and self.showcased and ctx["showcase"]:
+            n = 1
         return n
 
     def row(self, s: _Subject, ctx: Context) -> None:
@@ -1667,9 +2038,18 @@ class _ThemeWriter:
                     values[name] = str(values[name])
             get = values.get
             cells = [s.subject_id, s.subject_type, s.name, key, *[get(n, "") for n in self.names]]
-            line = ",".join(cells)  # type: ignore[arg-type]  # all str by now
+            try:
+                line = ",".join(cells)  # type: ignore[arg-type]  # str, but for odd catalogs
+            except TypeError:
+                cells = [c if isinstance(c, str) else str(c) for c in cells]
+                line = ",".join(cells)  # type: ignore[arg-type]
             # The csv module's output when nothing needs quoting, without its per-cell cost.
-            if line.count(",") == self.width - 1 and not _NEEDS_QUOTES.intersection(line):
+            if (
+                line.count(",") == self.width - 1
+                and '"' not in line
+                and "\n" not in line
+                and "\r" not in line
+            ):
                 self._file.write(line + "\n")
             else:
                 self._csv.writerow(cells)
@@ -1677,9 +2057,10 @@ class _ThemeWriter:
     def _fit(self, values: Values) -> None:
         """Fill what a city's catalog requires beyond the recipe; fix what it forbids."""
         get = values.get
-        for f in self.required:
-            if get(f.name, "") == "":
-                values[f.name] = _generic_value(self.g, f, values)
+        if not self.required_names <= values.keys() or "" in values.values():
+            for f in self.required:
+                if get(f.name, "") == "":
+                    values[f.name] = _generic_value(self.g, f, values)
         for f, codes in self.coded:
             value = get(f.name, "")
             if value != "" and value not in codes:
@@ -1745,7 +2126,7 @@ def write_sample(
             s = next(stream)
             ctx: Context = {"showcase": n == 0}
             for w in writers:
-                if not w.theme.allows(s.subject_type):
+                if s.subject_type not in w.allowed:
                     continue
                 for _ in range(w.count(s, ctx)):
                     w.row(s, ctx)
@@ -1787,7 +2168,7 @@ def write_theme(
         stream = _subjects(member, region, seed, today)
         while writer.rows < n_records:
             s = next(stream)
-            if theme.allows(s.subject_type):
+            if s.subject_type in writer.allowed:
                 writer.row(s, {"showcase": s.index == 0 and writer.rows == 0})
     finally:
         writer.close()

@@ -567,3 +567,24 @@ def test_a_record_under_objection_is_marked_and_keeps_its_history(
     [record] = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY).records
     assert not record.under_objection and record.version == 3
     assert count(engine, RecordVersion) == 2
+
+
+def test_validating_in_a_worker_process_gives_the_same_result(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    rows = [row(f"K{i}") for i in range(40)] + [row("BAD", decision_date="never"), row("K3")]
+    path = write_csv(tmp_path / "p.csv", rows)
+    summary = run(engine, test_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    assert (summary.read, summary.inserted, summary.rejected) == (42, 40, 2)
+    assert {r["line"] for r in rejects_of(summary)} == {"42", "43"}
+    again = run(engine, test_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    assert (again.inserted, again.unchanged, again.rejected) == (0, 40, 2)
+
+
+def test_a_bad_header_is_refused_before_a_worker_starts(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [{**row("K1"), "bonus": "1"}], header=[*HEADER, "bonus"])
+    with pytest.raises(ImportFileError, match="'bonus' is not a field"):
+        run(engine, test_catalog, path, tmp_path, parallel=True)
+    assert count(engine, Record) == 0

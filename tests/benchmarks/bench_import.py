@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from node.sample import write_theme
 from sqlalchemy import Engine
 
 from node.catalog import Catalog, load_catalog
 from node.importer import _csv_rows, import_file
 from node.lookup import subject_view
+from node.sample import write_theme
 from node.store.database import create_store_engine, upgrade
 from node.validation import RowValidator, ValidRow
 
