@@ -5,6 +5,7 @@ A node home is a folder::
     node.toml          the settings below (written by ``credit-node init``)
     keys/signing.key   the node's Ed25519 signing seed, mode 0600
     keys/signing.pub   its public key (hex), to put in the memorandum
+    keys/subject-hmac.key  the secret keying subject HMACs in the audit ledger, mode 0600
     data/node.db       the SQLite database (when database_url is left at its default)
     rejects/           reject reports of imports
 
@@ -52,6 +53,17 @@ class NodeSettings(BaseSettings):
     )
     reject_dir: Path = Path("rejects")
     import_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+    federation: str = Field(
+        default="3plus2",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="the federation's short name; part of the ledger's origin",
+    )
+    subject_hmac_key: Path = Path("keys/subject-hmac.key")
+    ledger_max_batch: int = Field(default=1024, ge=1, le=100_000)
+    ledger_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    audit_retention_days: int = Field(
+        default=1096, ge=1096, description="entry bodies are kept at least 3 years (PIPL Art. 56)"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -97,6 +109,10 @@ class NodeConfig:
     @property
     def signing_key_path(self) -> Path:
         return self.path(self.settings.signing_key)
+
+    @property
+    def subject_hmac_key_path(self) -> Path:
+        return self.path(self.settings.subject_hmac_key)
 
     @property
     def catalog_path(self) -> Path | None:

@@ -8,8 +8,9 @@ these to carry on as if all were well.
     ├── ConfigError        a setting is missing or wrong (names the setting)
     ├── CatalogError       the catalog file is invalid, or a theme is unknown
     ├── StoreError         the database cannot be opened or is at the wrong schema
-    ├── ImportError_       an import file cannot be read at all (encoding, format)
-    └── NotFound           a subject or record that is not in the store
+    ├── ImportFileError    an import file cannot be read at all (encoding, format)
+    ├── NotFound           a subject or record that is not in the store
+    └── LedgerError        (node.ledger.log) the audit ledger cannot do what was asked
 """
 
 from __future__ import annotations

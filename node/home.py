@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from node.config import CONFIG_FILE, NodeConfig, NodeSettings, describe_errors, load_config
 from node.errors import ConfigError
-from node.keys import write_new_signing_key
+from node.keys import write_new_hmac_key, write_new_signing_key
 from node.store.database import create_store_engine, upgrade
 
 
@@ -51,5 +51,6 @@ def create_home(
     )
     config = load_config(home)
     write_new_signing_key(config.signing_key_path)
+    write_new_hmac_key(config.subject_hmac_key_path)
     upgrade(create_store_engine(config.database_url))
     return config

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, insert, update
 from node.catalog import Catalog, Theme
 from node.errors import CatalogError, ImportFileError
 from node.identifiers import mask_identifier
+from node.store.database import driver_sql
 from node.store.models import ImportBatch, RecordStatus
 from node.validation import SUBJECT_COLUMNS, Problem, RowValidator, ValidRow, cell_text
 
@@ -286,7 +287,7 @@ class _Writer:
         self.conn.commit()
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
+        return driver_sql(self.conn.dialect.name, sql)
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         if self.postgres:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from node.cli import store
+from node.cli.audit import audit_app
 from node.cli.demo import demo
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app.command()(store.show)
 app.command()(store.sample)
 app.command("check-id")(store.check_id)
 app.add_typer(store.objection_app, name="objection")
+app.add_typer(audit_app, name="audit")
 app.command()(demo)
 
 

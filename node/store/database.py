@@ -37,6 +37,15 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def driver_sql(dialect_name: str, sql: str) -> str:
+    """SQL written with ``?`` placeholders, in the driver's own style.
+
+    The bulk paths (import, ledger appends) talk to the driver directly for speed;
+    this keeps one spelling of their SQL for SQLite (qmark) and psycopg (format).
+    """
+    return sql.replace("?", "%s") if dialect_name == "postgresql" else sql
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for ``url`` with the node's connection settings."""
     if url.startswith("sqlite:///"):

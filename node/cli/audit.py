@@ -1,0 +1,184 @@
+"""``credit-node audit …``: the auditor's tools over the node's ledger.
+
+Every command reads the node's own database; ``verify`` recomputes everything
+from the stored bytes and exits 1 naming the first problem it finds.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from node.cli.common import HomeOption, JsonOption, err, open_node, out, print_json, reports_errors
+from node.config import NodeConfig
+from node.keys import load_signing_key
+from node.ledger import entries
+from node.ledger.log import LedgerStore, now_us, origin_for, verify
+from node.ledger.note import Signer
+
+audit_app = typer.Typer(
+    help="The audit ledger: checkpoints, entries, proofs, verification, retention.",
+    no_args_is_help=True,
+)
+
+
+def ledger_store(home: Path) -> tuple[NodeConfig, LedgerStore]:
+    node = open_node(home)
+    settings = node.config.settings
+    signer = Signer(
+        origin_for(node.config.member_id, settings.federation),
+        load_signing_key(node.config.signing_key_path),
+    )
+    return node.config, LedgerStore(node.engine, signer)
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@audit_app.command("checkpoint")
+@reports_errors
+def checkpoint(home: HomeOption) -> None:
+    """Print the latest signed checkpoint, exactly as signed (C2SP tlog-checkpoint)."""
+    _, store = ledger_store(home)
+    print(store.latest_checkpoint(), end="")
+
+
+@audit_app.command("vkey")
+@reports_errors
+def vkey(home: HomeOption) -> None:
+    """Print the verifier key of this node's checkpoints (signed-note form)."""
+    _, store = ledger_store(home)
+    print(store.signer.vkey())
+
+
+@audit_app.command("entries")
+@reports_errors
+def list_entries(
+    home: HomeOption,
+    start: Annotated[int, typer.Option("--from", min=0, help="first index")] = 0,
+    end: Annotated[int | None, typer.Option("--to", help="last index (inclusive)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print entries decoded, with their index, leaf hash and stored bytes."""
+    _, store = ledger_store(home)
+    stop = store.size() if end is None else end + 1
+    rows: list[dict[str, Any]] = [
+        {
+            "index": e.index,
+            "leaf_hash": b64(e.leaf_hash),
+            "recorded": dt.datetime.fromtimestamp(e.recorded_us / 1e6, dt.UTC).isoformat(),
+            "pruned": e.body is None,
+            "bytes": None if e.body is None else b64(e.body),
+            "entry": None if e.body is None else entries.decode(e.body),
+        }
+        for e in store.entries(start, stop)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        entry = r["entry"] or {}
+        out.print(
+            f"{r['index']:>8}  {r['recorded'][:19]}  {r['leaf_hash'][:16]}…  "
+            + (
+                "(body pruned)"
+                if r["pruned"]
+                else f"{entry.get('direction', '')} {entry.get('kind', '')} "
+                f"{entry.get('requester', '')}→{entry.get('responder', '')} "
+                f"{entry.get('purpose', '')} {entry.get('outcome', {}).get('status', '')}"
+                f"{' ' + entry['note'] if entry.get('note') else ''}"
+            )
+        )
+
+
+def _proof_json(data: dict[str, object]) -> dict[str, object]:
+    return {
+        k: b64(v) if isinstance(v, bytes) else [b64(h) for h in v] if isinstance(v, list) else v
+        for k, v in data.items()
+    }
+
+
+@audit_app.command("proof")
+@reports_errors
+def proof(
+    index: int,
+    home: HomeOption,
+    size: Annotated[int | None, typer.Option(help="tree size (default: the current one)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the RFC 9162 inclusion proof of an entry."""
+    _, store = ledger_store(home)
+    data = _proof_json(store.inclusion_proof(index, size))
+    if as_json:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            out.print(f"{key}: {value}")
+
+
+@audit_app.command("consistency")
+@reports_errors
+def consistency(old: int, new: int, home: HomeOption, as_json: JsonOption = False) -> None:
+    """Print the RFC 9162 consistency proof between two tree sizes."""
+    _, store = ledger_store(home)
+    data = _proof_json(store.consistency_proof(old, new))
+    if as_json:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            out.print(f"{key}: {value}")
+
+
+@audit_app.command("verify")
+@reports_errors
+def verify_command(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Recompute the whole log and check every checkpoint; exits 1 naming the first problem."""
+    _, store = ledger_store(home)
+    report = verify(store, store.signer.verifier())
+    if as_json:
+        print_json(
+            {
+                "ok": report.ok,
+                "size": report.size,
+                "checked_bodies": report.checked_bodies,
+                "pruned_bodies": report.pruned_bodies,
+                "checkpoints": report.checkpoints,
+                "problems": report.problems,
+            }
+        )
+    elif report.ok:
+        out.print(
+            f"ledger verified: {report.size} entries ({report.checked_bodies} bodies rehashed, "
+            f"{report.pruned_bodies} pruned), {report.checkpoints} signed checkpoints consistent"
+        )
+    else:
+        err.print(f"[bold red]ledger verification failed[/]: {report.problems[0]}")
+        for problem in report.problems[1:]:
+            err.print(f"  also: {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("prune")
+@reports_errors
+def prune(home: HomeOption) -> None:
+    """Drop entry bodies older than the retention period; leaf hashes and proofs stay.
+
+    The pruning itself is recorded in the ledger.
+    """
+    config, store = ledger_store(home)
+    days = config.settings.audit_retention_days
+    cutoff = now_us() - days * 86_400_000_000
+    count, first, last = store.prune_bodies(cutoff)
+    if not count:
+        out.print(f"nothing to prune: no entry body is older than {days} days")
+        return
+    when = dt.datetime.fromtimestamp(cutoff / 1e6, dt.UTC).date()
+    note = f"pruned the bodies of {count} entries ({first}-{last}) recorded before {when}"
+    index, _ = store.commit([entries.maintenance(note, config.member_id, now_us())])
+    out.print(f"{note}; recorded as entry {index}")

@@ -1,0 +1,1 @@
+"""Generated wire contract of the credit exchange (package creditexchange.v1)."""

@@ -1,0 +1,334 @@
+"""The audit ledger: durable group-committed appends, proofs, verification, tampering,
+pruning and crashes. Runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from node.cli import app
+from node.home import create_home
+from node.ledger import entries, merkle
+from node.ledger.log import ConcurrentWriter, Ledger, LedgerStore, verify
+from node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
+from node.store.database import create_store_engine, driver_sql
+
+SEED = bytes(range(32))
+ORIGIN = "credit-exchange/3plus2/huizhou/audit"
+
+
+@pytest.fixture
+def store(engine: Engine) -> LedgerStore:
+    return LedgerStore(engine, Signer(ORIGIN, SigningKey(SEED)))
+
+
+def append_all(store: LedgerStore, bodies: list[bytes], **options: float) -> list:
+    async def run() -> list:
+        async with Ledger(store, **options) as ledger:  # type: ignore[arg-type]
+            return await asyncio.gather(*(ledger.append(b) for b in bodies))
+
+    return asyncio.run(run())
+
+
+def bodies(n: int, tag: str = "e") -> list[bytes]:
+    return [
+        entries.encode(
+            entries.AuditEntry(
+                time_unix_micros=1_700_000_000_000_000 + i,
+                requester="shenzhen",
+                responder="huizhou",
+                direction=entries.Direction.INCOMING,
+                kind=entries.Kind.QUERY,
+                purpose="bank_credit",
+                case_reference=f"{tag}-{i}",
+                subject_hmac=entries.subject_hmac(b"k" * 32, "91441300MA4W7K3P2D"),
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def sql(store: LedgerStore, statement: str, *params: object) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(driver_sql(conn.dialect.name, statement), params)
+
+
+def test_concurrent_appends_get_consecutive_indices_and_verifiable_receipts(
+    store: LedgerStore,
+) -> None:
+    receipts = append_all(store, bodies(300))
+    assert sorted(r.index for r in receipts) == list(range(300))
+    verifier = store.signer.verifier()
+    for r in random.Random(1).sample(receipts, 25):
+        text, _ = open_note(r.checkpoint, [verifier])
+        cp = Checkpoint.parse(text)
+        assert cp.origin == ORIGIN and cp.size > r.index
+        proof = store.inclusion_proof(r.index, cp.size)
+        merkle.verify_inclusion(r.leaf_hash, r.index, cp.size, proof["proof"], cp.root_hash)
+
+
+def test_appends_are_group_committed_within_the_batch_limit(store: LedgerStore) -> None:
+    async def run() -> list[int]:
+        async with Ledger(store, max_batch=16) as ledger:
+            await asyncio.gather(*(ledger.append(b) for b in bodies(200)))
+            return ledger.batches
+
+    batches = asyncio.run(run())
+    assert sum(batches) == 200
+    assert max(batches) == 16  # they queued together and were committed 16 at a time
+    with store.engine.connect() as conn:
+        count = conn.exec_driver_sql("SELECT COUNT(*) FROM ledger_checkpoints").scalar_one()
+    assert count == len(batches)  # one signed checkpoint per transaction
+
+
+def test_every_entry_survives_a_new_process_and_proofs_span_checkpoints(
+    store: LedgerStore, database_url: str
+) -> None:
+    first = append_all(store, bodies(37, "a"))
+    second = append_all(store, bodies(58, "b"))
+    reopened = LedgerStore(create_store_engine(database_url), store.signer)
+    assert reopened.size() == 95
+    old = Checkpoint.parse(open_note(first[-1].checkpoint, [store.signer.verifier()])[0])
+    new = Checkpoint.parse(open_note(second[-1].checkpoint, [store.signer.verifier()])[0])
+    proof = reopened.consistency_proof(old.size, new.size)
+    merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof["proof"])
+    assert reopened.root(new.size) == (new.size, new.root_hash)
+    assert verify(reopened, store.signer.verifier()).ok
+
+
+def test_a_second_writer_cannot_interleave_and_recovers_by_reloading(
+    store: LedgerStore, database_url: str
+) -> None:
+    other = LedgerStore(create_store_engine(database_url), store.signer)
+    other.frontier()
+    store.commit(bodies(3, "x"))
+    with pytest.raises(ConcurrentWriter, match="moved past size 0"):
+        other.commit(bodies(2, "y"))
+    index, _ = other.commit(bodies(2, "y"))  # it reloaded the real head
+    assert index == 3
+    assert verify(store, store.signer.verifier()).ok
+
+
+def test_the_checkpoint_is_a_c2sp_signed_note_readable_with_the_vkey(store: LedgerStore) -> None:
+    append_all(store, bodies(5))
+    note = store.latest_checkpoint()
+    lines = note.split("\n")
+    assert lines[0] == ORIGIN and lines[1] == "5" and lines[3] == ""
+    assert lines[4].startswith(f"— {ORIGIN} ")
+    vkey = store.signer.vkey()
+    name, key_id, _key = vkey.split("+", 2)
+    assert name == ORIGIN and len(key_id) == 8
+    open_note(note, [Verifier.from_vkey(vkey)])
+
+
+def test_an_empty_log_has_a_signed_checkpoint_of_size_zero(store: LedgerStore) -> None:
+    cp = Checkpoint.parse(open_note(store.latest_checkpoint(), [store.signer.verifier()])[0])
+    assert (cp.size, cp.root_hash) == (0, merkle.EMPTY_ROOT)
+    assert verify(store, store.signer.verifier()).ok
+
+
+def _alter_body(s: LedgerStore) -> None:
+    sql(s, "UPDATE ledger_entries SET body = ? WHERE idx = 7", b"forged")
+
+
+def _delete_entry(s: LedgerStore) -> None:
+    sql(s, "DELETE FROM ledger_entries WHERE idx = 7")
+
+
+def _swap_entries(s: LedgerStore) -> None:
+    sql(s, "UPDATE ledger_entries SET idx = -1 WHERE idx = 6")
+    sql(s, "UPDATE ledger_entries SET idx = 6 WHERE idx = 9")
+    sql(s, "UPDATE ledger_entries SET idx = 9 WHERE idx = -1")
+
+
+def _truncate_tail(s: LedgerStore) -> None:
+    sql(s, "DELETE FROM ledger_entries WHERE idx >= 17")
+
+
+def _truncate_tail_and_head(s: LedgerStore) -> None:
+    sql(s, "DELETE FROM ledger_entries WHERE idx >= 17")
+    sql(s, "UPDATE ledger_head SET size = 17")
+
+
+def _replace_checkpoint(s: LedgerStore) -> None:
+    forger = Signer(ORIGIN, SigningKey(bytes(32)))
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(b"x")] * 10)
+    note = sign_note(Checkpoint(ORIGIN, 10, root).body(), forger)
+    sql(s, "UPDATE ledger_checkpoints SET note = ?, root_hash = ? WHERE size = 10", note, root)
+
+
+def _rewrite_checkpoint_root(s: LedgerStore) -> None:
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(b"x")] * 10)
+    note = sign_note(Checkpoint(ORIGIN, 10, root).body(), s.signer)  # even with the real key
+    sql(s, "UPDATE ledger_checkpoints SET note = ?, root_hash = ? WHERE size = 10", note, root)
+
+
+def _alter_tree_node(s: LedgerStore) -> None:
+    sql(s, "UPDATE ledger_nodes SET hash = ? WHERE level = 2 AND idx = 1", bytes(32))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "named"),
+    [
+        (_alter_body, "entry 7: its stored bytes hash to"),
+        (_delete_entry, "entry 7 is missing"),
+        (_swap_entries, "entries 6-7 do not match the stored tree node"),
+        (_truncate_tail, "entries 17-19 are missing (tail truncated)"),
+        (
+            _truncate_tail_and_head,
+            "checkpoint at size 20: it commits to 20 entries, the log has 17",
+        ),
+        (_replace_checkpoint, "checkpoint at size 10: its signature does not verify"),
+        (_rewrite_checkpoint_root, "checkpoint at size 10: its root"),
+        (_alter_tree_node, "entries 4-7 do not match the stored tree node (level 2, index 1)"),
+    ],
+)
+def test_audit_verify_catches_tampering_and_names_where(
+    store: LedgerStore, tamper: Callable[[LedgerStore], None], named: str
+) -> None:
+    for chunk in (bodies(10, "a"), bodies(10, "b")):  # checkpoints at sizes 10 and 20
+        store.commit(chunk)
+    assert verify(store, store.signer.verifier()).ok
+    tamper(store)
+    report = verify(store, store.signer.verifier())
+    assert not report.ok
+    assert any(named in p for p in report.problems), report.problems
+    if tamper not in (_replace_checkpoint, _rewrite_checkpoint_root, _truncate_tail_and_head):
+        assert named in report.problems[0], report.problems
+
+
+def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: LedgerStore) -> None:
+    old = time.time_ns() // 1000 - 4 * 365 * 86_400_000_000
+    store.commit(bodies(12, "old"), recorded_us=old)
+    receipt_root = store.root()[1]
+    store.commit(bodies(5, "new"))
+    count, first, last = store.prune_bodies(time.time_ns() // 1000 - 3 * 365 * 86_400_000_000)
+    assert (count, first, last) == (12, 0, 11)
+    proof = store.inclusion_proof(3, 12)
+    leaf = next(store.entries(3, 4))
+    assert leaf.body is None
+    merkle.verify_inclusion(leaf.leaf_hash, 3, 12, proof["proof"], receipt_root)
+    report = verify(store, store.signer.verifier())
+    assert report.ok and report.pruned_bodies == 12 and report.checked_bodies == 5
+
+
+def test_subject_is_recorded_as_a_keyed_hmac_never_in_clear() -> None:
+    body = bodies(1)[0]
+    assert b"91441300MA4W7K3P2D" not in body
+    decoded = entries.decode(body)
+    assert decoded["requester"] == "shenzhen" and decoded["direction"] == "INCOMING"
+    assert entries.subject_hmac(b"k" * 32, "91441300ma4w7k3p2d") == entries.subject_hmac(
+        b"k" * 32, "91441300MA4W7K3P2D"
+    )
+
+
+def test_a_crashed_appender_loses_no_acknowledged_entry(database_url: str, tmp_path: Path) -> None:
+    engine = create_store_engine(database_url)
+    from node.store.database import upgrade
+
+    upgrade(engine)
+    store = LedgerStore(engine, Signer("crash-test/audit", SigningKey(SEED)))
+    child = Path(__file__).with_name("crash_appender.py")
+    rng = random.Random(7)
+    acknowledged = -1
+    for round_ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, str(child), database_url, SEED.hex(), "8"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + rng.uniform(0.3, 1.2)
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acknowledged = max(acknowledged, int(line))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for line in proc.stdout:  # acknowledged before the kill, still in the pipe
+            acknowledged = max(acknowledged, int(line))
+        assert acknowledged >= 0, proc.stderr.read() if proc.stderr else ""
+        size = store.size()
+        assert size > acknowledged, f"round {round_}: acknowledged {acknowledged}, log has {size}"
+        report = verify(store, store.signer.verifier())
+        assert report.ok, report.problems
+    engine.dispose()
+
+
+runner = CliRunner()
+
+
+def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
+    config = create_home(tmp_path / "hz", "huizhou")
+    home = ["--home", str(config.home)]
+    signer_cmd = runner.invoke(app, ["audit", "vkey", *home])
+    assert signer_cmd.exit_code == 0, signer_cmd.output
+    vkey = signer_cmd.output.strip()
+    assert vkey.startswith("credit-exchange/3plus2/huizhou/audit+")
+    engine = create_store_engine(config.database_url)
+    store = LedgerStore(
+        engine,
+        Signer(
+            vkey.split("+")[0],
+            SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip())),
+        ),
+    )
+    store.commit(bodies(6))
+    store.commit(bodies(3, "b"))
+
+    result = runner.invoke(app, ["audit", "checkpoint", *home])
+    assert result.exit_code == 0
+    text, _ = open_note(result.output, [Verifier.from_vkey(vkey)])
+    cp = Checkpoint.parse(text)
+    assert cp.size == 9
+
+    result = runner.invoke(app, ["audit", "entries", "--from", "2", "--to", "3", "--json", *home])
+    rows = json.loads(result.output)
+    assert [r["index"] for r in rows] == [2, 3]
+    assert rows[0]["entry"]["case_reference"] == "e-2"
+
+    result = runner.invoke(app, ["audit", "proof", "4", "--json", *home])
+    p = json.loads(result.output)
+    import base64
+
+    merkle.verify_inclusion(
+        base64.b64decode(p["leaf_hash"]),
+        p["index"],
+        p["size"],
+        [base64.b64decode(h) for h in p["proof"]],
+        cp.root_hash,
+    )
+    result = runner.invoke(app, ["audit", "consistency", "6", "9", "--json", *home])
+    c = json.loads(result.output)
+    merkle.verify_consistency(
+        6,
+        9,
+        base64.b64decode(c["old_root"]),
+        cp.root_hash,
+        [base64.b64decode(h) for h in c["proof"]],
+    )
+    result = runner.invoke(app, ["audit", "verify", *home])
+    assert result.exit_code == 0 and "ledger verified: 9 entries" in result.output
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE ledger_entries SET body = X'00' WHERE idx = 5")
+    result = runner.invoke(app, ["audit", "verify", *home])
+    assert result.exit_code == 1 and "entry 5" in result.output
+    result = runner.invoke(app, ["audit", "prune", *home])
+    assert result.exit_code == 0 and "nothing to prune" in result.output
+    result = runner.invoke(app, ["audit", "proof", "99", *home])
+    assert result.exit_code == 2 and "entry 99 is not in a log of size 9" in result.output
