@@ -165,6 +165,13 @@ class Theme(_Strict):
         must_be(self.dates.valid_until, "dates.valid_until", (FieldType.DATE,))
         for f in self.fields:
             must_be(f.id_type_field, f"fields.{f.name}.id_type_field", (FieldType.CODE,))
+            if f.id_type_field is not None and "resident_id" not in (
+                by_name[f.id_type_field].codes or {}
+            ):
+                raise ValueError(
+                    f"theme {self.code!r}: field {f.id_type_field!r} names the document type "
+                    "of an id_number but has no code 'resident_id', so no number would be checked"
+                )
         if self.publicity is not None:
             must_be(self.publicity.start_field, "publicity.start_field", (FieldType.DATE,))
             if (
@@ -175,12 +182,20 @@ class Theme(_Strict):
                     f"theme {self.code!r}: publicity.start_field must be a required field"
                 )
             must_be(self.publicity.end_field, "publicity.end_field", (FieldType.DATE,))
-            if self.publicity.extended_minimum is not None:
+            extended = self.publicity.extended_minimum
+            if extended is not None:
                 must_be(
-                    self.publicity.extended_minimum.field,
+                    extended.field,
                     "publicity.extended_minimum.field",
                     (FieldType.CODE, FieldType.STRING),
                 )
+                codes = by_name[extended.field].codes
+                unknown = sorted(set(extended.values) - set(codes or extended.values))
+                if unknown:
+                    raise ValueError(
+                        f"theme {self.code!r}: publicity.extended_minimum.values {unknown} are "
+                        f"not codes of field {extended.field!r}"
+                    )
         return self
 
     @cached_property
@@ -229,12 +244,13 @@ class Catalog(_Strict):
                 seen.add(code)
         categories = {c.code for c in self.categories}
         departments = {d.code for d in self.departments}
-        for t in self.themes:
+        for i, t in enumerate(self.themes):
             if t.category not in categories:
-                raise ValueError(f"theme {t.code!r} names unknown category {t.category!r}")
+                raise ValueError(f"themes[{i}]({t.code}).category: unknown category {t.category!r}")
             if t.source_department not in departments:
                 raise ValueError(
-                    f"theme {t.code!r} names unknown department {t.source_department!r}"
+                    f"themes[{i}]({t.code}).source_department: unknown department "
+                    f"{t.source_department!r}"
                 )
         return self
 
@@ -265,7 +281,7 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
     parts: list[str] = []
     node = data
     for item in loc:
-        if isinstance(item, int):
+        if isinstance(item, int) and not isinstance(item, bool):
             code = (
                 node[item].get("code") or node[item].get("name")
                 if isinstance(node, list) and isinstance(node[item], dict)
@@ -288,7 +304,9 @@ def parse_catalog(data: Any, source: str) -> Catalog:
         return Catalog.model_validate(data, strict=False)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_location(tuple(e['loc']), data)}: {e['msg']}" for e in exc.errors()
+            (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
         )
         raise CatalogError(f"{source}: the catalog is invalid: {problems}") from None
 

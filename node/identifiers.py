@@ -156,12 +156,7 @@ def validate_resident_id(value: str, *, today: dt.date | None = None) -> str:
         raise InvalidIdentifier("bad character at position 18: the check character is a digit or X")
     if number[:2] not in _PROVINCES:
         raise InvalidIdentifier(f"positions 1-2 ({number[:2]}) are not a GB/T 2260 province code")
-    try:
-        birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    except ValueError:
-        raise InvalidIdentifier("birth date (positions 7-14) is not a real date") from None
-    if not _EARLIEST_BIRTH <= birth <= (today or dt.date.today()):
-        raise InvalidIdentifier("birth date (positions 7-14) is before 1900 or in the future")
+    _check_birth_date(number, today)
     expected = resident_id_check_character(number[:17])
     if number[17] != expected:
         raise InvalidIdentifier(f"check character is {number[17]!r}, expected {expected!r}")

@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 import yaml
 
-from node.catalog import Catalog, FieldType, SubjectType, load_catalog, parse_catalog
+from node.catalog import (
+    Catalog,
+    Category,
+    Department,
+    FieldType,
+    SubjectType,
+    Theme,
+    load_catalog,
+    parse_catalog,
+)
 from node.errors import CatalogError
 
 ALL_SUBJECT_TYPES = {t.value for t in SubjectType}
@@ -147,7 +156,10 @@ def test_the_categories_are_those_of_the_2024_national_catalog(default: Catalog)
 
 
 def test_every_item_has_a_chinese_and_an_english_name(default: Catalog) -> None:
-    for item in [*default.categories, *default.departments, *default.themes]:
+    named: list[Category | Department | Theme] = [
+        *default.categories, *default.departments, *default.themes,
+    ]  # fmt: skip
+    for item in named:
         assert item.name_zh.strip() and item.name_en.strip(), item.code
     for theme in default.themes:
         for f in theme.fields:
@@ -235,6 +247,23 @@ def test_every_identity_number_in_the_catalog_is_sensitive(default: Catalog) -> 
 )
 def test_the_list_themes_answer_hit_or_no_hit(default: Catalog, code: str) -> None:
     assert default.theme(code).is_list
+
+
+@pytest.mark.parametrize(
+    ("code", "start", "end"),
+    [
+        ("abnormal_operation", "inclusion_date", "removal_date"),
+        ("honours", "award_date", "valid_until"),
+        ("dishonest_debtor", "publish_date", "removal_date"),
+    ],
+)
+def test_a_list_record_stops_being_served_when_the_subject_leaves_the_list(
+    default: Catalog, code: str, start: str, end: str
+) -> None:
+    rule = default.theme(code).publicity
+    assert rule is not None
+    assert (rule.start_field, rule.end_field, rule.min_months) == (start, end, 0)
+    assert rule.max_months is None  # no fixed term: the entry lasts until it is removed
 
 
 def test_registration_concerns_every_organisation_but_no_individual(default: Catalog) -> None:
@@ -352,13 +381,13 @@ def _unknown_subject_type(data: dict[str, Any]) -> None:
         ),
         pytest.param(
             _set(lambda d: theme_of(d, "admin_penalty"), "source_department", "ministry_of_magic"),
-            "theme 'admin_penalty'",
+            "(admin_penalty).source_department",
             "unknown department 'ministry_of_magic'",
             id="unknown-department",
         ),
         pytest.param(
             _set(lambda d: theme_of(d, "honours"), "category", "gossip"),
-            "theme 'honours'",
+            "(honours).category",
             "unknown category 'gossip'",
             id="unknown-category",
         ),
@@ -442,3 +471,20 @@ def test_a_city_catalog_file_is_loaded_from_its_path(tmp_path: Path) -> None:
     catalog = load_catalog(path)
     assert catalog.catalog_version == "huizhou.2025.3"
     assert [t.code for t in catalog.themes] == ["admin_penalty"]
+
+
+def test_an_extended_minimum_naming_a_value_that_is_not_a_code_is_refused() -> None:
+    data = default_data()
+    penalty = next(t for t in data["themes"] if t["code"] == "admin_penalty")
+    penalty["publicity"]["extended_minimum"]["values"] = ["fod"]
+    with pytest.raises(CatalogError, match=r"\['fod'\] are not codes of field 'industry'"):
+        parse_catalog(data, "test")
+
+
+def test_an_id_type_field_without_resident_id_is_refused() -> None:
+    data = default_data()
+    penalty = next(t for t in data["themes"] if t["code"] == "admin_penalty")
+    id_type = next(f for f in penalty["fields"] if f["name"] == "legal_rep_id_type")
+    id_type["codes"].pop("resident_id")
+    with pytest.raises(CatalogError, match="has no code 'resident_id'"):
+        parse_catalog(data, "test")

@@ -24,6 +24,16 @@ def cli(*args: str, home: Path | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def sample_penalties(tmp_path: Path) -> Path:
+    """Huizhou's sample department files (40 subjects, seed 5); the penalty file."""
+    code, output = cli(
+        "sample", "--member", "huizhou", "--subjects", "40", "--seed", "5",
+        "--out", str(tmp_path / "in"),
+    )  # fmt: skip
+    assert code == 0, output
+    return next((tmp_path / "in").glob("admin_penalty.*"))
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     code, output = cli("init", "huizhou", home=tmp_path / "hz")
@@ -51,19 +61,7 @@ def test_every_members_sample_data_imports_without_a_single_reject(
 def test_an_operator_imports_department_files_and_shows_a_subject(
     home: Path, tmp_path: Path
 ) -> None:
-    code, output = cli(
-        "sample",
-        "--member",
-        "huizhou",
-        "--subjects",
-        "40",
-        "--seed",
-        "5",
-        "--out",
-        str(tmp_path / "in"),
-    )
-    assert code == 0, output
-    penalties = next((tmp_path / "in").glob("admin_penalty.*"))
+    penalties = sample_penalties(tmp_path)
     code, output = cli("import", str(penalties), "--theme", "admin_penalty", home=home)
     assert code == 0, output
     assert "rejected 0" in output
@@ -125,18 +123,7 @@ def test_catalog_commands_print_themes_and_fields() -> None:
 
 
 def test_objections_are_opened_and_closed_from_the_command_line(home: Path, tmp_path: Path) -> None:
-    cli(
-        "sample",
-        "--member",
-        "huizhou",
-        "--subjects",
-        "40",
-        "--seed",
-        "5",
-        "--out",
-        str(tmp_path / "in"),
-    )
-    penalties = next((tmp_path / "in").glob("admin_penalty.*"))
+    penalties = sample_penalties(tmp_path)
     cli("import", str(penalties), "--theme", "admin_penalty", home=home)
     subject = showcase_subject("huizhou", 5)
     _, output = cli("show", subject, "--json", home=home)

@@ -332,3 +332,27 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "nothing to prune" in result.output
     result = runner.invoke(app, ["audit", "proof", "99", *home])
     assert result.exit_code == 2 and "entry 99 is not in a log of size 9" in result.output
+
+
+def test_a_nodes_ledger_takes_its_origin_key_and_batching_from_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.config import load_config
+    from node.ledger import open_ledger
+
+    create_home(tmp_path / "sz", "shenzhen")
+    monkeypatch.setenv("CREDIT_NODE_LEDGER_MAX_BATCH", "8")
+    monkeypatch.setenv("CREDIT_NODE_FEDERATION", "gd21")
+    config = load_config(tmp_path / "sz")
+    ledger = open_ledger(config, create_store_engine(config.database_url))
+    assert ledger.max_batch == 8
+    assert ledger.store.origin == "credit-exchange/gd21/shenzhen/audit"
+
+    async def run() -> list[int]:
+        async with ledger:
+            await asyncio.gather(*(ledger.append(b) for b in bodies(40)))
+            return ledger.batches
+
+    assert max(asyncio.run(run())) == 8
+    signing = SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip()))
+    assert ledger.store.signer.public_key == bytes(signing.verify_key)

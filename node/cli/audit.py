@@ -15,10 +15,8 @@ import typer
 
 from node.cli.common import HomeOption, JsonOption, err, open_node, out, print_json, reports_errors
 from node.config import NodeConfig
-from node.keys import load_signing_key
-from node.ledger import entries
-from node.ledger.log import LedgerStore, now_us, origin_for, verify
-from node.ledger.note import Signer
+from node.ledger import entries, open_store
+from node.ledger.log import LedgerStore, now_us, verify
 
 audit_app = typer.Typer(
     help="The audit ledger: checkpoints, entries, proofs, verification, retention.",
@@ -28,12 +26,7 @@ audit_app = typer.Typer(
 
 def ledger_store(home: Path) -> tuple[NodeConfig, LedgerStore]:
     node = open_node(home)
-    settings = node.config.settings
-    signer = Signer(
-        origin_for(node.config.member_id, settings.federation),
-        load_signing_key(node.config.signing_key_path),
-    )
-    return node.config, LedgerStore(node.engine, signer)
+    return node.config, open_store(node.config, node.engine)
 
 
 def b64(raw: bytes) -> str:
@@ -96,11 +89,17 @@ def list_entries(
         )
 
 
-def _proof_json(data: dict[str, object]) -> dict[str, object]:
-    return {
+def _print_proof(data: dict[str, object], as_json: bool) -> None:
+    """A proof with its hashes in base64, as JSON or one field a line."""
+    shown = {
         k: b64(v) if isinstance(v, bytes) else [b64(h) for h in v] if isinstance(v, list) else v
         for k, v in data.items()
     }
+    if as_json:
+        print_json(shown)
+    else:
+        for key, value in shown.items():
+            out.print(f"{key}: {value}")
 
 
 @audit_app.command("proof")
@@ -113,12 +112,7 @@ def proof(
 ) -> None:
     """Print the RFC 9162 inclusion proof of an entry."""
     _, store = ledger_store(home)
-    data = _proof_json(store.inclusion_proof(index, size))
-    if as_json:
-        print_json(data)
-    else:
-        for key, value in data.items():
-            out.print(f"{key}: {value}")
+    _print_proof(store.inclusion_proof(index, size), as_json)
 
 
 @audit_app.command("consistency")
@@ -126,12 +120,7 @@ def proof(
 def consistency(old: int, new: int, home: HomeOption, as_json: JsonOption = False) -> None:
     """Print the RFC 9162 consistency proof between two tree sizes."""
     _, store = ledger_store(home)
-    data = _proof_json(store.consistency_proof(old, new))
-    if as_json:
-        print_json(data)
-    else:
-        for key, value in data.items():
-            out.print(f"{key}: {value}")
+    _print_proof(store.consistency_proof(old, new), as_json)
 
 
 @audit_app.command("verify")

@@ -293,14 +293,13 @@ class LedgerStore:
         return int(count), first, last
 
 
-@dataclass
-class _Pending:
-    body: bytes
-    done: asyncio.Future[Receipt] = field(repr=False)
-
-
 class Ledger:
-    """The asynchronous appender: ``await ledger.append(body)`` returns a Receipt once durable."""
+    """The asynchronous appender: ``await ledger.append(body)`` returns a Receipt once durable.
+
+    Appends go into a list; the committer swaps the list out (at most ``max_batch``
+    at a time), commits it in a worker thread and resolves every waiter. Appends
+    that arrive during a commit form the next batch, so batches grow with load.
+    """
 
     def __init__(
         self,
@@ -314,12 +313,15 @@ class Ledger:
         self.store = store
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pending: list[tuple[bytes, asyncio.Future[Receipt]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches: list[int] = []  # sizes of recent batches, for metrics (bounded)
 
     async def __aenter__(self) -> Ledger:
         await asyncio.to_thread(self.store.frontier)
+        self._idle.set()
         self._task = asyncio.create_task(self._commit_loop(), name="ledger-committer")
         return self
 
@@ -330,7 +332,10 @@ class Ledger:
         """Commit what is queued, then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        while self._pending or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+            await asyncio.sleep(0)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -340,45 +345,36 @@ class Ledger:
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(body, done))
+        self._pending.append((body, done))
+        self._wake.set()
         return await done
-
-    async def _next_batch(self) -> list[_Pending]:
-        batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-        return batch
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = await self._next_batch()
+            await self._wake.wait()
+            if self.max_wait and len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.max_wait)
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            if not self._pending:
+                self._wake.clear()
+            if not batch:
+                continue
+            self._idle.clear()
             try:
-                first, note = await asyncio.to_thread(self.store.commit, [p.body for p in batch])
+                first, note = await asyncio.to_thread(self.store.commit, [b for b, _ in batch])
             except Exception as exc:  # every waiter hears of it; nothing was acknowledged
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(
-                            LedgerError(f"the audit entry was not recorded: {exc}")
-                        )
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
             else:
-                for i, p in enumerate(batch):
-                    if not p.done.done():
-                        p.done.set_result(Receipt(first + i, merkle.leaf_hash(p.body), note))
+                for i, (body, done) in enumerate(batch):
+                    if not done.done():
+                        done.set_result(Receipt(first + i, merkle.leaf_hash(body), note))
                 self.batches.append(len(batch))
                 del self.batches[:-1000]
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._idle.set()
 
 
 # --- verification --------------------------------------------------------------------
@@ -401,13 +397,14 @@ def _short(h: bytes) -> str:
     return base64.b64encode(h).decode()[:12] + "…"
 
 
-def verify(store: LedgerStore, verifier: Verifier) -> VerifyReport:
+def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> VerifyReport:
     """Recompute the whole log from the stored bytes and check everything stored.
 
-    Checks, in order: every leaf hash against its stored body; that indices run
-    without a gap up to the head; every stored tree node against the leaves below
-    it; every checkpoint's signature, origin and root against the recomputed tree.
-    Problems are listed in order; the first names the first bad index or checkpoint.
+    One pass over the leaves, a page at a time: every leaf hash against its stored
+    body; indices without a gap; every tree node the page completes against the
+    stored one. Then the head, and every checkpoint's signature, origin and root
+    against the recomputed tree. Problems are listed in order; the first names the
+    first bad index or checkpoint.
     """
     report = VerifyReport()
     with store.engine.connect() as conn:
@@ -417,59 +414,66 @@ def verify(store: LedgerStore, verifier: Verifier) -> VerifyReport:
         checkpoints = conn.exec_driver_sql(
             "SELECT size, root_hash, note FROM ledger_checkpoints ORDER BY size"
         ).all()
-    report.size = head_size
-    wanted = {size: (bytes(root), note) for size, root, note in checkpoints}
-    roots: dict[int, bytes] = {}
-    frontier = merkle.Frontier(0, ())
-    expected = 0
-    pending: list[bytes] = []
-    marks = sorted(wanted)
-
-    def take(batch: list[bytes]) -> None:
-        """Extend the recomputed tree, noting its root at every checkpoint size."""
-        nonlocal frontier
-        start, end = frontier.size, frontier.size + len(batch)
-        cut = start
-        for mark in (m for m in marks if start < m <= end):
-            frontier, _ = merkle.extend(frontier, batch[cut - start : mark - start])
-            roots[mark] = frontier.root()
-            cut = mark
-        frontier, _ = merkle.extend(frontier, batch[cut - start :])
-
-    for entry in store.entries(0, 1 << 62):
-        if entry.index != expected:
-            report.problems.append(
-                f"entry {expected} is missing: the log jumps from entry {expected - 1} to "
-                f"{entry.index} (entries deleted)"
-                if entry.index > expected
-                else f"entry {entry.index} appears twice"
-            )
-            break
-        if entry.body is None:
-            report.pruned_bodies += 1
-        else:
-            report.checked_bodies += 1
-            actual = merkle.leaf_hash(entry.body)
-            if actual != entry.leaf_hash:
-                report.problems.append(
-                    f"entry {entry.index}: its stored bytes hash to {_short(actual)}, the log "
-                    f"holds {_short(entry.leaf_hash)} (the entry was altered)"
-                )
-        pending.append(entry.leaf_hash)
-        if len(pending) >= 4096:
-            take(pending)
-            pending = []
-        expected += 1
-    take(pending)
-    if not report.problems and expected != head_size:
-        report.problems.append(
-            f"the log ends after entry {expected - 1} but its head says {head_size} entries: "
-            f"entries {expected}-{head_size - 1} are missing (tail truncated)"
+        report.size = head_size
+        wanted = {size: (bytes(root), note) for size, root, note in checkpoints}
+        marks = sorted(wanted)
+        roots: dict[int, bytes] = {}
+        frontier = merkle.Frontier(0, ())
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        select_page = driver_sql(
+            conn.dialect.name,
+            "SELECT idx, leaf_hash, body FROM ledger_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
         )
-    if not report.problems:
-        report.problems.extend(_verify_nodes(store, expected))
+        while not report.problems:
+            cursor.execute(select_page, (frontier.size, page))
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            start = frontier.size
+            leaves: list[bytes] = []
+            for offset, (idx, stored_leaf, body) in enumerate(rows):
+                if idx != start + offset:
+                    report.problems.append(
+                        f"entry {start + offset} is missing: the log jumps from entry "
+                        f"{start + offset - 1} to {idx} (entries deleted)"
+                    )
+                    break
+                leaf = bytes(stored_leaf)
+                if body is None:
+                    report.pruned_bodies += 1
+                else:
+                    report.checked_bodies += 1
+                    actual = merkle.leaf_hash(bytes(body))
+                    if actual != leaf:
+                        report.problems.append(
+                            f"entry {idx}: its stored bytes hash to {_short(actual)}, the log "
+                            f"holds {_short(leaf)} (the entry was altered)"
+                        )
+                        break
+                leaves.append(leaf)
+            if report.problems:
+                break
+            created: list[tuple[int, int, bytes]] = []
+            cut = start
+            for mark in [m for m in marks if start < m <= start + len(leaves)] + [None]:
+                upto = start + len(leaves) if mark is None else mark
+                frontier, nodes = merkle.extend(frontier, leaves[cut - start : upto - start])
+                created.extend(nodes)
+                if mark is not None:
+                    roots[mark] = frontier.root()
+                cut = upto
+            report.problems.extend(_compare_nodes(conn, created))
+    if not report.problems and frontier.size != head_size:
+        last = frontier.size - 1
+        report.problems.append(
+            f"the log ends after entry {last} but its head says {head_size} entries: "
+            f"entries {frontier.size}-{head_size - 1} are missing (tail truncated)"
+            if frontier.size < head_size
+            else f"the log has {frontier.size} entries but its head says {head_size}"
+        )
     if not report.problems and frontier.root() != bytes(head_root):
         report.problems.append(f"the head's root differs from the tree of {head_size} entries")
+    verified = frontier.size
     for size, (root, note) in wanted.items():
         report.checkpoints += 1
         where = f"checkpoint at size {size}"
@@ -483,9 +487,9 @@ def verify(store: LedgerStore, verifier: Verifier) -> VerifyReport:
             continue
         if (parsed.origin, parsed.size, parsed.root_hash) != (store.origin, size, root):
             report.problems.append(f"{where}: the signed note does not match the stored row")
-        elif size > expected:
-            report.problems.append(f"{where}: it commits to {size} entries, the log has {expected}")
-        elif roots.get(size) != root:
+        elif size > verified:
+            report.problems.append(f"{where}: it commits to {size} entries, the log has {verified}")
+        elif roots.get(size, merkle.EMPTY_ROOT if size == 0 else None) != root:
             report.problems.append(
                 f"{where}: its root {_short(root)} is not the root of the log's first {size} "
                 "entries (entries altered, reordered or replaced)"
@@ -493,41 +497,39 @@ def verify(store: LedgerStore, verifier: Verifier) -> VerifyReport:
     return report
 
 
-def _verify_nodes(store: LedgerStore, size: int) -> list[str]:
-    """Every stored perfect subtree hash must be the hash of its two children."""
-    problems: list[str] = []
-    level = 1
-    nodes_sql = "SELECT idx, hash FROM ledger_nodes WHERE level = ? ORDER BY idx"
-    while (1 << level) <= size:
-        stored = _stream(store.engine, nodes_sql, (level,))
-        children = (
-            _stream(store.engine, "SELECT idx, leaf_hash FROM ledger_entries ORDER BY idx", ())
-            if level == 1
-            else _stream(store.engine, nodes_sql, (level - 1,))
+def _compare_nodes(conn: Connection, created: list[tuple[int, int, bytes]]) -> list[str]:
+    """Compare the tree nodes a page of leaves completes with the stored ones."""
+    spans: dict[int, tuple[int, int]] = {}
+    for level, idx, _ in created:
+        if level:
+            low, high = spans.get(level, (idx, idx))
+            spans[level] = (min(low, idx), max(high, idx))
+    if not spans:
+        return []
+    where = " OR ".join("(level = ? AND idx BETWEEN ? AND ?)" for _ in spans)
+    params = tuple(x for level, (low, high) in spans.items() for x in (level, low, high))
+    stored = {
+        (level, idx): bytes(h)
+        for level, idx, h in conn.exec_driver_sql(
+            driver_sql(
+                conn.dialect.name, f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}"
+            ),
+            params,
         )
-        for expected_idx in range(size >> level):
-            row = next(stored, None)
-            left, right = next(children)[1], next(children)[1]
-            first = expected_idx << level
-            span = f"entries {first}-{first + (1 << level) - 1}"
-            if row is None or row[0] != expected_idx:
-                problems.append(f"the tree node over {span} (level {level}) is missing")
-                return problems
-            if merkle.node_hash(left, right) != row[1]:
-                problems.append(
-                    f"{span} do not match the stored tree node (level {level}, index "
-                    f"{expected_idx}): entries were reordered or replaced"
-                )
-                return problems
-        level += 1
-    return problems
-
-
-def _stream(engine: Engine, sql: str, params: tuple[int, ...]) -> Iterator[tuple[int, bytes]]:
-    """Rows (index, hash) read with a server-side cursor, so memory stays flat."""
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=20_000).exec_driver_sql(
-            driver_sql(conn.dialect.name, sql), params
-        )
-        for idx, h in result:
-            yield idx, bytes(h)
+    }
+    # The smallest bad node that ends earliest pins down where the damage is.
+    bad = [
+        (((idx + 1) << level) - 1, level, idx, (level, idx) in stored)
+        for level, idx, h in created
+        if level and stored.get((level, idx)) != h
+    ]
+    if not bad:
+        return []
+    last, level, idx, present = min(bad)
+    span = f"entries {last - (1 << level) + 1}-{last}"
+    if not present:
+        return [f"the tree node over {span} (level {level}, index {idx}) is missing"]
+    return [
+        f"{span} do not match the stored tree node (level {level}, index {idx}): "
+        "entries were reordered or replaced"
+    ]

@@ -21,7 +21,8 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary),  # NULL once pruned; the leaf hash stays
         sa.Column("recorded_us", sa.BigInteger, nullable=False),
     )
-    op.create_index("ix_ledger_entries_recorded", "ledger_entries", ["recorded_us"])
+    # No index on recorded_us: only 'audit prune' (a rare maintenance job) filters on it,
+    # and every append would pay for one.
     op.create_table(
         "ledger_nodes",
         sa.Column("level", sa.SmallInteger, primary_key=True),
