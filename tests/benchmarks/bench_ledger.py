@@ -31,13 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
+
 from node.config import load_config
 from node.home import create_home
 from node.keys import load_signing_key
 from node.ledger import entries
 from node.ledger.log import Ledger, LedgerStore, origin_for, verify
 from node.ledger.note import Signer
-from node.store.database import create_store_engine
+from node.store.database import create_store_engine, upgrade
 
 
 def make_bodies(n: int) -> list[bytes]:
@@ -142,6 +144,31 @@ def stored_bytes(store: LedgerStore) -> int:
     return int(pages * size - records)
 
 
+def big_log_proofs(scratch: Path, size: int, proofs: int) -> dict[str, Any]:
+    """Inclusion proof time in a log of ``size`` entries, built with large direct commits."""
+    engine = create_store_engine(f"sqlite:///{scratch / 'big.db'}")
+    upgrade(engine)
+    store = LedgerStore(engine, Signer("bench/big/audit", SigningKey(bytes(range(32)))))
+    start = time.perf_counter()
+    step = 200_000
+    for first in range(0, size, step):
+        store.commit([i.to_bytes(8, "big") for i in range(first, min(size, first + step))])
+    built = time.perf_counter() - start
+    rng = random.Random(9)
+    times = []
+    for _ in range(proofs):
+        index = rng.randrange(size)
+        t = time.perf_counter()
+        store.inclusion_proof(index, size)
+        times.append(time.perf_counter() - t)
+    return {
+        "big_log_entries": size,
+        "big_log_build_s": round(built, 1),
+        "big_log_proof_p50_ms": round(pct(times, 50) * 1000, 3),
+        "big_log_proof_p99_ms": round(pct(times, 99) * 1000, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,6 +179,13 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="node home to create and keep the ledger in")
     parser.add_argument("--quick", action="store_true", help="20,000 entries: under a minute")
     parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument(
+        "--proof-size",
+        type=int,
+        default=0,
+        help="also build a log of this many small entries (direct batch commits) and time "
+        "inclusion proofs in it, e.g. 10000000",
+    )
     args = parser.parse_args()
     n = 20_000 if args.quick else args.entries
 
@@ -188,6 +222,7 @@ def main() -> None:
             store.inclusion_proof(index, n)
             proof_times.append(time.perf_counter() - t)
         overhead = (stored_bytes(store) - body_bytes) / n
+        big = big_log_proofs(Path(scratch), args.proof_size, args.proofs) if args.proof_size else {}
 
     result: dict[str, Any] = {
         "benchmark": "ledger",
@@ -207,6 +242,7 @@ def main() -> None:
         "proof_p99_ms": round(pct(proof_times, 99) * 1000, 3),
         "bytes_per_entry_beyond_body": round(overhead, 1),
         "home": str(home) if args.home else None,
+        **big,
     }
     print(json.dumps(result))
 
