@@ -8,6 +8,7 @@ A node home is a folder::
     keys/subject-hmac.key  the secret keying subject HMACs in the audit ledger, mode 0600
     data/node.db       the SQLite database (when database_url is left at its default)
     rejects/           reject reports of imports
+    policy/            the installed memorandum: current.json and every accepted vN.json
 
 Precedence, highest first: ``CREDIT_NODE_<SETTING>`` environment variables, then
 ``node.toml``, then the defaults here. Relative paths are relative to the home.
@@ -52,6 +53,9 @@ class NodeSettings(BaseSettings):
         default=None, description="the city's own catalog; the shipped one when unset"
     )
     reject_dir: Path = Path("rejects")
+    policy_dir: Path = Field(
+        default=Path("policy"), description="installed memorandum versions (current.json, vN.json)"
+    )
     import_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
     federation: str = Field(
         default="3plus2",
@@ -117,6 +121,10 @@ class NodeConfig:
     @property
     def catalog_path(self) -> Path | None:
         return None if self.settings.catalog_path is None else self.path(self.settings.catalog_path)
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.path(self.settings.policy_dir)
 
     @property
     def reject_dir(self) -> Path:

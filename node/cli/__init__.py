@@ -7,6 +7,7 @@ import typer
 from node.cli import store
 from node.cli.audit import audit_app
 from node.cli.demo import demo
+from node.cli.policy import policy_app
 
 app = typer.Typer(
     name="credit-node",
@@ -23,6 +24,7 @@ app.command()(store.sample)
 app.command("check-id")(store.check_id)
 app.add_typer(store.objection_app, name="objection")
 app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
 app.command()(demo)
 
 

@@ -22,6 +22,7 @@ from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig, load_config
 from node.errors import NodeError
 from node.store import open_store
+from policy.document import PolicyError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -42,13 +43,13 @@ R = TypeVar("R")
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a NodeError into its message on stderr and exit status 2."""
+    """Turn a NodeError or PolicyError into its message on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except NodeError as exc:
+        except (NodeError, PolicyError) as exc:
             err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
 

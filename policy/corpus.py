@@ -1,0 +1,275 @@
+"""Decision test corpora, in the manner of Cedar's ``run-tests``.
+
+A corpus is a YAML file that names a memorandum (a path relative to the corpus
+file) and lists cases; each case is one request and the decision expected for
+it::
+
+    memorandum: memorandum-3plus2.yaml
+    cases:
+      - name: shenzhen-asks-huizhou-penalty-for-procurement
+        request:
+          requester: shenzhen
+          provider: huizhou
+          purpose: public_procurement
+          subject_type: enterprise
+          theme: admin_penalty
+          mode: full
+          time: 2026-11-27T02:00:00Z
+          case_reference: ZB-2026-0042
+          officer: officer-17
+          quota_used: {}                 # optional; rule id -> count this period
+        expect:
+          allowed: true
+          status: OK
+          rule_ids: [regional-lists]     # compared as a set
+          reveal: [...]                  # optional, exact set
+          mask: [legal_rep_id_number]    # optional, exact set
+          withhold_includes: [remarks]   # optional, subset of the withheld fields
+          quota_rules: []                # optional, compared as a set
+          reason_includes: "..."         # optional, a substring of the reason
+
+The schema is strict: an unknown or missing key, a wrong type, a time without a
+time zone, two cases with one name, or an ``allowed`` that contradicts the
+``status`` is refused with :class:`CorpusError` naming the case
+(``cases[12](name).expect.status``). ``mode`` is any string, so a corpus can
+show that an unknown mode is refused.
+
+The memorandum is hashed as the engine's callers hash it: SHA-256 of the RFC 8785
+canonical JSON of its signed part (the ``signed`` part of a ``.json`` envelope,
+or the parsed ``.yaml`` source dumped as JSON data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, cast
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from node.catalog import Catalog
+from policy.canonical import canonical_json
+from policy.document import Memorandum, Mode, PolicyError, parse_memorandum
+from policy.engine import Decision, DecisionRequest, Engine, Status
+
+__all__ = ["Case", "CaseResult", "Corpus", "CorpusError", "load_corpus", "run_corpus"]
+
+
+class CorpusError(PolicyError):
+    """A corpus that cannot be read; says which case and which key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CaseRequest(_Strict):
+    requester: str
+    provider: str
+    purpose: str
+    subject_type: str
+    theme: str
+    mode: str
+    time: Annotated[dt.datetime, Field(strict=False)]
+    case_reference: str = ""
+    officer: str = ""
+    quota_used: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _aware(self) -> CaseRequest:
+        if self.time.utcoffset() is None:
+            raise ValueError("time must carry a time zone, e.g. 2026-11-27T02:00:00Z")
+        return self
+
+
+StatusName = Literal[
+    "OK", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "INVALID_ARGUMENT"
+]
+
+
+class CaseExpect(_Strict):
+    allowed: bool
+    status: StatusName
+    rule_ids: list[str]
+    reveal: list[str] | None = None
+    mask: list[str] | None = None
+    withhold_includes: list[str] | None = None
+    quota_rules: list[str] | None = None
+    reason_includes: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CaseExpect:
+        if self.allowed != (self.status == Status.OK):
+            raise ValueError(f"allowed {self.allowed} contradicts status {self.status}")
+        return self
+
+
+class Case(_Strict):
+    name: str = Field(min_length=1)
+    request: CaseRequest
+    expect: CaseExpect
+
+
+class Corpus(_Strict):
+    memorandum: str = Field(min_length=1, description="path relative to the corpus file")
+    cases: list[Case] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Corpus:
+        seen: set[str] = set()
+        for case in self.cases:
+            if case.name in seen:
+                raise ValueError(f"case name {case.name!r} is used twice")
+            seen.add(case.name)
+        return self
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    passed: bool
+    message: str  # "" when passed; otherwise what differed, and the decision's reason
+    decision: Decision | None
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int) and not isinstance(item, bool) and parts:
+            name = None
+            if isinstance(node, list) and isinstance(node[item], dict):
+                name = node[item].get("name")
+            parts[-1] += f"[{item}]" + (f"({name})" if isinstance(name, str) else "")
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise CorpusError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CorpusError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_memorandum(path: Path) -> tuple[Memorandum, bytes]:
+    """A memorandum (.yaml source or signed .json envelope) and its content hash."""
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorpusError(f"cannot read memorandum {path}: {exc}") from None
+    else:
+        data = _read_yaml(path, "memorandum")
+    if isinstance(data, dict) and "signed" in data:  # an envelope: its signed part
+        signed = data["signed"]
+        memorandum = parse_memorandum(signed, str(path))
+        return memorandum, hashlib.sha256(canonical_json(signed)).digest()
+    memorandum = parse_memorandum(data, str(path))
+    digest = hashlib.sha256(canonical_json(memorandum.model_dump(mode="json"))).digest()
+    return memorandum, digest
+
+
+def load_corpus(path: Path) -> tuple[Corpus, Memorandum, bytes]:
+    """Parse a corpus strictly, with the memorandum it names and that memorandum's hash."""
+    data = _read_yaml(path, "corpus")
+    if not isinstance(data, dict):
+        raise CorpusError(f"{path}: a corpus is a mapping with `memorandum` and `cases`")
+    try:
+        corpus = Corpus.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise CorpusError(f"{path}: the corpus is invalid: {problems}") from None
+    memorandum, digest = load_memorandum(path.parent / corpus.memorandum)
+    return corpus, memorandum, digest
+
+
+_MODE_VALUES = frozenset(m.value for m in Mode)
+
+
+def request_of(case: Case) -> DecisionRequest:
+    r = case.request
+    mode = Mode(r.mode) if r.mode in _MODE_VALUES else cast(Mode, r.mode)
+    return DecisionRequest(
+        requester=r.requester,
+        provider=r.provider,
+        purpose=r.purpose,
+        subject_type=r.subject_type,
+        theme=r.theme,
+        mode=mode,
+        time=r.time,
+        case_reference=r.case_reference,
+        officer=r.officer,
+        quota_used=dict(r.quota_used),
+    )
+
+
+def _sets(expected: list[str], got: frozenset[str] | tuple[str, ...]) -> str | None:
+    want = set(expected)
+    have = set(got)
+    if want == have:
+        return None
+    parts = []
+    if want - have:
+        parts.append(f"missing {sorted(want - have)}")
+    if have - want:
+        parts.append(f"unexpected {sorted(have - want)}")
+    return ", ".join(parts)
+
+
+def check_case(engine: Engine, case: Case) -> CaseResult:
+    """Decide one case and compare the decision with what it expects."""
+    decision = engine.decide(request_of(case))
+    want = case.expect
+    problems: list[str] = []
+    if decision.allowed != want.allowed:
+        problems.append(f"allowed: expected {want.allowed}, got {decision.allowed}")
+    if decision.status != want.status:
+        problems.append(f"status: expected {want.status}, got {decision.status}")
+    differences: Mapping[str, tuple[list[str] | None, frozenset[str] | tuple[str, ...]]] = {
+        "rule_ids": (want.rule_ids, decision.rule_ids),
+        "reveal": (want.reveal, decision.reveal),
+        "mask": (want.mask, decision.mask),
+        "quota_rules": (want.quota_rules, decision.quota_rules),
+    }
+    for key, (expected, got) in differences.items():
+        if expected is None:
+            continue
+        problem = _sets(expected, got)
+        if problem:
+            problems.append(f"{key}: {problem}")
+    if want.withhold_includes is not None:
+        missing = sorted(set(want.withhold_includes) - decision.withhold)
+        if missing:
+            problems.append(f"withhold: {missing} are not withheld")
+    if want.reason_includes is not None and want.reason_includes not in decision.reason:
+        problems.append(f"reason: does not contain {want.reason_includes!r}")
+    message = ""
+    if problems:
+        message = "; ".join(problems) + f" (reason: {decision.reason})"
+    return CaseResult(case.name, not problems, message, decision)
+
+
+def run_corpus(path: Path, catalog: Catalog) -> list[CaseResult]:
+    """Run every case of a corpus against its memorandum and the catalog, in order."""
+    corpus, memorandum, digest = load_corpus(path)
+    engine = Engine(memorandum, digest, catalog)
+    return [check_case(engine, case) for case in corpus.cases]
