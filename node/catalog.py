@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.errors import CatalogError
+from node.errors import CatalogError, describe_validation_error
 
 
 class SubjectType(StrEnum):
@@ -276,38 +276,13 @@ class Catalog(_Strict):
             ) from None
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
-    """Render a pydantic error location as ``themes[3].fields[2].type``, naming codes."""
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(item, int) and not isinstance(item, bool):
-            code = (
-                node[item].get("code") or node[item].get("name")
-                if isinstance(node, list) and isinstance(node[item], dict)
-                else None
-            )
-            parts[-1] += f"[{item}]" + (f"({code})" if code else "")
-        else:
-            parts.append(str(item))
-        try:
-            node = node[item]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return ".".join(parts) or "(top level)"
-
-
 def parse_catalog(data: Any, source: str) -> Catalog:
     if not isinstance(data, dict):
         raise CatalogError(f"{source}: a catalog is a mapping at the top level")
     try:
         return Catalog.model_validate(data, strict=False)
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
+        problems = describe_validation_error(exc, data)
         raise CatalogError(f"{source}: the catalog is invalid: {problems}") from None
 
 

@@ -15,6 +15,10 @@ these to carry on as if all were well.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
+
 
 class NodeError(Exception):
     """Base of every error the node reports to its operator."""
@@ -38,3 +42,38 @@ class ImportFileError(NodeError):
 
 class NotFound(NodeError):
     pass
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """``themes[3](admin_penalty).fields[2](fine_amount).type``: list items named by code."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int) and not isinstance(item, bool) and parts:
+            name = None
+            if isinstance(node, list) and isinstance(node[item], dict):
+                name = next(
+                    (
+                        node[item][k]
+                        for k in ("code", "id", "name")
+                        if isinstance(node[item].get(k), str)
+                    ),
+                    None,
+                )
+            parts[-1] += f"[{item}]" + (f"({name})" if name else "")
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def describe_validation_error(exc: ValidationError, data: Any) -> str:
+    """Every problem of a refused document, each with its exact place, in one line."""
+    return "; ".join(
+        (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
+        + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )

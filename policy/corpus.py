@@ -53,6 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from node.catalog import Catalog
+from node.errors import describe_validation_error
 from policy.canonical import canonical_json
 from policy.document import Memorandum, Mode, PolicyError, parse_memorandum
 from policy.engine import Decision, DecisionRequest, Engine, Status
@@ -137,24 +138,6 @@ class CaseResult:
     decision: Decision | None
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(item, int) and not isinstance(item, bool) and parts:
-            name = None
-            if isinstance(node, list) and isinstance(node[item], dict):
-                name = node[item].get("name")
-            parts[-1] += f"[{item}]" + (f"({name})" if isinstance(name, str) else "")
-        else:
-            parts.append(str(item))
-        try:
-            node = node[item]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return ".".join(parts)
-
-
 def _read_yaml(path: Path, what: str) -> Any:
     try:
         text = path.read_text("utf-8")
@@ -192,11 +175,7 @@ def load_corpus(path: Path) -> tuple[Corpus, Memorandum, bytes]:
     try:
         corpus = Corpus.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
+        problems = describe_validation_error(exc, data)
         raise CorpusError(f"{path}: the corpus is invalid: {problems}") from None
     memorandum, digest = load_memorandum(path.parent / corpus.memorandum)
     return corpus, memorandum, digest

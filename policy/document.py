@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from node.errors import describe_validation_error
+
 SUBJECT_TYPES = ("enterprise", "individual_business", "institution", "social_org", "individual")
 MEMBER_ID = r"^[a-z][a-z0-9_-]{1,31}$"
 CODE = r"^[a-z][a-z0-9_-]*$"
@@ -200,24 +202,6 @@ class Memorandum(_Strict):
         return {p.code: p for p in self.purposes}
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(item, int) and not isinstance(item, bool) and parts:
-            name = None
-            if isinstance(node, list) and isinstance(node[item], dict):
-                name = node[item].get("id") or node[item].get("code")
-            parts[-1] += f"[{item}]" + (f"({name})" if name else "")
-        else:
-            parts.append(str(item))
-        try:
-            node = node[item]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return ".".join(parts)
-
-
 def parse_memorandum(data: Any, source: str) -> Memorandum:
     """Validate the ``signed`` part of a memorandum (the YAML source, or JSON)."""
     if not isinstance(data, dict):
@@ -225,9 +209,5 @@ def parse_memorandum(data: Any, source: str) -> Memorandum:
     try:
         return Memorandum.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
+        problems = describe_validation_error(exc, data)
         raise PolicyError(f"{source}: the memorandum is invalid: {problems}") from None
