@@ -29,6 +29,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -462,7 +463,7 @@ def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> Verify
                 if mark is not None:
                     roots[mark] = frontier.root()
                 cut = upto
-            report.problems.extend(_compare_nodes(conn, created))
+            report.problems.extend(_compare_nodes(cursor, conn.dialect.name, created))
     if not report.problems and frontier.size != head_size:
         last = frontier.size - 1
         report.problems.append(
@@ -497,7 +498,7 @@ def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> Verify
     return report
 
 
-def _compare_nodes(conn: Connection, created: list[tuple[int, int, bytes]]) -> list[str]:
+def _compare_nodes(cursor: Any, dialect: str, created: list[tuple[int, int, bytes]]) -> list[str]:
     """Compare the tree nodes a page of leaves completes with the stored ones."""
     spans: dict[int, tuple[int, int]] = {}
     for level, idx, _ in created:
@@ -508,15 +509,10 @@ def _compare_nodes(conn: Connection, created: list[tuple[int, int, bytes]]) -> l
         return []
     where = " OR ".join("(level = ? AND idx BETWEEN ? AND ?)" for _ in spans)
     params = tuple(x for level, (low, high) in spans.items() for x in (level, low, high))
-    stored = {
-        (level, idx): bytes(h)
-        for level, idx, h in conn.exec_driver_sql(
-            driver_sql(
-                conn.dialect.name, f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}"
-            ),
-            params,
-        )
-    }
+    cursor.execute(
+        driver_sql(dialect, f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}"), params
+    )
+    stored = {(level, idx): bytes(h) for level, idx, h in cursor.fetchall()}
     # The smallest bad node that ends earliest pins down where the damage is.
     bad = [
         (((idx + 1) << level) - 1, level, idx, (level, idx) in stored)
