@@ -4,25 +4,27 @@ pruning and crashes. Runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
 from node.cli import app
 from node.home import create_home
 from node.ledger import entries, merkle
-from node.ledger.log import ConcurrentWriter, Ledger, LedgerStore, verify
+from node.ledger.log import ConcurrentWriter, Ledger, LedgerStore, VerifyReport, verify
 from node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 from node.store.database import create_store_engine, driver_sql
 
@@ -180,6 +182,40 @@ def _alter_tree_node(s: LedgerStore) -> None:
     sql(s, "UPDATE ledger_nodes SET hash = ? WHERE level = 2 AND idx = 1", bytes(32))
 
 
+def _append_by_sql(s: LedgerStore, frontier: merkle.Frontier, new: list[bytes]) -> None:
+    """What someone with database access but not the node's key can write: entries,
+    a correctly recomputed tree and head, and no checkpoint signed by the node."""
+    leaves = [merkle.leaf_hash(b) for b in new]
+    grown, nodes = merkle.extend(frontier, leaves)
+    for offset, (leaf, body) in enumerate(zip(leaves, new, strict=True)):
+        sql(
+            s,
+            "INSERT INTO ledger_entries (idx, leaf_hash, body, recorded_us) VALUES (?, ?, ?, ?)",
+            frontier.size + offset,
+            leaf,
+            body,
+            0,
+        )
+    for level, idx, h in nodes:
+        if level:
+            sql(s, "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", level, idx, h)
+    sql(s, "UPDATE ledger_head SET size = ?, root_hash = ?", grown.size, grown.root())
+
+
+def _forge_appended_entry(s: LedgerStore) -> None:
+    _append_by_sql(s, LedgerStore(s.engine, s.signer).frontier(), bodies(1, "forged"))
+
+
+def _rewrite_all_rows(s: LedgerStore) -> None:
+    for table in ("ledger_entries", "ledger_nodes", "ledger_checkpoints"):
+        sql(s, f"DELETE FROM {table}")
+    _append_by_sql(s, merkle.Frontier(0, ()), bodies(20, "rewritten"))
+
+
+def _drop_head_checkpoint(s: LedgerStore) -> None:
+    sql(s, "DELETE FROM ledger_checkpoints WHERE size = 20")
+
+
 @pytest.mark.parametrize(
     ("tamper", "named"),
     [
@@ -194,6 +230,21 @@ def _alter_tree_node(s: LedgerStore) -> None:
         (_replace_checkpoint, "checkpoint at size 10: its signature does not verify"),
         (_rewrite_checkpoint_root, "checkpoint at size 10: its root"),
         (_alter_tree_node, "entries 4-7 do not match the stored tree node (level 2, index 1)"),
+        (
+            _forge_appended_entry,
+            "the head (21 entries) has no checkpoint signed by the node at its size "
+            "(the nearest is at size 20)",
+        ),
+        (
+            _rewrite_all_rows,
+            "the head (20 entries) has no checkpoint signed by the node at its size "
+            "(none is stored at all)",
+        ),
+        (
+            _drop_head_checkpoint,
+            "the head (20 entries) has no checkpoint signed by the node at its size "
+            "(the nearest is at size 10)",
+        ),
     ],
 )
 def test_audit_verify_catches_tampering_and_names_where(
@@ -208,6 +259,79 @@ def test_audit_verify_catches_tampering_and_names_where(
     assert any(named in p for p in report.problems), report.problems
     if tamper not in (_replace_checkpoint, _rewrite_checkpoint_root, _truncate_tail_and_head):
         assert named in report.problems[0], report.problems
+
+
+def test_verify_reads_one_snapshot_while_another_connection_appends(
+    store: LedgerStore, database_url: str
+) -> None:
+    store.commit(bodies(10, "a"))
+    writer = LedgerStore(create_store_engine(database_url), store.signer)
+    appended: list[int] = []
+
+    def append_right_after_the_head_is_read(*args: object) -> None:
+        if not appended and "FROM ledger_head" in str(args[2]):
+            appended.append(writer.commit(bodies(7, "b"))[0])
+
+    event.listen(store.engine, "after_cursor_execute", append_right_after_the_head_is_read)
+    try:
+        report = verify(store, store.signer.verifier(), page=4)
+    finally:
+        event.remove(store.engine, "after_cursor_execute", append_right_after_the_head_is_read)
+    assert appended == [10]  # the append committed while verify was reading
+    assert report.ok, report.problems
+    assert (report.size, report.checkpoints) == (10, 1)  # the log as it was when verify began
+    later = verify(store, store.signer.verifier())
+    assert later.ok and later.size == 17
+
+
+def test_verify_stays_ok_while_a_thread_keeps_appending(
+    store: LedgerStore, database_url: str
+) -> None:
+    store.commit(bodies(5, "a"))
+    writer = LedgerStore(create_store_engine(database_url), store.signer)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_appending() -> None:
+        try:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                writer.commit(bodies(3, f"t{n}"))
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=keep_appending)
+    thread.start()
+    reports: list[VerifyReport] = []
+    try:
+        # until verify has seen the log at several sizes: it really ran during appends
+        while len({r.size for r in reports}) < 4 and len(reports) < 2000 and not failures:
+            reports.append(verify(store, store.signer.verifier(), page=4))
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert len({r.size for r in reports}) >= 4
+    assert [r.problems for r in reports if not r.ok] == []
+
+
+def test_the_ledger_retries_a_batch_once_when_another_process_advanced_the_log(
+    store: LedgerStore, database_url: str
+) -> None:
+    pruner = LedgerStore(create_store_engine(database_url), store.signer)
+
+    async def run() -> tuple[int, int]:
+        async with Ledger(store) as ledger:
+            first = await ledger.append(b"before")
+            # 'audit prune' in another process records itself in the same log
+            pruner.commit([entries.maintenance("pruned nothing", "huizhou", 1)])
+            second = await ledger.append(b"after")
+            return first.index, second.index
+
+    assert asyncio.run(run()) == (0, 2)
+    report = verify(store, store.signer.verifier())
+    assert report.ok and report.size == 3, report.problems
 
 
 def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: LedgerStore) -> None:

@@ -11,7 +11,10 @@ Invariants this module keeps:
   they complete and a newly signed checkpoint, and commits once.
 * **No gap, no half batch.** Entries, tree nodes, the checkpoint and the head move
   in one transaction; the head is advanced with ``WHERE size = <old size>``, so a
-  second writer on the same database cannot interleave (it fails and reloads).
+  second writer on the same database cannot interleave. The loser's commit fails
+  with :class:`ConcurrentWriter` and writes nothing; the :class:`Ledger` then
+  reloads the head and commits the batch once more on top of it (``audit prune``
+  appends its own entry from another process, so this happens in normal use).
 * **Consistent checkpoints.** A checkpoint is only ever signed for the head of the
   one append-only tree, so any two checkpoints the node signed are consistent.
 * **O(log n) reads.** Every perfect subtree hash is stored (``ledger_nodes``, the
@@ -19,6 +22,19 @@ Invariants this module keeps:
   fetched in two queries.
 * **The bytes hashed are the bytes stored.** Pruning removes a body but never its
   leaf hash, so roots and proofs still verify after it.
+* **Every head is signed.** A commit signs a checkpoint for exactly the head it
+  writes, so ``verify`` requires a checkpoint signed by the node's key at the head's
+  size with the recomputed root: rows appended or rewritten by SQL, without the
+  key, fail verification even when their tree and head are recomputed correctly.
+* **Verification reads one snapshot.** ``verify`` reads everything in one read
+  transaction (SQLite: one deferred ``BEGIN``; PostgreSQL: ``REPEATABLE READ READ
+  ONLY``), so appends committed while it runs are not mistaken for tampering.
+
+What verification cannot tell: an entry whose body was deleted (set to NULL)
+looks exactly like a pruned one. Its leaf hash remains, so the tree, the proofs
+and the checkpoints still verify, and ``verify`` counts it as pruned. Which bodies
+were dropped on purpose is recorded by the maintenance entry that ``audit prune``
+appends (its range and cutoff); an auditor compares the pruned entries with those.
 """
 
 from __future__ import annotations
@@ -48,7 +64,11 @@ class LedgerError(NodeError):
 
 
 class ConcurrentWriter(LedgerError):
-    """Another process advanced the log under this one; it reloads and the batch fails."""
+    """Another process advanced the log under this one; nothing was written.
+
+    :meth:`LedgerStore.commit` forgets its frontier when it raises this, so the next
+    commit starts from the real head; the :class:`Ledger` retries the batch once.
+    """
 
 
 @dataclass(frozen=True)
@@ -363,7 +383,7 @@ class Ledger:
                 continue
             self._idle.clear()
             try:
-                first, note = await asyncio.to_thread(self.store.commit, [b for b, _ in batch])
+                first, note = await asyncio.to_thread(self._commit, [b for b, _ in batch])
             except Exception as exc:  # every waiter hears of it; nothing was acknowledged
                 for _, done in batch:
                     if not done.done():
@@ -376,6 +396,18 @@ class Ledger:
                 del self.batches[:-1000]
             finally:
                 self._idle.set()
+
+    def _commit(self, bodies: list[bytes]) -> tuple[int, str]:
+        """Commit one batch; if another process advanced the log, reload and retry once.
+
+        The first attempt wrote nothing (the head did not move), so retrying cannot
+        record an entry twice. A second conflict fails the batch: something else is
+        appending continuously, which a node's ledger must not share.
+        """
+        try:
+            return self.store.commit(bodies)
+        except ConcurrentWriter:
+            return self.store.commit(bodies)  # commit() dropped its frontier: this reloads
 
 
 # --- verification --------------------------------------------------------------------
@@ -398,17 +430,48 @@ def _short(h: bytes) -> str:
     return base64.b64encode(h).decode()[:12] + "…"
 
 
+@contextlib.contextmanager
+def _read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads, raw cursor included, all see one committed state.
+
+    PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction, whose snapshot is taken
+    at its first statement. SQLite: the driver opens transactions only before
+    writes, so each SELECT would see the latest commit; an explicit deferred
+    ``BEGIN`` makes the first read take a WAL snapshot that every later read shares
+    (writers are not blocked). Nothing is written either way; the transaction is
+    rolled back when the block ends.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        ) as conn:
+            yield conn  # closing the connection rolls the transaction back
+        return
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN DEFERRED")
+        try:
+            yield conn
+        finally:
+            driver.rollback()
+
+
 def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> VerifyReport:
     """Recompute the whole log from the stored bytes and check everything stored.
 
-    One pass over the leaves, a page at a time: every leaf hash against its stored
-    body; indices without a gap; every tree node the page completes against the
-    stored one. Then the head, and every checkpoint's signature, origin and root
-    against the recomputed tree. Problems are listed in order; the first names the
+    Everything is read in one snapshot (:func:`_read_snapshot`), so appends that
+    commit meanwhile are neither seen nor reported. One pass over the leaves, a page
+    at a time: every leaf hash against its stored body; indices without a gap; every
+    tree node the page completes against the stored one. Then the head, and every
+    checkpoint's signature, origin and root against the recomputed tree. Last, the
+    head itself must be signed: a non-empty log needs a checkpoint at the head's
+    size whose root is the recomputed root, or whoever wrote the last entries did
+    not hold the node's key. Problems are listed in order; the first names the
     first bad index or checkpoint.
     """
     report = VerifyReport()
-    with store.engine.connect() as conn:
+    with _read_snapshot(store.engine) as conn:
         head_size, head_root = conn.exec_driver_sql(
             "SELECT size, root_hash FROM ledger_head WHERE id = 1"
         ).one()
@@ -495,6 +558,15 @@ def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> Verify
                 f"{where}: its root {_short(root)} is not the root of the log's first {size} "
                 "entries (entries altered, reordered or replaced)"
             )
+    if head_size and head_size not in wanted:  # a checkpoint there is checked just above
+        below = [m for m in marks if m < head_size]
+        nearest = f"the nearest is at size {below[-1]}" if below else "none is stored at all"
+        report.problems.append(
+            f"the head ({head_size} entries) has no checkpoint signed by the node at its size "
+            f"({nearest}): the log was appended to, rewritten or truncated in the database "
+            "without the node's key; keep the database as evidence, restore the ledger tables "
+            "from a backup and investigate"
+        )
     return report
 
 
