@@ -25,7 +25,11 @@ Counting signatures (:func:`check_signatures`) keeps these invariants:
   loaded or trusted here) and the schema refuses a keyid listed twice, so one
   key never belongs to two members;
 * a malformed entry, an unknown key, a bad signature or a repeat is ignored
-  with its reason, never an error.
+  with its reason, never an error — when *counting*. An envelope that is loaded
+  (:func:`load_envelope`) or accepted for installation (:func:`accept`) must have
+  only well-formed entries: one malformed entry refuses it, because the store
+  re-reads what it installs with the strict loader, and an entry the loader
+  refuses would leave the node with no readable memorandum.
 
 Installing a new version (:func:`verify_new`, rules as in TUF's root update):
 
@@ -331,17 +335,45 @@ def check_signatures(envelope: Mapping[str, Any], trusted: Memorandum) -> Signat
     return SignatureCheck(trusted.threshold, counted, tuple(ignored))
 
 
+def _require_well_formed_entries(signatures: list[Any], source: str) -> None:
+    """Refuse the first signature entry that is not ``{"key_id": 64 hex, "sig": 128 hex}``."""
+    for index, entry in enumerate(signatures):
+        problem = _entry_problem(entry)
+        if problem is not None:
+            raise PolicyError(
+                f"{source}: signatures[{index}]: {problem}; remove that entry, or have its "
+                "member sign again (credit-node policy sign), and offer the envelope again"
+            )
+
+
 def _entry_problem(entry: object) -> str | None:
     if not isinstance(entry, Mapping):
         return f"a signature entry is an object, not a {type(entry).__name__}"
     if set(entry) != _ENTRY_KEYS:
-        return f"a signature entry has exactly keyid and sig, not {sorted(map(str, entry))}"
+        return f"a signature entry has exactly key_id and sig, not {sorted(map(str, entry))}"
     keyid, sig = entry["key_id"], entry["sig"]
     if not isinstance(keyid, str) or not _KEYID.fullmatch(keyid):
-        return "keyid is not 64 lowercase hex digits"
+        return f"key_id is not 64 lowercase hex digits (found {_kind_of(keyid)})"
     if not isinstance(sig, str) or not _SIG.fullmatch(sig):
-        return "sig is not 128 lowercase hex digits (an Ed25519 signature is 64 bytes)"
+        return (
+            "sig is not 128 lowercase hex digits (an Ed25519 signature is 64 bytes; "
+            f"found {_kind_of(sig)})"
+        )
     return None
+
+
+def _kind_of(value: object) -> str:
+    """What a malformed value is, without repeating it (it may be long)."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    kinds = {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        list: "a list",
+        dict: "an object",
+    }
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -455,11 +487,24 @@ def load_envelope(
     except ValueError as exc:  # _JsonProblem, or an integer too long to read
         raise PolicyError(f"{source}: {exc}") from None
     _check_shape(data, source, require_signatures=True)
-    for index, entry in enumerate(data["signatures"]):
-        problem = _entry_problem(entry)
-        if problem is not None:
-            raise PolicyError(f"{source}: signatures[{index}]: {problem}")
+    _require_well_formed_entries(data["signatures"], source)
     return data, _parse_signed(data["signed"], source)
+
+
+def _load_self_signed(
+    path_or_text: str | bytes | os.PathLike[str], what: str, remedy: str = ""
+) -> tuple[dict[str, Any], Memorandum]:
+    """Load an envelope as the store reads it: strictly, and signed by a threshold of
+    its own keys (rule 1). ``what`` names it and ``remedy`` says what to do in the
+    refusal."""
+    envelope, memorandum = load_envelope(path_or_text)
+    own = check_signatures(envelope, memorandum)
+    if not own.met:
+        raise PolicyError(
+            f"{what} is not signed by a threshold of its own keys ({own.summary()})"
+            + (f"; {remedy}" if remedy else "")
+        )
+    return envelope, memorandum
 
 
 def _parse_signed(signed: Mapping[str, Any], source: str) -> Memorandum:
@@ -536,11 +581,18 @@ def accept(
     current: tuple[Mapping[str, Any], Memorandum] | None,
     now: dt.datetime,
 ) -> Accepted:
-    """Apply the update rules (see :func:`verify_new`) and return the evidence."""
+    """Apply the update rules (see :func:`verify_new`) and return the evidence.
+
+    Before any rule, the envelope must be well formed as :func:`load_envelope`
+    requires (a signature entry that is not ``{"key_id", "sig"}`` in lowercase hex
+    refuses it with :class:`PolicyError`), so what is accepted can be stored and
+    read back.
+    """
     _require_aware(now)
     source = "offered envelope"
     _check_shape(envelope, source, require_signatures=True)
     offered: dict[str, Any] = copy.deepcopy(dict(envelope))  # checked is what is returned
+    _require_well_formed_entries(offered["signatures"], source)
     new = _parse_signed(offered["signed"], source)
     digest = memorandum_hash(offered["signed"])
     head = f"memorandum version {new.version} (sha256 {digest.hex()})"
@@ -650,8 +702,18 @@ class TrustStore:
     * ``v{N}.json``: every accepted version, kept as history;
     * ``.lock``: serializes installs between processes.
 
-    An offered version that fails :func:`verify_new` changes nothing: the last
-    good version stays installed.
+    Invariants:
+
+    * An offered version that fails :func:`verify_new`, or is malformed, changes
+      nothing: the last good version stays installed.
+    * What is written has been read back with the strict loader and its
+      self-signature checked first, so an install never leaves a file that
+      :meth:`current` would refuse.
+    * ``current.json`` is the newest version of the history, and the same
+      memorandum as its ``v{N}.json``. :meth:`current` refuses otherwise (a
+      current file rolled back to an older version, replaced by an unaccepted
+      document, or an install interrupted between the two writes), and only an
+      install of that newest version again repairs it.
     """
 
     CURRENT = "current.json"
@@ -659,6 +721,7 @@ class TrustStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._cache: tuple[tuple[int, int, int], dict[str, Any], Memorandum] | None = None
+        self._consistent: tuple[object, ...] | None = None  # the files last found consistent
 
     @property
     def current_path(self) -> Path:
@@ -683,7 +746,13 @@ class TrustStore:
     def install_accepted(
         self, envelope_path_or_dict: str | os.PathLike[str] | Mapping[str, Any], now: dt.datetime
     ) -> Accepted:
-        """As :meth:`install`, returning the evidence (hash, signatures counted)."""
+        """As :meth:`install`, returning the evidence (hash, signatures counted).
+
+        The installed version is taken as it is, except that it must be the
+        memorandum its ``v{N}.json`` holds. When the history holds a newer version
+        than ``current.json`` (an install interrupted between its two writes), only
+        that very version is accepted, which completes the interrupted install.
+        """
         if isinstance(envelope_path_or_dict, Mapping):
             envelope: Mapping[str, Any] = envelope_path_or_dict
         else:
@@ -691,11 +760,18 @@ class TrustStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked():
             current = self._load_current() if self.current_path.exists() else None
+            if current is not None:
+                self._require_history_matches(*current)
             accepted = accept(envelope, current=current, now=now)
             version = accepted.memorandum.version
-            data = _envelope_text(accepted.envelope)
+            installed = current[1].version if current is not None else None
+            newest = max(self.versions(), default=0)
+            if newest > (installed or 0) and version != newest:
+                raise self._behind(installed, newest)
+            data = self._written_form(accepted)
             history = self.history_path(version)
-            if history.exists():
+            created = not history.exists()
+            if not created:
                 kept, _ = load_envelope(history)
                 if memorandum_hash(kept["signed"]) != accepted.hash:
                     raise PolicyError(
@@ -703,22 +779,30 @@ class TrustStore:
                         "store is inconsistent — inspect it before installing"
                     )
             _atomic_write(history, data)
-            _atomic_write(self.current_path, data)
-            self._cache = None
+            try:
+                _atomic_write(self.current_path, data)
+            except BaseException:
+                if created:  # the history must not get ahead of current.json
+                    with contextlib.suppress(FileNotFoundError):
+                        history.unlink()
+                raise
+            self._cache = self._consistent = None
         return accepted
 
     def current(self) -> tuple[dict[str, Any], Memorandum]:
         """The installed envelope and memorandum; :class:`PolicyError` if none is installed.
 
-        The file is re-read when it changes, and each time it is read its
-        self-signature (rule 1) is checked again: a damaged file is refused, not used.
+        The files are re-read when they change, and each time they are read the
+        self-signature (rule 1) is checked again and ``current.json`` must be the
+        newest version of the history and the same memorandum as its ``v{N}.json``:
+        a damaged, rolled-back or half-installed store is refused, not used.
         """
-        envelope, memorandum = self._load_current()
+        envelope, memorandum = self._checked_current()
         return copy.deepcopy(envelope), memorandum
 
     def current_hash(self) -> str:
         """SHA-256 of the installed memorandum's signed part, hex."""
-        envelope, _ = self._load_current()
+        envelope, _ = self._checked_current()
         return memorandum_hash(envelope["signed"]).hex()
 
     def current_or_expired(self, now: dt.datetime) -> tuple[dict[str, Any], Memorandum]:
@@ -737,15 +821,99 @@ class TrustStore:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._cache is not None and self._cache[0] == stamp:
             return self._cache[1], self._cache[2]
-        envelope, memorandum = load_envelope(path)
-        own = check_signatures(envelope, memorandum)
-        if not own.met:
-            raise PolicyError(
-                f"{path}: the installed memorandum is not signed by a threshold of its own keys "
-                f"({own.summary()}); the trust store is damaged — reinstall a signed version"
-            )
+        envelope, memorandum = _load_self_signed(
+            path,
+            f"{path}: the installed memorandum",
+            "the trust store is damaged — reinstall a signed version",
+        )
         self._cache = (stamp, envelope, memorandum)
         return envelope, memorandum
+
+    def _checked_current(self) -> tuple[dict[str, Any], Memorandum]:
+        envelope, memorandum = self._load_current()
+        self._require_consistent(envelope, memorandum)
+        return envelope, memorandum
+
+    def _require_consistent(self, envelope: Mapping[str, Any], memorandum: Memorandum) -> None:
+        """``current.json`` is the newest version kept, and the same memorandum as its
+        ``v{N}.json``. Checked again only when one of the files involved changed."""
+        stamp = tuple(
+            (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
+            for st in map(
+                _stat_or_none,
+                (self.directory, self.current_path, self.history_path(memorandum.version)),
+            )
+        )
+        if self._consistent == stamp:
+            return
+        newest = max(self.versions(), default=0)
+        if newest > memorandum.version:
+            raise self._behind(memorandum.version, newest)
+        self._require_history_matches(envelope, memorandum)
+        self._consistent = stamp
+
+    def _require_history_matches(self, envelope: Mapping[str, Any], memorandum: Memorandum) -> None:
+        """``current.json`` is the memorandum that was accepted as its version."""
+        version = memorandum.version
+        history = self.history_path(version)
+        installed = memorandum_hash(envelope["signed"]).hex()
+        damaged = (
+            "the trust store is damaged — compare both files with the version the federation "
+            f"published (its sha256), and restore {self.current_path.name} or {history.name} "
+            "from it or from a backup"
+        )
+        try:
+            kept, _ = load_envelope(history)
+        except PolicyError as exc:
+            raise PolicyError(
+                f"{self.current_path} holds version {version} (sha256 {installed}), but the "
+                f"accepted copy of that version cannot be read: {exc}; {damaged}"
+            ) from None
+        accepted = memorandum_hash(kept["signed"]).hex()
+        if accepted != installed:
+            raise PolicyError(
+                f"{self.current_path} holds version {version} with sha256 {installed}, but "
+                f"the version {version} that was accepted ({history}) has sha256 {accepted}: "
+                f"one of them was replaced without 'policy install'; {damaged}"
+            )
+
+    def _behind(self, installed: int | None, newest: int) -> PolicyError:
+        where = f"holds version {installed}" if installed is not None else "is missing"
+        return PolicyError(
+            f"{self.current_path} {where} but the history holds version {newest} "
+            f"({self.history_path(newest)}): an install was interrupted or the current file "
+            f"was rolled back; install version {newest} again to repair it "
+            "(credit-node policy install FILE), or inspect the trust store"
+        )
+
+    @staticmethod
+    def _written_form(accepted: Accepted) -> bytes:
+        """The bytes to write, once they have been read back as :meth:`current` will.
+
+        Refuses (nothing written yet) an envelope that cannot be written as JSON or
+        that would not load back strictly, self-signed, as the same memorandum.
+        """
+        head = f"memorandum version {accepted.memorandum.version}"
+        try:
+            data = _envelope_text(accepted.envelope)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(
+                f"{head}: the envelope cannot be written as JSON ({exc}); nothing was "
+                "installed — offer it as a JSON file (credit-node policy install FILE)"
+            ) from None
+        try:
+            written, _ = _load_self_signed(data, head)
+        except PolicyError as exc:
+            raise PolicyError(
+                f"{head} would not load back once written, so nothing was installed and the "
+                f"last good version stays: {exc}"
+            ) from None
+        if memorandum_hash(written["signed"]) != accepted.hash:
+            raise PolicyError(
+                f"{head} would be written as a different memorandum, so nothing was installed "
+                "and the last good version stays; offer it as a JSON file"
+            )
+        return data
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -755,6 +923,13 @@ class TrustStore:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
 
 
 def _envelope_text(envelope: Mapping[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,10 +365,10 @@ def test_a_key_of_a_non_member_is_ignored() -> None:
     ("entry", "detail"),
     [
         (["key_id", "sig"], "is an object, not a list"),
-        ({"key_id": "ab" * 32}, "has exactly keyid and sig"),
-        ({"key_id": "ab" * 32, "sig": "cd" * 64, "method": "ed25519"}, "has exactly keyid"),
-        ({"key_id": "AB" * 32, "sig": "cd" * 64}, "keyid is not 64 lowercase hex digits"),
-        ({"key_id": 7, "sig": "cd" * 64}, "keyid is not 64 lowercase hex digits"),
+        ({"key_id": "ab" * 32}, "has exactly key_id and sig"),
+        ({"key_id": "ab" * 32, "sig": "cd" * 64, "method": "ed25519"}, "has exactly key_id"),
+        ({"key_id": "AB" * 32, "sig": "cd" * 64}, "key_id is not 64 lowercase hex digits"),
+        ({"key_id": 7, "sig": "cd" * 64}, "key_id is not 64 lowercase hex digits (found a number)"),
         ({"key_id": "ab" * 32, "sig": "cd" * 63}, "sig is not 128 lowercase hex digits"),
         ({"key_id": "ab" * 32, "sig": "zz" * 64}, "sig is not 128 lowercase hex digits"),
     ],
@@ -505,10 +505,16 @@ def test_an_expired_installed_version_can_still_approve_its_successor() -> None:
     assert verify_new(v2, current=installed(v1), now=later).version == 2
 
 
-def test_a_malformed_signature_entry_does_not_stop_an_update_with_enough_signatures() -> None:
+def test_a_malformed_signature_entry_refuses_an_update_even_with_enough_signatures() -> None:
+    # Counting ignores it, but the store could not read such an envelope back.
     envelope = signed_by(memorandum(), 0, 1, 2)
     envelope["signatures"].append({"key_id": "not hex", "sig": ""})
-    assert verify_new(envelope, current=None, now=NOW).version == 1
+    with pytest.raises(PolicyError) as refusal:
+        verify_new(envelope, current=None, now=NOW)
+    assert str(refusal.value).startswith(
+        "offered envelope: signatures[3]: key_id is not 64 lowercase hex digits"
+    )
+    assert "remove that entry, or have its member sign again" in str(refusal.value)
 
 
 # --------------------------------------------------------------------------- tampering
@@ -614,13 +620,13 @@ MALFORMED: dict[str, tuple[Callable[[], str | bytes], str]] = {
     ),
     "a keyid that is not hex": (
         lambda: changed(lambda e: e["signatures"][1].update(key_id="zz" * 32)),
-        "signatures[1]: keyid is not 64 lowercase hex digits",
+        "signatures[1]: key_id is not 64 lowercase hex digits",
     ),
     "an uppercase keyid": (
         lambda: changed(
             lambda e: e["signatures"][0].update(key_id=e["signatures"][0]["key_id"].upper())
         ),
-        "signatures[0]: keyid is not 64 lowercase hex digits",
+        "signatures[0]: key_id is not 64 lowercase hex digits",
     ),
     "a sig that is not hex": (
         lambda: changed(lambda e: e["signatures"][2].update(sig="xy" * 64)),
@@ -628,7 +634,7 @@ MALFORMED: dict[str, tuple[Callable[[], str | bytes], str]] = {
     ),
     "a signature entry with an extra field": (
         lambda: changed(lambda e: e["signatures"][0].update(method="ed25519")),
-        "signatures[0]: a signature entry has exactly keyid and sig",
+        "signatures[0]: a signature entry has exactly key_id and sig",
     ),
     "a key twice in one object": (
         lambda: '{"signed": {}, "signatures": [], "signatures": []}',
@@ -819,7 +825,148 @@ def test_the_store_refuses_to_overwrite_a_different_history_file(tmp_path: Path)
     (tmp_path / "v2.json").write_text(text_of(stray), encoding="utf-8")
     with pytest.raises(PolicyError, match="already holds a different version 2"):
         store.install(signed_by(memorandum(version=2), 0, 1, 2), NOW)
+    assert (tmp_path / "v2.json").read_text(encoding="utf-8") == text_of(stray)
+    with pytest.raises(PolicyError, match="but the history holds version 2"):
+        store.current()  # a version 2 nobody installed: inspect before answering
+
+
+MALFORMED_ENTRIES: dict[str, tuple[Any, str]] = {
+    "an entry without sig": (
+        {"key_id": "ab" * 32},
+        "a signature entry has exactly key_id and sig, not ['key_id']",
+    ),
+    "an entry with an extra key": (
+        {"key_id": "ab" * 32, "sig": "cd" * 64, "method": "ed25519"},
+        "a signature entry has exactly key_id and sig, not ['key_id', 'method', 'sig']",
+    ),
+    "a sig that is not hex": ({"key_id": "ab" * 32, "sig": "zz" * 64}, "sig is not 128 lowercase"),
+    "a base64 sig": (
+        {"key_id": "ab" * 32, "sig": "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="},
+        "sig is not 128 lowercase hex digits (an Ed25519 signature is 64 bytes; found a string "
+        "of 44 characters)",
+    ),
+    "a key_id that is a number": (
+        {"key_id": 7, "sig": "cd" * 64},
+        "key_id is not 64 lowercase hex digits (found a number)",
+    ),
+    "a key_id that is null": (
+        {"key_id": None, "sig": "cd" * 64},
+        "key_id is not 64 lowercase hex digits (found null)",
+    ),
+    "an entry that is a list": (["key_id", "sig"], "a signature entry is an object, not a list"),
+}
+
+
+@pytest.mark.parametrize(("entry", "problem"), MALFORMED_ENTRIES.values(), ids=MALFORMED_ENTRIES)
+def test_an_envelope_with_a_malformed_entry_is_refused_and_the_last_good_version_stays(
+    tmp_path: Path, entry: Any, problem: str
+) -> None:
+    store = TrustStore(tmp_path)
+    store.install(signed_by(memorandum(version=1), 0, 1, 2), NOW)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    offered = signed_by(memorandum(version=2), 0, 1, 2, 3)  # enough good signatures
+    offered["signatures"].insert(1, entry)
+    with pytest.raises(PolicyError) as refusal:
+        store.install(offered, NOW)
+    assert f"offered envelope: signatures[1]: {problem}" in str(refusal.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert TrustStore(tmp_path).current()[1].version == 1
+
+
+class _EntryFromAnotherLibrary(Mapping[str, str]):
+    """A signature entry that reads like a dict but is not one: ``json`` cannot write it."""
+
+    def __init__(self, entry: dict[str, str]) -> None:
+        self._entry = entry
+
+    def __getitem__(self, key: str) -> str:
+        return self._entry[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entry)
+
+    def __len__(self) -> int:
+        return len(self._entry)
+
+
+def test_an_envelope_that_would_not_read_back_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    store = TrustStore(tmp_path)
+    store.install(signed_by(memorandum(version=1), 0, 1, 2), NOW)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    offered = signed_by(memorandum(version=2), 0, 1, 2)
+    offered["signatures"][0] = _EntryFromAnotherLibrary(offered["signatures"][0])
+    assert accept(offered, current=store.current(), now=NOW).memorandum.version == 2
+    with pytest.raises(PolicyError, match="memorandum version 2: the envelope cannot be written"):
+        store.install(offered, NOW)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert store.current()[1].version == 1
+
+
+def two_versions_installed(directory: Path) -> tuple[TrustStore, dict[str, Any], dict[str, Any]]:
+    store = TrustStore(directory)
+    v1 = signed_by(memorandum(version=1), 0, 1, 2)
+    v2 = signed_by(memorandum(version=2), 0, 1, 2)
+    store.install(v1, NOW)
+    store.install(v2, NOW)
+    assert store.current()[1].version == 2
+    return store, v1, v2
+
+
+def test_a_current_file_rolled_back_to_an_older_version_is_refused(tmp_path: Path) -> None:
+    store, _, _ = two_versions_installed(tmp_path)
+    (tmp_path / "current.json").write_bytes((tmp_path / "v1.json").read_bytes())
+    for reader in (store, TrustStore(tmp_path)):  # the cached one notices, a new one too
+        with pytest.raises(PolicyError) as refusal:
+            reader.current()
+        assert str(refusal.value) == (
+            f"{tmp_path / 'current.json'} holds version 1 but the history holds version 2 "
+            f"({tmp_path / 'v2.json'}): an install was interrupted or the current file was "
+            "rolled back; install version 2 again to repair it (credit-node policy install "
+            "FILE), or inspect the trust store"
+        )
+    with pytest.raises(PolicyError, match="history holds version 2"):
+        store.current_hash()
+
+
+def test_a_current_file_that_is_not_the_accepted_version_is_refused(tmp_path: Path) -> None:
+    store, _, v2 = two_versions_installed(tmp_path)
+    # the same version number, signed by a threshold of its own keys, never accepted
+    other = signed_by(memorandum(version=2, threshold=1, keys=each(5, 6, 7, 8, 9)), 5)
+    (tmp_path / "current.json").write_text(text_of(other), encoding="utf-8")
+    with pytest.raises(PolicyError) as refusal:
+        store.current()
+    message = str(refusal.value)
+    assert f"holds version 2 with sha256 {memorandum_hash(other['signed']).hex()}" in message
+    assert f"has sha256 {memorandum_hash(v2['signed']).hex()}" in message
+    assert "replaced without 'policy install'" in message
+    with pytest.raises(PolicyError, match="replaced without 'policy install'"):
+        store.install(signed_by(memorandum(version=3), 5), NOW)  # nor trusted for an update
+
+
+def test_a_current_file_without_its_accepted_copy_is_refused(tmp_path: Path) -> None:
+    store, _, _ = two_versions_installed(tmp_path)
+    (tmp_path / "v2.json").unlink()
+    with pytest.raises(PolicyError, match="the accepted copy of that version cannot be read"):
+        store.current()
+
+
+def test_an_install_interrupted_between_its_writes_is_refused_then_repaired_by_installing_again(
+    tmp_path: Path,
+) -> None:
+    store = TrustStore(tmp_path)
+    store.install(signed_by(memorandum(version=1), 0, 1, 2), NOW)
+    v2 = signed_by(memorandum(version=2), 0, 1, 2)
+    (tmp_path / "v2.json").write_text(text_of(v2), encoding="utf-8")  # then the power failed
+    with pytest.raises(PolicyError, match="holds version 1 but the history holds version 2"):
+        store.current()
+    v3 = signed_by(memorandum(version=3), 0, 1, 2)
+    with pytest.raises(PolicyError, match="install version 2 again to repair it"):
+        store.install(v3, NOW)  # version 2's keys must approve version 3
+    assert store.install(v2, NOW).version == 2
+    assert store.current()[1].version == 2
+    assert store.install(v3, NOW).version == 3
 
 
 def test_a_failed_write_leaves_the_installed_version_and_no_temporary_file(
@@ -841,6 +988,7 @@ def test_a_failed_write_leaves_the_installed_version_and_no_temporary_file(
         store.install(v2, NOW)
     assert (tmp_path / "current.json").read_bytes() == installed_bytes
     assert store.current()[1].version == 1
+    assert store.versions() == [1]  # the history did not get ahead of the current file
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
     monkeypatch.undo()
