@@ -12,6 +12,9 @@ Invariants kept here:
   type, a theme naming an unknown category, department or subject type, a code
   field without codes, a date mapping or publicity rule naming a missing field.
   The error names the exact place (``themes[3].fields[2].type``).
+* An identity document number (``id_number``) is always sensitive: it is
+  sensitive when the catalog does not say, and ``sensitive: false`` on one is
+  refused rather than obeyed.
 * Themes and fields are looked up by code; nothing falls back to a default.
 """
 
@@ -66,9 +69,21 @@ class CatalogField(_Strict):
     # For type code: code -> label. Codes are compared exactly.
     codes: dict[str, str] | None = None
     # For type id_number: the field holding the document type. The number is
-    # verified as a resident identity number when that field's value is
-    # ``resident_id`` (or when this is None).
+    # verified as a resident identity number when that field's value (its code,
+    # or its label) is ``resident_id`` (or when this is None or the value empty),
+    # and as a unified social credit code when it is ``uscc``.
     id_type_field: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity_numbers_default_to_sensitive(cls, data: Any) -> Any:
+        if (
+            isinstance(data, Mapping)
+            and data.get("type") == FieldType.ID_NUMBER
+            and "sensitive" not in data
+        ):
+            return {**data, "sensitive": True}
+        return data
 
     @model_validator(mode="after")
     def _codes_match_type(self) -> CatalogField:
@@ -78,6 +93,15 @@ class CatalogField(_Strict):
             raise ValueError(f"field {self.name!r} lists codes but its type is {self.type}")
         if self.id_type_field is not None and self.type is not FieldType.ID_NUMBER:
             raise ValueError(f"field {self.name!r} has id_type_field but is not an id_number")
+        return self
+
+    @model_validator(mode="after")
+    def _identity_numbers_are_sensitive(self) -> CatalogField:
+        if self.type is FieldType.ID_NUMBER and not self.sensitive:
+            raise ValueError(
+                f"field {self.name!r} holds identity document numbers, which are always "
+                "sensitive (masked wherever shown); remove 'sensitive: false' from it"
+            )
         return self
 
 

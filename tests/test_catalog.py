@@ -425,6 +425,13 @@ def _unknown_subject_type(data: dict[str, Any]) -> None:
             "'individual'",
             id="unknown-subject-type",
         ),
+        pytest.param(
+            _set(lambda d: field_of(d, "admin_penalty", "legal_rep_id_number"), "sensitive", False),
+            "themes[2](admin_penalty).fields[20](legal_rep_id_number)",
+            "holds identity document numbers, which are always sensitive (masked wherever "
+            "shown); remove 'sensitive: false' from it",
+            id="identity-number-said-not-sensitive",
+        ),
     ],
 )
 def test_an_invalid_catalog_is_refused_with_the_place_named(
@@ -479,6 +486,14 @@ def test_an_extended_minimum_naming_a_value_that_is_not_a_code_is_refused() -> N
     penalty["publicity"]["extended_minimum"]["values"] = ["fod"]
     with pytest.raises(CatalogError, match=r"\['fod'\] are not codes of field 'industry'"):
         parse_catalog(data, "test")
+
+
+def test_an_identity_number_is_sensitive_when_the_catalog_does_not_say() -> None:
+    data = default_data()
+    del field_of(data, "admin_penalty", "legal_rep_id_number")["sensitive"]
+    fields = parse_catalog(data, "test").theme("admin_penalty").field_by_name
+    assert fields["legal_rep_id_number"].sensitive
+    assert not fields["legal_representative"].sensitive  # other fields: public unless stated
 
 
 def test_an_id_type_field_without_resident_id_is_refused() -> None:
