@@ -50,7 +50,7 @@ class FieldType(StrEnum):
     INTEGER = "integer"
     CODE = "code"  # one of the field's listed codes
     USCC = "uscc"  # a unified social credit code, check character verified
-    ID_NUMBER = "id_number"  # an identity document number; resident ids are verified
+    ID_NUMBER = "id_number"  # an identity document number; resident ids, USCCs verified
     BOOLEAN = "boolean"
 
 

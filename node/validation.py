@@ -117,11 +117,15 @@ def _uscc(raw: str, _row: Mapping[str, Any]) -> str:
         raise ValueError(f"not a valid unified social credit code: {exc}") from None
 
 
-def _resident_id(raw: str) -> str:
+def _resident_id(raw: str, _row: Mapping[str, Any]) -> str:
     try:
         return validate_resident_id(raw)
     except InvalidIdentifier as exc:
         raise ValueError(f"not a valid resident identity number: {exc}") from None
+
+
+_ID_CHECKS: dict[str, Converter] = {"resident_id": _resident_id, "uscc": _uscc}
+"""How an identity document number is checked, by the code of its document type."""
 
 
 _MEMO_LIMIT = 4096
@@ -149,13 +153,19 @@ def _memoized(convert: Converter) -> Converter:
     return remembered
 
 
-def _converter(f: CatalogField) -> Converter:
+def _converter(f: CatalogField, theme: Theme) -> Converter:
     if f.type in (FieldType.DATE, FieldType.DECIMAL, FieldType.USCC):
-        return _memoized(_plain_converter(f))
-    return _plain_converter(f)
+        return _memoized(_plain_converter(f, theme))
+    return _plain_converter(f, theme)
 
 
-def _plain_converter(f: CatalogField) -> Converter:
+def _code_spellings(f: CatalogField) -> dict[str, str]:
+    """A code field's accepted cells: each code, and each label (罚款 for fine), to its code."""
+    assert f.codes is not None
+    return {code: code for code in f.codes} | {label: code for code, label in f.codes.items()}
+
+
+def _plain_converter(f: CatalogField, theme: Theme) -> Converter:
     if f.type is FieldType.DATE:
         return _date
     if f.type is FieldType.DECIMAL:
@@ -169,7 +179,7 @@ def _plain_converter(f: CatalogField) -> Converter:
     if f.type is FieldType.CODE:
         assert f.codes is not None
         # A department may write the code or its label (罚款 for fine); both store the code.
-        lookup = {code: code for code in f.codes} | {label: code for code, label in f.codes.items()}
+        lookup = _code_spellings(f)
         allowed = ", ".join(f"{c} ({label})" for c, label in f.codes.items())
 
         def code(raw: str, _row: Mapping[str, Any]) -> str:
@@ -181,10 +191,15 @@ def _plain_converter(f: CatalogField) -> Converter:
         return code
     if f.type is FieldType.ID_NUMBER:
         type_field = f.id_type_field
+        id_types = _code_spellings(theme.field_by_name[type_field]) if type_field else {}
 
         def id_number(raw: str, row: Mapping[str, Any]) -> str:
-            if type_field is None or row.get(type_field) in ("resident_id", None, ""):
-                return _resident_id(raw)
+            # The document type as its field stores it: the code, from the code or
+            # its label, blanks around it removed. No type means a resident id.
+            stated = (row.get(type_field) or "").strip() if type_field else ""
+            check = _ID_CHECKS.get(id_types.get(stated, stated) if stated else "resident_id")
+            if check is not None:
+                return str(check(raw, row))
             if len(raw) > 64:
                 raise ValueError("an identity document number has at most 64 characters")
             return raw
@@ -207,7 +222,7 @@ class RowValidator:
         self.theme = theme
         self.source_department = source_department
         self._specs = [
-            (f.name, f.required, f.sensitive or f.type is FieldType.ID_NUMBER, _converter(f))
+            (f.name, f.required, f.sensitive or f.type is FieldType.ID_NUMBER, _converter(f, theme))
             for f in theme.fields
         ]
         self._allowed_types = frozenset(t.value for t in theme.subject_types)

@@ -117,7 +117,11 @@ CATALOG: dict[str, Any] = {
                     "name_zh": "法定代表人证件类型",
                     "name_en": "Rep id type",
                     "type": "code",
-                    "codes": {"resident_id": "身份证", "passport": "护照"},
+                    "codes": {
+                        "resident_id": "身份证",
+                        "passport": "护照",
+                        "uscc": "统一社会信用代码",
+                    },
                 },
                 {
                     "name": "rep_id",
@@ -315,6 +319,48 @@ def test_rejection_reasons_never_repeat_an_identity_number(
     summary = run(engine, test_catalog, path, tmp_path)
     assert summary.rejected == 2
     assert bad_person not in summary.reject_report.read_text("utf-8-sig")  # type: ignore[union-attr]
+
+
+RESIDENT_ID_CHECK = ("441302198506123315", PERSON, "resident identity number: check character")
+USCC_CHECK = ("91441300MA4W7K3P2X", ENTERPRISE, "unified social credit code: check character")
+
+
+@pytest.mark.parametrize(
+    ("id_type", "stored_type", "check"),
+    [
+        ("resident_id", "resident_id", RESIDENT_ID_CHECK),
+        (" resident_id ", "resident_id", RESIDENT_ID_CHECK),
+        ("身份证", "resident_id", RESIDENT_ID_CHECK),
+        ("", None, RESIDENT_ID_CHECK),
+        ("uscc", "uscc", USCC_CHECK),
+        ("统一社会信用代码 ", "uscc", USCC_CHECK),
+    ],
+    ids=["code", "code with blanks", "label", "no type", "uscc code", "uscc label with a blank"],
+)
+def test_an_identity_number_is_checked_as_its_document_type_however_the_type_is_written(
+    engine: Engine,
+    test_catalog: Catalog,
+    tmp_path: Path,
+    id_type: str,
+    stored_type: str | None,
+    check: tuple[str, str, str],
+) -> None:
+    bad, good, reason = check
+    path = write_csv(
+        tmp_path / "p.csv",
+        [
+            row("BAD", rep_id_type=id_type, rep_id=bad),
+            row("GOOD", rep_id_type=id_type, rep_id=good.lower()),
+        ],
+    )
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    [reject] = rejects_of(summary)
+    assert (reject["line"], reject["field"]) == ("2", "rep_id")
+    assert reason in reject["reason"]
+    with Session(engine) as s:
+        stored = json.loads(s.scalars(select(Record.fields)).one())
+    assert (stored["rep_id"], stored.get("rep_id_type")) == (good, stored_type)
 
 
 def test_an_other_document_type_is_not_checked_as_a_resident_id(
