@@ -45,8 +45,10 @@ class NodeSettings(BaseSettings):
     database_url: str = Field(
         description="SQLAlchemy URL: sqlite:///… (default) or postgresql+psycopg://…"
     )
+    grpc_host: str = Field(default="0.0.0.0", description="address the gRPC server listens on")
     grpc_port: int = Field(default=7443, ge=1, le=65535)
-    metrics_port: int = Field(default=9464, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics endpoint")
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     signing_key: Path = Path("keys/signing.key")
     catalog_path: Path | None = Field(
@@ -65,6 +67,23 @@ class NodeSettings(BaseSettings):
     subject_hmac_key: Path = Path("keys/subject-hmac.key")
     ledger_max_batch: int = Field(default=1024, ge=1, le=100_000)
     ledger_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    tls_cert: Path = Field(default=Path("tls/node.crt"), description="this node's certificate")
+    tls_key: Path = Field(default=Path("tls/node.key"), description="its private key (0600)")
+    tls_ca: Path = Field(default=Path("tls/ca.crt"), description="the federation CA certificate")
+    tls_crl: Path | None = Field(
+        default=Path("tls/crl.pem"), description="the CA's signed revocation list"
+    )
+    peers: dict[str, str] = Field(
+        default_factory=dict,
+        description="member id -> host:port, overriding the memorandum's endpoints",
+    )
+    max_concurrent_calls: int = Field(default=256, ge=1, le=100_000)
+    max_message_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    max_batch_subjects: int = Field(default=1000, ge=1, le=100_000)
+    request_window_s: float = Field(
+        default=300.0, gt=0, le=3600, description="accepted clock difference of a request"
+    )
+    query_timeout_s: float = Field(default=10.0, gt=0, le=600)
     audit_retention_days: int = Field(
         default=1096, ge=1096, description="entry bodies are kept at least 3 years (PIPL Art. 56)"
     )
@@ -129,6 +148,22 @@ class NodeConfig:
     @property
     def reject_dir(self) -> Path:
         return self.path(self.settings.reject_dir)
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.path(self.settings.tls_cert)
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.path(self.settings.tls_key)
+
+    @property
+    def tls_ca_path(self) -> Path:
+        return self.path(self.settings.tls_ca)
+
+    @property
+    def tls_crl_path(self) -> Path | None:
+        return None if self.settings.tls_crl is None else self.path(self.settings.tls_crl)
 
 
 def describe_errors(errors: list[Any], config_file: Path) -> str:

@@ -191,3 +191,36 @@ def is_individual(subject_type: str) -> bool:
 def mask_identifier(subject_id: str, subject_type: str) -> str:
     """How a subject id may be shown: individuals masked, organisations in clear."""
     return mask_resident_id(subject_id) if is_individual(subject_type) else subject_id
+
+
+def subject_type_of(subject_id: str) -> tuple[str, str]:
+    """The canonical id and the subject type it names, from the identifier alone.
+
+    A resident identity number names an individual. A unified social credit code
+    names its kind in its first two characters (GB 32100-2015): registered by
+    market regulation (``9``) as an individual business (``92``) or otherwise an
+    enterprise; by civil affairs (``5``) a social organisation; by any other
+    department (establishment offices, justice, culture, …) an institution.
+    A provider decides with this, never with what the requester claims.
+    Raises InvalidIdentifier when the value is neither.
+    """
+    value = subject_id.strip().upper()
+    if value[:17].isdigit() and value[:1] != "9":  # no province code starts with 9
+        try:
+            return validate_resident_id(value), "individual"
+        except InvalidIdentifier as problem:
+            resident_problem: InvalidIdentifier | None = problem
+    else:
+        resident_problem = None
+    try:
+        code = validate_uscc(value)
+    except InvalidIdentifier as uscc_problem:
+        raise InvalidIdentifier(
+            f"{resident_problem or uscc_problem}: the subject must be a unified social credit "
+            "code or a resident identity number"
+        ) from None
+    if code[0] == "9":
+        return code, "individual_business" if code[1] == "2" else "enterprise"
+    if code[0] == "5":
+        return code, "social_org"
+    return code, "institution"

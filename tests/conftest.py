@@ -8,6 +8,7 @@ reached skips those runs; in CI (CI=true) it fails them, loudly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -47,9 +48,9 @@ def require_postgres() -> None:
         pytest.skip(f"PostgreSQL at {PG_URL} is unreachable (these tests run in CI)")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema, dropped afterwards."""
     require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_pg_conninfo(), autocommit=True) as conn:
@@ -59,6 +60,12 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(_pg_conninfo(), autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from node.cli import store
+from node.cli import exchange, store
 from node.cli.audit import audit_app
+from node.cli.certs import certs_app
 from node.cli.demo import demo
 from node.cli.policy import policy_app
 
@@ -25,6 +26,9 @@ app.command("check-id")(store.check_id)
 app.add_typer(store.objection_app, name="objection")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(certs_app, name="certs")
+app.command()(exchange.serve)
+app.command()(exchange.query)
 app.command()(demo)
 
 

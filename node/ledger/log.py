@@ -43,7 +43,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,7 @@ class Receipt:
     index: int
     leaf_hash: bytes
     checkpoint: str  # the signed note, exactly as signed
+    proof: tuple[bytes, ...] = ()  # RFC 9162 inclusion proof of the leaf in that checkpoint
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ class LedgerStore:
 
     def commit(self, bodies: Sequence[bytes], recorded_us: int | None = None) -> tuple[int, str]:
         """Append ``bodies`` durably in one transaction; returns (first index, signed note)."""
+        first, note, _ = self.commit_with_proofs(bodies, recorded_us, proofs=False)
+        return first, note
+
+    def commit_with_proofs(
+        self, bodies: Sequence[bytes], recorded_us: int | None = None, *, proofs: bool = True
+    ) -> tuple[int, str, list[list[bytes]]]:
+        """As :meth:`commit`, with each entry's inclusion proof in the signed checkpoint."""
         old = self.frontier()
         leaves = [merkle.leaf_hash(b) for b in bodies]
         new, nodes = merkle.extend(old, leaves)
@@ -173,7 +181,8 @@ class LedgerStore:
             self._frontier = None  # reload from what is really committed
             raise
         self._frontier = new
-        return old.size, note
+        paths = merkle.batch_inclusion_proofs(old, nodes, new.size) if proofs else []
+        return old.size, note, paths
 
     # --- reading -----------------------------------------------------------------
 
@@ -339,6 +348,7 @@ class Ledger:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches: list[int] = []  # sizes of recent batches, for metrics (bounded)
+        self.on_batch: Callable[[int], object] | None = None  # told each batch's size
 
     async def __aenter__(self) -> Ledger:
         await asyncio.to_thread(self.store.frontier)
@@ -383,7 +393,7 @@ class Ledger:
                 continue
             self._idle.clear()
             try:
-                first, note = await asyncio.to_thread(self._commit, [b for b, _ in batch])
+                first, note, proofs = await asyncio.to_thread(self._commit, [b for b, _ in batch])
             except Exception as exc:  # every waiter hears of it; nothing was acknowledged
                 for _, done in batch:
                     if not done.done():
@@ -391,13 +401,17 @@ class Ledger:
             else:
                 for i, (body, done) in enumerate(batch):
                     if not done.done():
-                        done.set_result(Receipt(first + i, merkle.leaf_hash(body), note))
+                        done.set_result(
+                            Receipt(first + i, merkle.leaf_hash(body), note, tuple(proofs[i]))
+                        )
                 self.batches.append(len(batch))
                 del self.batches[:-1000]
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
             finally:
                 self._idle.set()
 
-    def _commit(self, bodies: list[bytes]) -> tuple[int, str]:
+    def _commit(self, bodies: list[bytes]) -> tuple[int, str, list[list[bytes]]]:
         """Commit one batch; if another process advanced the log, reload and retry once.
 
         The first attempt wrote nothing (the head did not move), so retrying cannot
@@ -405,9 +419,9 @@ class Ledger:
         appending continuously, which a node's ledger must not share.
         """
         try:
-            return self.store.commit(bodies)
+            return self.store.commit_with_proofs(bodies)
         except ConcurrentWriter:
-            return self.store.commit(bodies)  # commit() dropped its frontier: this reloads
+            return self.store.commit_with_proofs(bodies)  # its frontier was dropped: reloads
 
 
 # --- verification --------------------------------------------------------------------

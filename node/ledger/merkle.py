@@ -491,6 +491,21 @@ def extend(
     return Frontier(new_size, hashes), created
 
 
+def batch_inclusion_proofs(
+    old: Frontier, created: Sequence[tuple[int, int, bytes]], new_size: int
+) -> list[list[bytes]]:
+    """The inclusion proof, in the tree of ``new_size`` leaves, of every leaf of a batch.
+
+    ``old`` and ``created`` are :func:`extend`'s input frontier and output nodes:
+    every proof node of a new leaf is a perfect subtree of the old frontier or one
+    the batch completed, so no storage is read.
+    """
+    known: dict[NodeId, bytes] = dict(zip(perfect_subtrees(0, old.size), old.hashes, strict=True))
+    known.update(((level, index), value) for level, index, value in created)
+    lookup = known.__getitem__
+    return [inclusion_proof(index, new_size, lookup) for index in range(old.size, new_size)]
+
+
 def _set_bits(size: int) -> list[int]:
     """The levels of the perfect subtrees of a log of ``size`` leaves, largest first."""
     return [bit for bit in range(size.bit_length() - 1, -1, -1) if (size >> bit) & 1]

@@ -1,0 +1,128 @@
+"""``credit-node serve`` and ``credit-node query``: answering the federation and asking it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Annotated, Any
+
+import typer
+from creditexchange.v1 import exchange_pb2
+from google.protobuf.json_format import MessageToDict
+
+from node.cli.common import HomeOption, JsonOption, err, out, print_json, reports_errors
+from node.config import load_config
+from node.exchange.client import FederationClient, QueryRefused, VerifiedAnswer
+from node.exchange.server import serve as serve_node
+from node.logs import configure as configure_logs
+
+
+@reports_errors
+def serve(
+    home: HomeOption,
+    port: Annotated[
+        int | None, typer.Option(help="listen on this port instead of grpc_port")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Answer the federation: the mutual-TLS gRPC server, with metrics and health checks."""
+    configure_logs(log_level.upper())
+    config = load_config(home)
+    if port is not None:
+        settings = config.settings.model_copy(update={"grpc_port": port})
+        config = type(config)(config.home, settings)
+    asyncio.run(serve_node(config))
+
+
+ThemesOption = Annotated[
+    list[str] | None,
+    typer.Option("--theme", "-t", help="a theme to ask (repeat); default: all the policy allows"),
+]
+
+
+@reports_errors
+def query(
+    subject: Annotated[str, typer.Argument(help="USCC or resident identity number")],
+    to: Annotated[str, typer.Option("--to", help="the member to ask")],
+    purpose: Annotated[str, typer.Option(help="purpose code from the memorandum")],
+    legal_basis: Annotated[str, typer.Option("--legal-basis", help="the statute relied on")],
+    case: Annotated[str, typer.Option("--case", help="the case file reference")],
+    officer: Annotated[str, typer.Option(help="the officer or system asking")],
+    home: HomeOption,
+    themes: ThemesOption = None,
+    check: Annotated[bool, typer.Option("--check", help="hit / no-hit only")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask another member about a subject; verify and record its signed answer."""
+    config = load_config(home)
+
+    async def ask() -> VerifiedAnswer:
+        async with FederationClient(config) as client:
+            return await client.query(
+                subject,
+                to=to,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                case_reference=case,
+                officer=officer,
+                themes=themes or (),
+                check=check,
+            )
+
+    try:
+        answer = asyncio.run(ask())
+    except QueryRefused as refused:
+        err.print(f"[bold red]refused:[/] {refused}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print_json(answer_json(answer))
+    else:
+        print_answer(answer)
+
+
+def answer_json(answer: VerifiedAnswer) -> dict[str, Any]:
+    return {
+        "provider": answer.provider,
+        "answer": MessageToDict(answer.body, preserving_proto_field_name=True),
+        "receipt": {
+            "leaf_index": answer.receipt.leaf_index,
+            "leaf_hash": base64.b64encode(answer.receipt.leaf_hash).decode(),
+            "checkpoint": answer.receipt.checkpoint,
+        },
+        "own_entry": answer.own_receipt.index,
+        "verified": list(answer.checks),
+    }
+
+
+def print_answer(answer: VerifiedAnswer) -> None:
+    body = answer.body
+    for subject in body.subjects:
+        name = f" {subject.name}" if subject.name else ""
+        out.print(f"[bold]{subject.subject_id}[/]{name} ({subject.subject_type})")
+        for theme in subject.themes:
+            if not theme.allowed:
+                out.print(f"  {theme.theme}: [red]{theme.status}[/] {theme.reason}")
+                continue
+            rules = ", ".join(theme.rule_ids)
+            objection = " [yellow](under objection)[/]" if theme.under_objection else ""
+            if theme.mode == exchange_pb2.MODE_CHECK:
+                verdict = "[bold]HIT[/]" if theme.hit else "no hit"
+                out.print(f"  {theme.theme}: {verdict}{objection}  [dim]rules {rules}[/]")
+                continue
+            out.print(
+                f"  {theme.theme}: {len(theme.records)} record(s){objection}  [dim]{rules}[/]"
+            )
+            for record in theme.records:
+                mark = " [yellow]objection in progress[/]" if record.under_objection else ""
+                out.print(f"    {record.record_key} {record.status}{mark}")
+                for key, value in record.fields.items():
+                    masked = " [dim](masked)[/]" if key in theme.masked_fields else ""
+                    out.print(f"      {key}: {value}{masked}")
+            if theme.withheld_fields:
+                out.print(f"    [dim]withheld: {', '.join(theme.withheld_fields)}[/]")
+    out.print(
+        f"[dim]memorandum v{body.memorandum_version}; {answer.provider}'s audit entry "
+        f"{answer.receipt.leaf_index}; this node's entry {answer.own_receipt.index}[/]"
+    )
+    for line in answer.checks:
+        out.print(f"  [green]✓[/] {line}")

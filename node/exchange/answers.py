@@ -1,0 +1,137 @@
+"""Reading what a decision allows and shaping it as the decision says.
+
+The store is read only for the themes the policy allowed, and only records still
+public are served (withdrawn records and those past their publicity end are left
+out, as ``node.lookup`` does for the operator). In ``full`` mode each field is
+revealed, masked (identity numbers as ``441302********3314``, other values down to
+their first character) or left out, as the decision lists it; in ``check`` mode
+nothing but hit / no-hit leaves the node. A record under objection is marked so
+in both modes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from creditexchange.v1 import exchange_pb2
+from sqlalchemy import Engine, select
+
+from node.catalog import Catalog, FieldType
+from node.identifiers import mask_identifier, mask_name, mask_resident_id
+from node.publicity import is_public
+from node.store.models import Record, RecordStatus, Subject
+from policy.engine import Decision
+
+_SUBJECTS = Subject.__table__
+_RECORDS = Record.__table__
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    subject_id: str
+    theme: str
+    record_key: str
+    source_department: str
+    status: str
+    decision_date: dt.date | None
+    valid_until: dt.date | None
+    publicity_end: dt.date | None
+    fields: bytes  # JSON
+
+
+def read_records(
+    engine: Engine, subject_ids: Sequence[str], themes: Iterable[str], today: dt.date
+) -> tuple[dict[str, str], list[StoredRecord]]:
+    """Names of the subjects found, and their public records in ``themes``.
+
+    One indexed query for the subjects and one for the records, whatever the
+    number of subjects (a batch check asks hundreds at once).
+    """
+    wanted = sorted(set(themes))
+    ids = sorted(set(subject_ids))
+    if not ids:
+        return {}, []
+    with engine.connect() as conn:
+        names = {
+            row.subject_id: row.name
+            for row in conn.execute(
+                select(_SUBJECTS.c.subject_id, _SUBJECTS.c.name).where(
+                    _SUBJECTS.c.subject_id.in_(ids)
+                )
+            )
+        }
+        if not wanted or not names:
+            return names, []
+        rows = conn.execute(
+            select(
+                _RECORDS.c.subject_id,
+                _RECORDS.c.theme,
+                _RECORDS.c.record_key,
+                _RECORDS.c.source_department,
+                _RECORDS.c.status,
+                _RECORDS.c.decision_date,
+                _RECORDS.c.valid_until,
+                _RECORDS.c.publicity_end,
+                _RECORDS.c.fields,
+            )
+            .where(_RECORDS.c.subject_id.in_(sorted(names)), _RECORDS.c.theme.in_(wanted))
+            .order_by(
+                _RECORDS.c.subject_id,
+                _RECORDS.c.theme,
+                _RECORDS.c.decision_date.desc(),
+                _RECORDS.c.record_key,
+            )
+        ).all()
+    records = [
+        StoredRecord(*row)
+        for row in rows
+        if row.status != RecordStatus.EXPIRED and is_public(row.publicity_end, today)
+    ]
+    return names, records
+
+
+def _iso(value: dt.date | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def _masked(kind: FieldType, value: object) -> str:
+    text = "" if value is None else str(value)
+    if kind is FieldType.ID_NUMBER:
+        return mask_resident_id(text)
+    return mask_name(text)
+
+
+def shape_record(catalog: Catalog, record: StoredRecord, decision: Decision) -> exchange_pb2.Record:
+    """A record as a ``full`` answer may carry it: revealed and masked fields only."""
+    fields = orjson.loads(record.fields)
+    shown: dict[str, str] = {}
+    theme = catalog.theme_by_code[record.theme]
+    for spec in theme.fields:
+        if spec.name not in fields:
+            continue
+        value = fields[spec.name]
+        if spec.name in decision.mask:
+            shown[spec.name] = _masked(spec.type, value)
+        elif spec.name in decision.reveal:
+            shown[spec.name] = "" if value is None else str(value)
+    return exchange_pb2.Record(
+        record_key=record.record_key,
+        source_department=record.source_department,
+        status=record.status,
+        under_objection=record.status == RecordStatus.OBJECTION,
+        decision_date=_iso(record.decision_date),
+        valid_until=_iso(record.valid_until),
+        publicity_end=_iso(record.publicity_end),
+        fields=shown,
+    )
+
+
+def shown_subject(subject_id: str, subject_type: str) -> str:
+    return mask_identifier(subject_id, subject_type)
+
+
+def shown_name(name: str, subject_type: str) -> str:
+    return mask_name(name) if subject_type == "individual" else name

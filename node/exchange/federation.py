@@ -1,0 +1,102 @@
+"""The federation as this node sees it: the installed memorandum, compiled once per version.
+
+:class:`FederationView` re-reads the trust store only when ``current.json``
+changes on disk (``credit-node policy install`` replaces it atomically), so a
+serving node picks up a new memorandum version without a restart, and a request
+costs one ``stat``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+
+from node.catalog import Catalog
+from node.errors import NodeError
+from node.exchange.envelope import key_id
+from policy.document import Memorandum
+from policy.engine import Engine
+from policy.trust import TrustStore, memorandum_hash
+
+
+@dataclass(frozen=True)
+class Federation:
+    """One memorandum version, with what serving and asking need from it."""
+
+    envelope: dict[str, Any]
+    memorandum: Memorandum
+    hash: bytes
+    engine: Engine
+    keys: dict[str, dict[str, nacl.signing.VerifyKey]]  # member -> key id -> key
+    key_owner: dict[str, str]  # key id -> member
+
+    @property
+    def version(self) -> int:
+        return self.memorandum.version
+
+    def endpoint(self, member: str, overrides: dict[str, str]) -> str:
+        if member in overrides:
+            return overrides[member]
+        found = self.memorandum.member_by_id.get(member)
+        if found is None:
+            raise NodeError(
+                f"{member!r} is not a member of memorandum version {self.version}; "
+                f"members: {', '.join(sorted(self.memorandum.member_by_id))}"
+            )
+        return found.endpoint
+
+    def verifier_for(self, member: str) -> nacl.signing.VerifyKey:
+        keys = self.keys.get(member)
+        if not keys:
+            raise NodeError(f"memorandum version {self.version} lists no signing key for {member}")
+        return next(iter(keys.values()))
+
+
+def compile_federation(
+    envelope: dict[str, Any], memorandum: Memorandum, catalog: Catalog
+) -> Federation:
+    digest = memorandum_hash(envelope["signed"])
+    keys: dict[str, dict[str, nacl.signing.VerifyKey]] = {}
+    owner: dict[str, str] = {}
+    for member in memorandum.members:
+        keys[member.id] = {}
+        for entry in member.keys:
+            verify_key = nacl.signing.VerifyKey(bytes.fromhex(entry.public_key))
+            if key_id(verify_key) != entry.key_id:
+                raise NodeError(
+                    f"memorandum version {memorandum.version}: key id {entry.key_id[:16]}… of "
+                    f"{member.id} does not match its public key"
+                )
+            keys[member.id][entry.key_id] = verify_key
+            owner[entry.key_id] = member.id
+    return Federation(
+        envelope, memorandum, digest, Engine(memorandum, digest, catalog), keys, owner
+    )
+
+
+class FederationView:
+    """The current :class:`Federation`, reloaded when the installed memorandum changes."""
+
+    def __init__(self, trust: TrustStore, catalog: Catalog, member_id: str) -> None:
+        self.trust = trust
+        self.catalog = catalog
+        self.member_id = member_id
+        self._stamp: tuple[int, int, int] | None = None
+        self._current: Federation | None = None
+
+    def current(self) -> Federation:
+        """The installed memorandum's federation; PolicyError if none is installed."""
+        try:
+            st = os.stat(self.trust.current_path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._current is None or stamp != self._stamp:
+            envelope, memorandum = self.trust.current()
+            federation = compile_federation(envelope, memorandum, self.catalog)
+            federation.engine.prepare(self.member_id)
+            self._current, self._stamp = federation, stamp
+        return self._current

@@ -1,0 +1,64 @@
+"""Prometheus metrics of a serving node, on its own registry (several nodes may share a process).
+
+Labels carry member ids, purpose codes, decisions and gRPC status names only:
+never a subject, never an identity number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.queries = Counter(
+            "credit_node_queries",
+            "Cross-city calls answered or refused, by requester, method, purpose, decision, status",
+            ["requester", "method", "purpose", "decision", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "credit_node_query_seconds",
+            "Time to answer or refuse a call, from receipt to signed answer",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ledger_append = Histogram(
+            "credit_node_ledger_append_seconds",
+            "Time for an audit entry to become durable",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ledger_batch = Histogram(
+            "credit_node_ledger_batch_entries",
+            "Audit entries per group commit",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.refusals = Counter(
+            "credit_node_refusals",
+            "Calls refused before the policy decided, by reason "
+            "(signature, replay, time, certificate, memorandum, malformed, size)",
+            ["reason"],
+            registry=r,
+        )
+        self.outgoing = Counter(
+            "credit_node_outgoing_queries",
+            "Queries this node sent, by provider and status",
+            ["provider", "status"],
+            registry=r,
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose /metrics on ``host:port`` (a daemon thread)."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,647 @@
+"""The provider side: answering another member's signed query, or refusing it, on the record.
+
+For every call, in this order (the first check that fails refuses the call):
+
+1. the caller's member id comes from its mutual-TLS certificate, never from the
+   request; a revoked certificate, or one the memorandum does not list when it
+   lists fingerprints for the member, is refused (``UNAUTHENTICATED``);
+2. the message is within the size limit (``RESOURCE_EXHAUSTED``);
+3. the caller is a member of the installed memorandum (``PERMISSION_DENIED``);
+4. the envelope is signed by one of *that* member's keys in the memorandum
+   (``UNAUTHENTICATED``: a bad signature, another member's key, an unknown key);
+5. the payload parses and its header names the caller as requester and this
+   node as provider (``INVALID_ARGUMENT``);
+6. its time is within the window and its nonce unseen, also across restarts
+   (``UNAUTHENTICATED``);
+7. its memorandum version is the installed one (``FAILED_PRECONDITION``);
+8. the policy decides each theme (deny by default; ``PERMISSION_DENIED``,
+   ``RESOURCE_EXHAUSTED`` for a quota, ``FAILED_PRECONDITION`` for a missing case
+   reference or an expired memorandum, ``INVALID_ARGUMENT`` for an unknown theme
+   or a malformed subject);
+9. the store is read for the allowed themes only, fields revealed, masked or
+   withheld as decided;
+10. the audit entry is appended and made durable (with the quota count);
+11. the answer, bound to the request's digest and carrying the entry's receipt,
+    is signed and returned.
+
+A refusal is recorded in the ledger too, and the call ends with the status and
+a message saying what was wrong; its receipt travels in the trailing metadata
+(``audit-leaf-index``). Nothing leaves the node before its audit entry is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+import nacl.signing
+from creditexchange.v1 import audit_pb2, exchange_pb2
+from google.protobuf.message import DecodeError
+
+from certs.errors import CertificateError
+from certs.identity import PeerCertificate, peer_certificate
+from certs.revocation import RevocationWatcher
+from node.catalog import Catalog
+from node.errors import NodeError
+from node.exchange import answers
+from node.exchange.envelope import (
+    ANSWER,
+    BATCH_CHECK_REQUEST,
+    CHECK_REQUEST,
+    QUERY_REQUEST,
+    EnvelopeError,
+    digest,
+    open_envelope,
+    seal,
+)
+from node.exchange.federation import Federation, FederationView
+from node.exchange.metrics import Metrics
+from node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
+from node.identifiers import InvalidIdentifier, subject_type_of
+from node.ledger.entries import encode, subject_hmac
+from node.ledger.log import Ledger, Receipt
+from node.quotas import QuotaCounter
+from policy.document import Mode, PolicyError
+from policy.engine import CST, Decision, DecisionRequest, quota_period_start
+
+log = logging.getLogger("node.exchange")
+
+_STATUS = {s.name: s for s in grpc.StatusCode}
+_KIND = {
+    "Query": (QUERY_REQUEST, exchange_pb2.QueryRequest, audit_pb2.QUERY, Mode.FULL),
+    "Check": (CHECK_REQUEST, exchange_pb2.CheckRequest, audit_pb2.CHECK, Mode.CHECK),
+    "BatchCheck": (
+        BATCH_CHECK_REQUEST,
+        exchange_pb2.BatchCheckRequest,
+        audit_pb2.BATCH_CHECK,
+        Mode.CHECK,
+    ),
+}
+_PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Refusal(Exception):
+    """The call is refused with ``code``; ``reason`` labels the refusal in metrics."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 1 << 20
+    max_batch_subjects: int = 1000
+    window_s: float = 300.0
+
+
+@dataclass
+class _Call:
+    """What the provider learned of a call so far: the material of its audit entry."""
+
+    method: str
+    kind: int
+    requester: str = ""
+    peer_fingerprint: str = ""
+    header: exchange_pb2.RequestHeader | None = None
+    request_digest: bytes = b""
+    subject_hmacs: list[bytes] = field(default_factory=list)
+    themes_asked: list[str] = field(default_factory=list)
+    theme_decisions: list[audit_pb2.ThemeDecision] = field(default_factory=list)
+    summary: audit_pb2.Decision | None = None
+
+
+class Provider:
+    """Answers the federation's calls for one node. Its resources are started by the server."""
+
+    def __init__(
+        self,
+        *,
+        member_id: str,
+        database: Any,  # sqlalchemy Engine
+        catalog: Catalog,
+        federation: FederationView,
+        ledger: Ledger,
+        replay: ReplayGuard,
+        quotas: QuotaCounter,
+        revocations: RevocationWatcher | None,
+        signing_key: nacl.signing.SigningKey,
+        hmac_key: bytes,
+        metrics: Metrics,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.member_id = member_id
+        self.database = database
+        self.catalog = catalog
+        self.federation = federation
+        self.ledger = ledger
+        self.replay = replay
+        self.quotas = quotas
+        self.revocations = revocations
+        self.signing_key = signing_key
+        self.hmac_key = hmac_key
+        self.metrics = metrics
+        self.limits = limits
+
+    # -- the call --------------------------------------------------------------------
+
+    async def handle(
+        self, method: str, envelope: exchange_pb2.Envelope, context: Context
+    ) -> exchange_pb2.Envelope:
+        started = time.perf_counter()
+        payload_type, message_type, kind, mode = _KIND[method]
+        call = _Call(method=method, kind=kind)
+        try:
+            peer = self._peer(context)
+            call.requester, call.peer_fingerprint = peer.member, peer.fingerprint
+            if envelope.ByteSize() > self.limits.max_message_bytes:
+                raise Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the message is {envelope.ByteSize()} bytes; this node accepts at most "
+                    f"{self.limits.max_message_bytes}: split the batch",
+                    "size",
+                )
+            federation = self._federation()
+            self._check_member(federation, peer)
+            call.request_digest = digest(envelope)
+            self._check_signature(federation, peer.member, envelope, payload_type)
+            request = self._parse(message_type, envelope.payload)
+            header = request.header
+            call.header = header
+            subjects = list(request.subject_ids) if method == "BatchCheck" else [request.subject_id]
+            call.subject_hmacs = [subject_hmac(self.hmac_key, s) for s in subjects]
+            call.themes_asked = list(request.themes)
+            self._check_header(header, peer.member, len(subjects))
+            await self._check_fresh(header)
+            if header.memorandum_version != federation.version:
+                raise Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the request was made under memorandum version {header.memorandum_version}"
+                    f", this node holds version {federation.version}: fetch it (GetMemorandum) "
+                    "and install it if it is newer",
+                    "memorandum",
+                )
+            body, quota_periods = await self._answer(
+                federation, call, header, subjects, list(request.themes), mode, context
+            )
+            self._check_deadline(context)
+            entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
+            receipt, _ = await asyncio.gather(
+                self._append(entry),
+                self.quotas.charge(peer.member, quota_periods, times=len(subjects)),
+            )
+            answer = exchange_pb2.Answer(body=body, receipt=_receipt(receipt, entry))
+            sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
+            self._count(call, "allow", "OK", started)
+            return sealed
+        except Refusal as refusal:
+            await self._refuse(call, refusal, context, started)
+        except Exception as exc:  # a fault of this node: recorded, answered INTERNAL
+            log.exception("call failed", extra={"data": {"method": method}})
+            await self._refuse(
+                call,
+                Refusal(
+                    grpc.StatusCode.INTERNAL,
+                    f"the provider failed to answer ({type(exc).__name__}); it is logged there",
+                    "internal",
+                ),
+                context,
+                started,
+            )
+        raise AssertionError("unreachable: _refuse aborts the call")  # pragma: no cover
+
+    # -- the checks, in order ----------------------------------------------------------
+
+    def _peer(self, context: Context) -> PeerCertificate:
+        pem = list(context.auth_context().get("x509_pem_cert", ()))
+        if not pem:
+            raise Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no client certificate: connect with mutual TLS and the node's certificate",
+                "certificate",
+            )
+        try:
+            peer = peer_certificate(pem[0])
+        except CertificateError as exc:
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc), "certificate") from None
+        if self.revocations is not None:
+            try:
+                self.revocations.check(peer.serial)
+            except CertificateError as exc:
+                raise Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the certificate of {peer.member} is refused: {exc}; the member needs a "
+                    "new certificate from the federation CA",
+                    "certificate",
+                ) from None
+        return peer
+
+    def _federation(self) -> Federation:
+        try:
+            return self.federation.current()
+        except (PolicyError, NodeError) as exc:
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this node has no usable memorandum ({exc})",
+                "memorandum",
+            ) from None
+
+    def _check_member(self, federation: Federation, peer: PeerCertificate) -> None:
+        member = federation.memorandum.member_by_id.get(peer.member)
+        if member is None:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{peer.member} is not a member of memorandum version {federation.version}",
+                "member",
+            )
+        pinned = member.certificate_fingerprints
+        if pinned and peer.fingerprint not in pinned:
+            raise Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the certificate of {peer.member} (SHA-256 {peer.fingerprint[:16]}…) is not "
+                f"one the memorandum lists for it",
+                "certificate",
+            )
+
+    def _check_signature(
+        self, federation: Federation, member: str, envelope: exchange_pb2.Envelope, kind: str
+    ) -> None:
+        try:
+            open_envelope(envelope, kind, federation.keys.get(member, {}))
+        except EnvelopeError as exc:
+            others = {
+                federation.key_owner[s.key_id]
+                for s in envelope.signatures
+                if s.key_id in federation.key_owner and federation.key_owner[s.key_id] != member
+            }
+            message = str(exc)
+            if others:
+                message = (
+                    f"the request is signed with the key of {', '.join(sorted(others))}, but the "
+                    f"TLS peer is {member}: a member signs with its own key"
+                )
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, message, "signature") from None
+
+    @staticmethod
+    def _parse(message_type: Any, payload: bytes) -> Any:
+        request = message_type()
+        try:
+            request.ParseFromString(payload)
+        except DecodeError:
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the payload is not a {message_type.DESCRIPTOR.name}",
+                "malformed",
+            ) from None
+        if not request.HasField("header"):
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT, "the request has no header", "malformed"
+            )
+        return request
+
+    def _check_header(self, header: exchange_pb2.RequestHeader, member: str, n: int) -> None:
+        def bad(message: str) -> Refusal:
+            return Refusal(grpc.StatusCode.INVALID_ARGUMENT, message, "malformed")
+
+        if header.requester != member:
+            raise bad(f"the request names requester {header.requester!r}, the caller is {member}")
+        if header.provider != self.member_id:
+            raise bad(f"the request is addressed to {header.provider!r}, this is {self.member_id}")
+        if not MIN_NONCE_BYTES <= len(header.nonce) <= MAX_NONCE_BYTES:
+            raise bad(
+                f"the nonce has {len(header.nonce)} bytes; it must have {MIN_NONCE_BYTES} to "
+                f"{MAX_NONCE_BYTES} random bytes"
+            )
+        if n == 0:
+            raise bad("no subject asked")
+        if n > self.limits.max_batch_subjects:
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{n} subjects in one batch; this node answers at most "
+                f"{self.limits.max_batch_subjects}: split the batch",
+                "size",
+            )
+
+    async def _check_fresh(self, header: exchange_pb2.RequestHeader) -> None:
+        problem = self.replay.time_problem(header.created_unix_micros, time.time_ns() // 1000)
+        if problem:
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, problem, "time")
+        if not await self.replay.claim(header.requester, header.nonce, header.created_unix_micros):
+            raise Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this nonce was used before: the request is a replay; a new request needs a "
+                "new nonce",
+                "replay",
+            )
+
+    @staticmethod
+    def _check_deadline(context: Context) -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise Refusal(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the caller's deadline passed before the answer was ready",
+                "deadline",
+            )
+
+    # -- deciding and answering ----------------------------------------------------------
+
+    async def _answer(
+        self,
+        federation: Federation,
+        call: _Call,
+        header: exchange_pb2.RequestHeader,
+        subjects: list[str],
+        asked: list[str],
+        mode: Mode,
+        context: Context,
+    ) -> tuple[bytes, dict[str, dt.datetime]]:
+        parsed: list[tuple[str, str]] = []
+        for position, subject in enumerate(subjects):
+            try:
+                parsed.append(subject_type_of(subject))
+            except InvalidIdentifier as exc:
+                where = f"subject {position + 1}" if len(subjects) > 1 else "the subject"
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}", "malformed"
+                ) from None
+        now = dt.datetime.now(dt.UTC)
+        subject_types = list(dict.fromkeys(t for _, t in parsed))
+        themes = asked or [
+            t.code
+            for t in self.catalog.themes
+            if any(st in {s.value for s in t.subject_types} for st in subject_types)
+        ]
+        engine = federation.engine
+        decisions: dict[tuple[str, str], Decision] = {}
+        for subject_type in subject_types:
+            for theme in themes:
+                decisions[(subject_type, theme)] = engine.decide(
+                    DecisionRequest(
+                        requester=call.requester,
+                        provider=self.member_id,
+                        purpose=header.purpose,
+                        subject_type=subject_type,
+                        theme=theme,
+                        mode=mode,
+                        time=now,
+                        case_reference=header.case_reference,
+                        officer=header.officer,
+                        quota_used=_QuotaView(
+                            self.quotas, engine.quotas, call.requester, now, len(subjects) - 1
+                        ),
+                    )
+                )
+        allowed = {key: d for key, d in decisions.items() if d.allowed}
+        if not asked and allowed:  # "every theme the policy allows": the others are not news
+            decisions = allowed
+        self._record_decisions(call, federation, decisions, asked)
+        if not allowed:
+            first = next(iter(decisions.values()), None)
+            if first is None:
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "no theme of the catalog holds this kind of subject",
+                    "policy",
+                )
+            reasons = list(dict.fromkeys(d.reason for d in decisions.values()))
+            raise Refusal(_STATUS[first.status], "; ".join(reasons), "policy")
+        allowed_themes = {theme for _, theme in allowed}
+        self._check_deadline(context)
+        names, records = await asyncio.to_thread(
+            answers.read_records,
+            self.database,
+            [s for s, _ in parsed],
+            allowed_themes,
+            dt.datetime.now(CST).date(),
+        )
+        by_subject: dict[str, dict[str, list[answers.StoredRecord]]] = {}
+        for record in records:
+            by_subject.setdefault(record.subject_id, {}).setdefault(record.theme, []).append(record)
+        body = exchange_pb2.AnswerBody(
+            requester=call.requester,
+            provider=self.member_id,
+            request_digest=call.request_digest,
+            answered_unix_micros=time.time_ns() // 1000,
+            memorandum_version=federation.version,
+            memorandum_hash=federation.hash,
+        )
+        for subject_id, subject_type in parsed:
+            held = by_subject.get(subject_id, {})
+            found = subject_id in names
+            shown = body.subjects.add(
+                subject_id=answers.shown_subject(subject_id, subject_type),
+                subject_type=subject_type,
+            )
+            if mode is Mode.FULL:
+                shown.found = found
+                if found:
+                    shown.name = answers.shown_name(names[subject_id], subject_type)
+            for theme in themes:
+                decision = decisions.get((subject_type, theme))
+                if decision is None:
+                    continue
+                theme_answer = shown.themes.add(
+                    theme=theme,
+                    allowed=decision.allowed,
+                    status=decision.status,
+                    reason=decision.reason if not decision.allowed else "",
+                    rule_ids=decision.rule_ids,
+                )
+                if not decision.allowed:
+                    continue
+                theme_answer.mode = _PB_MODE[mode]
+                in_theme = held.get(theme, [])
+                theme_answer.under_objection = any(r.status == "objection" for r in in_theme)
+                if mode is Mode.CHECK:
+                    theme_answer.hit = bool(in_theme)
+                else:
+                    theme_answer.revealed_fields.extend(sorted(decision.reveal))
+                    theme_answer.masked_fields.extend(sorted(decision.mask))
+                    theme_answer.withheld_fields.extend(sorted(decision.withhold))
+                    theme_answer.records.extend(
+                        answers.shape_record(self.catalog, r, decision) for r in in_theme
+                    )
+        quota_periods: dict[str, dt.datetime] = {}
+        for decision in allowed.values():
+            for rule in decision.quota_rules:
+                quota_periods[rule] = quota_period_start(engine.quotas[rule].period, now)
+        return body.SerializeToString(deterministic=True), quota_periods
+
+    def _record_decisions(
+        self,
+        call: _Call,
+        federation: Federation,
+        decisions: Mapping[tuple[str, str], Decision],
+        asked: list[str],
+    ) -> None:
+        rule_ids: dict[str, None] = {}
+        for (_, theme), d in decisions.items():
+            rule_ids.update(dict.fromkeys(d.rule_ids))
+            call.theme_decisions.append(
+                audit_pb2.ThemeDecision(
+                    theme=theme,
+                    decision=_pb_decision(d),
+                    masked_fields=sorted(d.mask),
+                )
+            )
+        allowed = [d for d in decisions.values() if d.allowed]
+        call.summary = audit_pb2.Decision(
+            allowed=bool(allowed),
+            mode=str(allowed[0].mode) if allowed else "",
+            rule_ids=list(rule_ids),
+            memorandum_version=federation.version,
+            memorandum_hash=federation.hash,
+            reason=""
+            if allowed
+            else "; ".join(dict.fromkeys(d.reason for d in decisions.values())),
+        )
+        if not asked:
+            call.themes_asked = [t for _, t in decisions]
+
+    # -- the record --------------------------------------------------------------------
+
+    def _entry(self, call: _Call, outcome: audit_pb2.Outcome, answer_body: bytes = b"") -> bytes:
+        header = call.header or exchange_pb2.RequestHeader()
+        answered = [td.theme for td in call.theme_decisions if td.decision.allowed]
+        masked = sorted({f for td in call.theme_decisions for f in td.masked_fields})
+        entry = audit_pb2.AuditEntry(
+            time_unix_micros=time.time_ns() // 1000,
+            requester=call.requester,
+            responder=self.member_id,
+            direction=audit_pb2.INCOMING,
+            kind=cast(audit_pb2.Kind, call.kind),
+            nonce=header.nonce,
+            request_digest=call.request_digest,
+            purpose=header.purpose,
+            legal_basis=header.legal_basis,
+            case_reference=header.case_reference,
+            officer=header.officer,
+            themes_asked=call.themes_asked,
+            themes_answered=list(dict.fromkeys(answered)) if answer_body else [],
+            masked_fields=masked if answer_body else [],
+            outcome=outcome,
+            answer_digest=hashlib.sha256(answer_body).digest() if answer_body else b"",
+            theme_decisions=call.theme_decisions,
+            peer_certificate=call.peer_fingerprint,
+        )
+        if call.summary is not None:
+            entry.decision.CopyFrom(call.summary)
+        if call.kind == audit_pb2.BATCH_CHECK:
+            entry.subject_hmacs.extend(call.subject_hmacs)
+        elif call.subject_hmacs:
+            entry.subject_hmac = call.subject_hmacs[0]
+        return encode(entry)
+
+    async def _append(self, entry: bytes) -> Receipt:
+        started = time.perf_counter()
+        receipt = await self.ledger.append(entry)
+        self.metrics.ledger_append.observe(time.perf_counter() - started)
+        return receipt
+
+    async def _refuse(
+        self,
+        call: _Call,
+        refusal: Refusal,
+        context: Context,
+        started: float,
+    ) -> None:
+        entry = self._entry(
+            call, audit_pb2.Outcome(status=refusal.code.name, message=refusal.message)
+        )
+        try:
+            receipt = await self._append(entry)
+        except Exception:
+            log.exception("refusal not recorded", extra={"data": {"method": call.method}})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the provider could not record the call in its audit ledger; try again later",
+            )
+        self.metrics.refusals.labels(refusal.reason).inc()
+        self._count(call, "deny", refusal.code.name, started)
+        context.set_trailing_metadata((("audit-leaf-index", str(receipt.index)),))
+        await context.abort(refusal.code, refusal.message)
+
+    def _count(self, call: _Call, decision: str, status: str, started: float) -> None:
+        purpose = call.header.purpose if call.header is not None else ""
+        elapsed = time.perf_counter() - started
+        self.metrics.queries.labels(call.requester, call.method, purpose, decision, status).inc()
+        self.metrics.latency.labels(call.method).observe(elapsed)
+        log.info(
+            "call",
+            extra={
+                "data": {
+                    "method": call.method,
+                    "requester": call.requester,
+                    "purpose": purpose,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "request": call.request_digest.hex()[:16],
+                    "subjects": [h.hex()[:16] for h in call.subject_hmacs[:5]],
+                }
+            },
+        )
+
+
+class _QuotaView(Mapping[str, int]):
+    """The engine's ``quota_used``, read lazily from the counter for the rules it asks about."""
+
+    __slots__ = ("_at", "_counter", "_extra", "_quotas", "_requester")
+
+    def __init__(
+        self,
+        counter: QuotaCounter,
+        quotas: Mapping[str, Any],
+        requester: str,
+        at: dt.datetime,
+        extra: int,
+    ) -> None:
+        self._counter = counter
+        self._quotas = quotas
+        self._requester = requester
+        self._at = at
+        self._extra = extra  # a batch of n subjects counts n queries: it must fit whole
+
+    def __getitem__(self, rule: str) -> int:
+        quota = self._quotas[rule]
+        start = quota_period_start(quota.period, self._at)
+        return self._counter.used(self._requester, rule, start) + self._extra
+
+    def __iter__(self) -> Any:
+        return iter(self._quotas)
+
+    def __len__(self) -> int:
+        return len(self._quotas)
+
+
+def _pb_decision(d: Decision) -> audit_pb2.Decision:
+    return audit_pb2.Decision(
+        allowed=d.allowed,
+        mode=str(d.mode) if d.mode else "",
+        rule_ids=d.rule_ids,
+        memorandum_version=d.memorandum_version,
+        memorandum_hash=d.memorandum_hash,
+        reason=d.reason,
+    )
+
+
+def _receipt(receipt: Receipt, entry: bytes) -> exchange_pb2.Receipt:
+    return exchange_pb2.Receipt(
+        leaf_index=receipt.index,
+        leaf_hash=receipt.leaf_hash,
+        checkpoint=receipt.checkpoint,
+        inclusion_proof=list(receipt.proof),
+        entry=entry,
+    )

@@ -1,0 +1,248 @@
+"""Signed cross-city queries on a real three-node federation on loopback.
+
+huizhou and shenzhen keep their stores in SQLite, customs in PostgreSQL. Every
+call goes through real mutual TLS, the real memorandum, the real ledgers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import postgres_schema
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
+from fedharness import Federation
+from sqlalchemy import text
+
+from node.exchange.client import QueryRefused
+from node.ledger import merkle
+from node.sample import showcase_subject
+from node.store import open_store
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+MEMBERS = ("huizhou", "shenzhen", "customs")
+PUBLIC = "r.status <> 'expired' AND (r.publicity_end IS NULL OR r.publicity_end >= CURRENT_DATE)"
+PROCUREMENT = {
+    "purpose": "public_procurement",
+    "legal_basis": "政府采购法第二十二条",
+    "case_reference": "CG-2026-0001",
+    "officer": "officer-7",
+}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with postgres_schema() as pg_url:
+        federation = Federation(tmp_path_factory.mktemp("federation"), MEMBERS, {"customs": pg_url})
+        try:
+            yield federation
+        finally:
+            federation.close()
+
+
+def _subjects(fed: Federation, member: str, sql: str) -> list[str]:
+    database = open_store(fed.nodes[member].config.database_url)
+    try:
+        with database.connect() as conn:
+            return [row[0] for row in conn.execute(text(sql))]
+    finally:
+        database.dispose()
+
+
+def test_query_answer_is_verified_filtered_and_recorded_on_both_sides(fed: Federation) -> None:
+    subject = showcase_subject("huizhou", 2026)
+    answer = fed.ask("shenzhen", subject, to="huizhou", **PROCUREMENT)
+
+    (shown,) = answer.subjects
+    assert shown.subject_id == subject and shown.found and shown.subject_type == "enterprise"
+    themes = {t.theme: t for t in shown.themes}
+    assert themes["registration"].allowed and themes["registration"].records
+    licence = themes["admin_license"]
+    assert "legal_rep_id_number" in licence.masked_fields
+    for record in licence.records:
+        value = record.fields.get("legal_rep_id_number")
+        if value:
+            assert "********" in value  # masked, never in clear
+    assert all(t.allowed for t in shown.themes)  # no theme asked: only what the policy allows
+    assert len(answer.checks) == 4
+
+    # the provider recorded exactly this request and this answer, at the receipt's index
+    provided = fed.entry_at("huizhou", answer.receipt.leaf_index)
+    assert provided.SerializeToString(deterministic=True) == answer.receipt.entry
+    assert provided.direction == audit_pb2.INCOMING and provided.requester == "shenzhen"
+    assert provided.request_digest == answer.request_digest
+    assert (
+        provided.answer_digest
+        == hashlib.sha256(
+            exchange_pb2.Answer(body=answer.body.SerializeToString(deterministic=True)).body
+        ).digest()
+    )
+    assert provided.case_reference == "CG-2026-0001" and provided.officer == "officer-7"
+    assert subject.encode() not in answer.receipt.entry  # the subject only as an HMAC
+
+    # and the requester recorded its outgoing query with the provider's receipt
+    own = fed.entry_at("shenzhen", answer.own_receipt.index)
+    assert own.direction == audit_pb2.OUTGOING and own.responder == "huizhou"
+    assert own.remote_receipt.leaf_index == answer.receipt.leaf_index
+    assert own.remote_receipt.checkpoint == answer.receipt.checkpoint
+    assert own.outcome.status == "OK"
+
+
+def test_check_on_an_individual_says_hit_and_nothing_more(fed: Federation) -> None:
+    listed = _subjects(
+        fed,
+        "huizhou",
+        "SELECT s.subject_id FROM subjects s JOIN records r ON r.subject_id = s.subject_id "
+        "WHERE s.subject_type = 'individual' AND r.theme = 'dishonest_debtor' "
+        f"AND {PUBLIC} LIMIT 1",
+    )
+    assert listed, "the sample has an individual on the dishonest debtor list"
+    answer = fed.ask(
+        "shenzhen",
+        listed[0],
+        to="huizhou",
+        purpose="civil_service_hiring",
+        legal_basis="公务员法第二十六条",
+        case_reference="GWY-2026-17",
+        officer="hr-3",
+        check=True,
+        themes=["dishonest_debtor"],
+    )
+    (shown,) = answer.subjects
+    assert shown.subject_id != listed[0] and "********" in shown.subject_id
+    assert not shown.name and not shown.found
+    (theme,) = shown.themes
+    assert theme.allowed and theme.hit and not theme.records
+    assert not theme.revealed_fields and not theme.masked_fields
+
+
+def test_individual_in_full_mode_is_refused_and_recorded(fed: Federation) -> None:
+    individual = _subjects(
+        fed, "huizhou", "SELECT subject_id FROM subjects WHERE subject_type = 'individual' LIMIT 1"
+    )[0]
+    with pytest.raises(QueryRefused) as refused:
+        fed.ask(
+            "shenzhen",
+            individual,
+            to="huizhou",
+            purpose="civil_service_hiring",
+            legal_basis="公务员法第二十六条",
+            case_reference="GWY-2026-17",
+            officer="hr-3",
+            themes=["serious_dishonesty"],
+        )
+    assert refused.value.status == "PERMISSION_DENIED"
+    (entry,) = fed.ledger_entries("huizhou")
+    assert entry["outcome"]["status"] == "PERMISSION_DENIED"
+    assert entry["requester"] == "shenzhen"
+    (own,) = fed.ledger_entries("shenzhen")
+    assert own["outcome"]["status"] == "PERMISSION_DENIED" and own["direction"] == "OUTGOING"
+
+
+def test_batch_check_answers_every_subject_in_order(fed: Federation) -> None:
+    listed = _subjects(
+        fed,
+        "huizhou",
+        "SELECT DISTINCT r.subject_id FROM records r JOIN subjects s ON s.subject_id = "
+        "r.subject_id WHERE r.theme = 'admin_penalty' AND s.subject_type = 'enterprise' "
+        f"AND {PUBLIC} LIMIT 3",
+    )
+    clean = _subjects(
+        fed,
+        "huizhou",
+        "SELECT subject_id FROM subjects WHERE subject_type = 'enterprise' AND subject_id NOT IN "
+        "(SELECT subject_id FROM records WHERE theme = 'admin_penalty') LIMIT 3",
+    )
+    subjects = [*listed, *clean]
+    answer = fed.run(
+        fed.client("shenzhen").batch_check(
+            subjects,
+            to="huizhou",
+            purpose="land_auction",
+            legal_basis="招标拍卖挂牌出让国有建设用地使用权规定",
+            case_reference="TD-2026-08",
+            officer="auction-system",
+            themes=["admin_penalty"],
+        )
+    )
+    assert [s.subject_id for s in answer.subjects] == subjects
+    hits = [s.themes[0].hit for s in answer.subjects]
+    assert hits[: len(listed)] == [True] * len(listed)
+    assert hits[len(listed) :] == [False] * len(clean)
+    entry = fed.entry_at("huizhou", answer.receipt.leaf_index)
+    assert entry.kind == audit_pb2.BATCH_CHECK and len(entry.subject_hmacs) == len(subjects)
+
+
+def test_customs_on_postgres_answers_the_cities(fed: Federation) -> None:
+    graded = _subjects(
+        fed,
+        "customs",
+        "SELECT subject_id FROM records WHERE theme = 'customs_credit_grade' LIMIT 1",
+    )[0]
+    answer = fed.ask(
+        "huizhou",
+        graded,
+        to="customs",
+        purpose="bank_credit",
+        legal_basis="海关注册登记和备案企业信用管理办法",
+        case_reference="LOAN-2026-55",
+        officer="bank-review",
+        themes=["customs_credit_grade"],
+    )
+    assert answer.subjects[0].themes[0].records
+    assert fed.entry_at("customs", answer.receipt.leaf_index).requester == "huizhou"
+
+
+def test_audit_service_proves_inclusion_and_consistency(fed: Federation) -> None:
+    first = fed.ask("shenzhen", showcase_subject("huizhou", 2026), to="huizhou", **PROCUREMENT)
+    second = fed.ask("shenzhen", showcase_subject("huizhou", 2026), to="huizhou", **PROCUREMENT)
+
+    async def audit() -> tuple[Any, Any, Any]:
+        stub = exchange_pb2_grpc.AuditStub(fed.client("shenzhen").channel("huizhou"))
+        checkpoint = await stub.GetCheckpoint(exchange_pb2.GetCheckpointRequest())
+        size = int(checkpoint.checkpoint.split("\n")[1])
+        inclusion = await stub.GetInclusionProof(
+            exchange_pb2.GetInclusionProofRequest(
+                leaf_index=first.receipt.leaf_index, tree_size=size
+            )
+        )
+        consistency = await stub.GetConsistencyProof(
+            exchange_pb2.GetConsistencyProofRequest(
+                first=_size(first.receipt.checkpoint), second=size
+            )
+        )
+        return checkpoint, inclusion, consistency
+
+    checkpoint, inclusion, consistency = fed.run(audit())
+    size, root = _size(checkpoint.checkpoint), _root(checkpoint.checkpoint)
+    assert size >= second.receipt.leaf_index + 1 and inclusion.tree_size == size
+    merkle.verify_inclusion(
+        first.receipt.leaf_hash, first.receipt.leaf_index, size, list(inclusion.hashes), root
+    )
+    merkle.verify_consistency(
+        _size(first.receipt.checkpoint),
+        size,
+        _root(first.receipt.checkpoint),
+        root,
+        list(consistency.hashes),
+    )
+
+
+def _size(note: str) -> int:
+    return int(note.split("\n")[1])
+
+
+def _root(note: str) -> bytes:
+    return base64.b64decode(note.split("\n")[2])
+
+
+def test_get_memorandum_returns_the_installed_version(fed: Federation) -> None:
+    response = fed.run(fed.client("huizhou").memorandum("shenzhen"))
+    assert response.version == 1
+    path: Path = fed.nodes["shenzhen"].config.policy_dir / "current.json"
+    assert response.envelope_json == path.read_bytes()
