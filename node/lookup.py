@@ -11,6 +11,9 @@ service will use it later. It keeps these promises:
 * Sensitive values are masked here, not by the caller: identity numbers as
   ``441302********3314``, other sensitive fields and the names of individuals
   down to their first character.
+* A subject that is not found is named in the error only if its id is a valid
+  unified social credit code (organisations' codes are public); anything else
+  may be a person's identity number and is masked.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from sqlalchemy import Engine, select
 
 from node.catalog import Catalog, FieldType
 from node.errors import NotFound
-from node.identifiers import mask_identifier, mask_name, mask_resident_id
+from node.identifiers import (
+    InvalidIdentifier,
+    mask_identifier,
+    mask_name,
+    mask_resident_id,
+    validate_uscc,
+)
 from node.publicity import is_public
 from node.store.models import Record, RecordStatus, Subject
 
@@ -103,6 +112,14 @@ _SUBJECT = Subject.__table__
 _RECORDS = Record.__table__
 
 
+def _shown_in_errors(subject_id: str) -> str:
+    """A subject id as an error may echo it: a valid USCC in clear, anything else masked."""
+    try:
+        return validate_uscc(subject_id)
+    except InvalidIdentifier:
+        return mask_resident_id(subject_id)
+
+
 def subject_view(
     engine: Engine, catalog: Catalog, subject_id: str, *, today: dt.date | None = None
 ) -> SubjectView:
@@ -113,8 +130,10 @@ def subject_view(
             select(_SUBJECT.c.subject_type, _SUBJECT.c.name).where(_SUBJECT.c.subject_id == key)
         ).first()
         if subject is None:
-            shown = mask_resident_id(key) if key[:17].isdigit() else key
-            raise NotFound(f"no subject {shown} in this node's store")
+            raise NotFound(
+                f"no subject {_shown_in_errors(key)} in this node's store; check the id, or "
+                "import the department file that holds the subject's records"
+            )
         stored = conn.execute(
             select(
                 _RECORDS.c.theme,
