@@ -10,6 +10,7 @@ import typer
 from creditexchange.v1 import exchange_pb2
 from google.protobuf.json_format import MessageToDict
 
+from node.catalog import load_catalog
 from node.cli.common import HomeOption, JsonOption, err, out, print_json, reports_errors
 from node.config import load_config
 from node.exchange.client import FederationClient, QueryRefused, VerifiedAnswer
@@ -94,7 +95,9 @@ def answer_json(answer: VerifiedAnswer) -> dict[str, Any]:
     }
 
 
-def print_answer(answer: VerifiedAnswer) -> None:
+def print_answer(answer: VerifiedAnswer, max_records: int | None = None) -> None:
+    """An answer for people: per theme the decision, records (fields in catalog order)."""
+    catalog = load_catalog()
     body = answer.body
     for subject in body.subjects:
         name = f" {subject.name}" if subject.name else ""
@@ -112,12 +115,19 @@ def print_answer(answer: VerifiedAnswer) -> None:
             out.print(
                 f"  {theme.theme}: {len(theme.records)} record(s){objection}  [dim]{rules}[/]"
             )
-            for record in theme.records:
+            spec = catalog.theme_by_code.get(theme.theme)
+            shown = theme.records if max_records is None else theme.records[:max_records]
+            for record in shown:
+                order = [f.name for f in spec.fields] if spec else sorted(record.fields)
                 mark = " [yellow]objection in progress[/]" if record.under_objection else ""
                 out.print(f"    {record.record_key} {record.status}{mark}")
-                for key, value in record.fields.items():
-                    masked = " [dim](masked)[/]" if key in theme.masked_fields else ""
-                    out.print(f"      {key}: {value}{masked}")
+                for key in order:
+                    if key in record.fields:
+                        masked = " [dim](masked)[/]" if key in theme.masked_fields else ""
+                        value = " ".join(record.fields[key].split())
+                        out.print(f"      {key}: {value}{masked}")
+            if len(shown) < len(theme.records):
+                out.print(f"    [dim]… and {len(theme.records) - len(shown)} more[/]")
             if theme.withheld_fields:
                 out.print(f"    [dim]withheld: {', '.join(theme.withheld_fields)}[/]")
     out.print(
