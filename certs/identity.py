@@ -1,0 +1,131 @@
+"""How a member's identity is written into a certificate, and read back from a peer's.
+
+A node certificate names its member in exactly one URI subject alternative name,
+``spiffe://credit-exchange/member/<id>``, and carries the DNS name
+``<id>.member.credit-exchange`` so that a client can pin which member it expects
+to reach (``grpc.ssl_target_name_override``). The server takes the peer's member
+id from the certificate the TLS handshake verified, never from the request body.
+
+:func:`peer_certificate` runs on every gRPC call, so it is cached on the exact
+PEM bytes; a certificate that does not name exactly one member is an error, never
+an anonymous or guessed peer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certs.errors import InvalidMemberId, PeerIdentityError
+
+TRUST_DOMAIN = "credit-exchange"
+MEMBER_URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/member/"
+MEMBER_DNS_SUFFIX = f".member.{TRUST_DOMAIN}"
+MEMBER_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
+
+
+def check_member_id(member: str) -> str:
+    """``member`` if it is a valid member id; :class:`InvalidMemberId` otherwise."""
+    if not MEMBER_ID.fullmatch(member):
+        raise InvalidMemberId(
+            f"member id {member!r} is not valid: expected 2 to 32 characters, a lowercase "
+            "letter followed by lowercase letters, digits or '-' (e.g. 'huizhou')"
+        )
+    return member
+
+
+def member_uri(member: str) -> str:
+    """The URI SAN that names ``member``: ``spiffe://credit-exchange/member/<id>``."""
+    return MEMBER_URI_PREFIX + check_member_id(member)
+
+
+def member_dns_name(member: str) -> str:
+    """The DNS SAN a client pins to reach ``member``: ``<id>.member.credit-exchange``."""
+    return check_member_id(member) + MEMBER_DNS_SUFFIX
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER encoding, lowercase hex (the memorandum's form)."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def member_of(certificate: x509.Certificate) -> str:
+    """The member id named by the certificate's one URI SAN; :class:`PeerIdentityError` else."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise PeerIdentityError(
+            f"certificate {certificate.serial_number:x} has no subjectAltName; expected exactly "
+            f"one URI {MEMBER_URI_PREFIX}<id>"
+        ) from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise PeerIdentityError(
+            f"certificate {certificate.serial_number:x} has {len(uris)} URI SANs "
+            f"{uris}; expected exactly one {MEMBER_URI_PREFIX}<id>"
+        )
+    uri = uris[0]
+    if not uri.startswith(MEMBER_URI_PREFIX):
+        raise PeerIdentityError(
+            f"certificate {certificate.serial_number:x} names {uri!r}; expected a URI "
+            f"{MEMBER_URI_PREFIX}<id>"
+        )
+    try:
+        return check_member_id(uri.removeprefix(MEMBER_URI_PREFIX))
+    except InvalidMemberId as exc:
+        raise PeerIdentityError(
+            f"certificate {certificate.serial_number:x} names {uri!r}: {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """What the node needs to know about a peer's certificate, parsed once."""
+
+    member: str
+    serial: int
+    fingerprint: str  # SHA-256 of the DER, lowercase hex
+    not_after: dt.datetime  # UTC
+
+
+@functools.lru_cache(maxsize=1024)
+def peer_certificate(pem: bytes) -> PeerCertificate:
+    """Parse a peer certificate as grpc gives it (``auth_context()['x509_pem_cert'][0]``).
+
+    Cached on the exact bytes (errors are not cached). Raises
+    :class:`PeerIdentityError` for anything that is not a PEM certificate naming
+    exactly one member.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise PeerIdentityError(
+            f"the peer certificate is not a PEM X.509 certificate: {exc}"
+        ) from None
+    return PeerCertificate(
+        member=member_of(certificate),
+        serial=certificate.serial_number,
+        fingerprint=fingerprint(certificate),
+        not_after=certificate.not_valid_after_utc,
+    )
+
+
+def member_from_certificate(pem: bytes) -> str:
+    """The member id of a peer certificate (PEM); :class:`PeerIdentityError` if it names none."""
+    return peer_certificate(pem).member
+
+
+def certificate_serial(pem: bytes) -> int:
+    """The serial number of a peer certificate (PEM), to check against the revocation list."""
+    return peer_certificate(pem).serial
+
+
+def certificate_fingerprint(pem: bytes) -> str:
+    """SHA-256 of a peer certificate's DER (PEM in), lowercase hex."""
+    return peer_certificate(pem).fingerprint
