@@ -1,0 +1,147 @@
+"""``credit-node certs …``: the federation CA's operator commands.
+
+The CA operator runs ``init-ca`` once, ``issue`` for each member node (and again
+before a certificate expires), ``revoke`` when a key is lost or a member leaves,
+and ``crl`` to re-sign the revocation list before its next_update; after each
+``revoke`` or ``crl`` the new ``crl.pem`` is copied to every node. Key material
+is never printed: the commands say where they wrote it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from certs.authority import (
+    CA_DAYS,
+    CRL_DAYS,
+    DEFAULT_CA_NAME,
+    MEMBER_DAYS,
+    REASONS,
+    CaFolder,
+    init_ca,
+    issue,
+    publish_crl,
+    read_index,
+    revoke,
+)
+from certs.identity import member_dns_name
+from node.cli.common import JsonOption, out, print_json, reports_errors
+
+certs_app = typer.Typer(
+    help="The federation PKI: create the CA, issue node certificates, revoke, publish the CRL.",
+    no_args_is_help=True,
+)
+
+
+def say(message: str) -> None:
+    """Print a line that names files or serials unwrapped, so that they can be copied."""
+    out.print(message, soft_wrap=True)
+
+
+CaOption = Annotated[Path, typer.Option("--ca", help="the CA folder (made by init-ca)")]
+
+
+@certs_app.command("init-ca")
+@reports_errors
+def init_ca_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="a new folder for the CA")],
+    name: Annotated[str, typer.Option(help="the CA's common name")] = DEFAULT_CA_NAME,
+    days: Annotated[int, typer.Option(help="how long the CA is valid")] = CA_DAYS,
+) -> None:
+    """Create the federation CA: key (mode 600), certificate, issuance index, empty CRL."""
+    folder = init_ca(out_dir, name=name, days=days)
+    say(f"created the CA {name!r} in {folder.path}:")
+    say(f"  {folder.key} (mode 600; keep this folder offline)")
+    say(f"  {folder.certificate} (give it to every node as its trust root)")
+    say(f"  {folder.index}, {folder.crl}")
+
+
+@certs_app.command("issue")
+@reports_errors
+def issue_command(
+    member: Annotated[str, typer.Argument(help="the member id, e.g. huizhou")],
+    ca: CaOption,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write the key and certificate [default: CA/members]"),
+    ] = None,
+    days: Annotated[int, typer.Option(help="how long the certificate is valid")] = MEMBER_DAYS,
+    dns: Annotated[
+        list[str] | None,
+        typer.Option("--dns", help="a DNS name the node is reached by (repeat; default localhost)"),
+    ] = None,
+    ip: Annotated[
+        list[str] | None,
+        typer.Option("--ip", help="an IP address of the node (repeat; default 127.0.0.1 and ::1)"),
+    ] = None,
+) -> None:
+    """Issue a node certificate (server and client) for MEMBER, signed by the CA."""
+    issued = issue(
+        member,
+        ca,
+        out_dir=out_dir,
+        days=days,
+        dns_names=dns if dns is not None else ("localhost",),
+        ips=ip if ip is not None else ("127.0.0.1", "::1"),
+    )
+    record = issued.record
+    say(f"issued {member}'s certificate, serial {record.serial_hex}")
+    say(f"  valid until {record.not_after:%Y-%m-%d %H:%M} UTC")
+    say(f"  sha256 fingerprint {record.fingerprint}")
+    say(f"  wrote {issued.key_path} (mode 600) and {issued.certificate_path}")
+    say(f"  peers reach it pinning the name {member_dns_name(member)}")
+
+
+@certs_app.command("revoke")
+@reports_errors
+def revoke_command(
+    serial: Annotated[str, typer.Argument(help="the certificate's serial, hex (see 'list')")],
+    ca: CaOption,
+    reason: Annotated[
+        str, typer.Option(help=f"one of: {', '.join(sorted(REASONS))}")
+    ] = "keyCompromise",
+    crl_days: Annotated[int, typer.Option(help="how long the new CRL is valid")] = CRL_DAYS,
+) -> None:
+    """Revoke a certificate and publish a new CRL that lists it."""
+    record = revoke(serial, ca, reason=reason, crl_days=crl_days)
+    say(f"{record.member}'s certificate {record.serial_hex} is revoked ({record.reason})")
+    say(f"wrote {CaFolder(ca).crl}: copy it to every node")
+
+
+@certs_app.command("crl")
+@reports_errors
+def crl_command(
+    ca: CaOption,
+    days: Annotated[int, typer.Option(help="how long the new CRL is valid")] = CRL_DAYS,
+) -> None:
+    """Re-sign the revocation list (new number, new next_update) with no other change."""
+    crl = publish_crl(ca, days=days)
+    say(
+        f"wrote {crl.source}: CRL number {crl.number}, {len(crl.revoked)} revoked, "
+        f"next update {crl.next_update:%Y-%m-%d %H:%M} UTC; copy it to every node"
+    )
+
+
+@certs_app.command("list")
+@reports_errors
+def list_command(ca: CaOption, as_json: JsonOption = False) -> None:
+    """Every certificate the CA has issued: serial, member, expiry, revocation."""
+    records = read_index(ca)
+    if as_json:
+        print_json([record.to_json() for record in records])
+        return
+    table = Table(box=None, pad_edge=False)  # fits 80 columns
+    table.add_column("serial", no_wrap=True, min_width=40)  # copied whole into 'revoke'
+    table.add_column("member", no_wrap=True)
+    table.add_column("expires", no_wrap=True)
+    table.add_column("revoked", overflow="fold")
+    for record in records:
+        revoked = f"{record.revoked_at:%Y-%m-%d} {record.reason}" if record.revoked_at else ""
+        table.add_row(record.serial_hex, record.member, f"{record.not_after:%Y-%m-%d}", revoked)
+    out.print(table)
+    if records:
+        say("dates in UTC; 'list --json' gives the exact times and fingerprints")
