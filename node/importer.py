@@ -8,7 +8,13 @@ The guarantees an operator relies on:
   and what to pass instead), and its header must name only catalog fields of the
   theme, with every required one present.
 * **Bad rows never touch good data.** Every rejected row goes to the reject report
-  (file, line, field, reason) and is not written; the rows around it are.
+  (file, line, field, reason) and is not written; the rows around it are. That
+  includes a row the CSV reader cannot parse (a cell over the field size limit)
+  and a cell holding a NUL character, which no text column can store: reading
+  goes on at the next line (so the rest of a broken multi-line cell may be
+  rejected too).
+* **A report a spreadsheet cannot run.** A report cell that starts like a formula
+  (``= + - @``, tab, carriage return) is written with a leading ``'``.
 * **Idempotent.** A record is identified by (theme, record_key). The same content
   again is *unchanged* and writes nothing; changed content replaces the record,
   raising its version, and the replaced version goes to ``record_versions``.
@@ -16,6 +22,10 @@ The guarantees an operator relies on:
 * **Flat memory.** Rows are read as a stream and written in chunks of
   ``chunk_rows``, one transaction per chunk; keys already seen in this file are
   kept in a temporary table, not in memory.
+* **A failed import leaves nothing behind but its committed chunks.** Whatever
+  stops it, the temporary table is dropped (the connection goes back to the pool
+  clean), the reject report is closed with every reject found so far, and a
+  validating worker process is stopped. Importing the file again finishes it.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import hashlib
 import io
 import multiprocessing
 import queue
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -213,19 +223,50 @@ def _column_map(theme: Theme, header: Sequence[str], path: Path) -> list[str]:
 
 Row = tuple[int, Mapping[str, str] | list[Problem]]
 
+NUL_IN_CELL = (
+    "holds a NUL character (byte 0x00), which no text field can store; remove it from the "
+    "file and import it again"
+)
 
-def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
-    reader = csv.reader(text)
+
+def _read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
     try:
-        header = next(reader)
+        return next(reader)
     except StopIteration:
         raise ImportFileError(
             f"{path}: the file is empty; a CSV file starts with a header row"
         ) from None
-    columns = _column_map(theme, header, path)
+    except csv.Error as exc:
+        raise ImportFileError(
+            f"{path}: the header row cannot be read as CSV ({exc}); correct it and import "
+            "the file again. Nothing was imported."
+        ) from None
+
+
+def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
+    reader = csv.reader(text)
+    columns = _column_map(theme, _read_header(reader, path), path)
     width = len(columns)
     line = reader.line_num
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader goes on at the next line
+            start, line = line + 1, reader.line_num
+            lines = f"line {start}" if line <= start else f"lines {start}-{line}"
+            yield (
+                start,
+                [
+                    Problem(
+                        "(row)",
+                        f"{lines} cannot be read as CSV: {exc}; a cell may be too long or a "
+                        "quote not closed. Correct the row and import the file again",
+                    )
+                ],
+            )
+            continue
         start, line = line + 1, reader.line_num
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
@@ -234,6 +275,10 @@ def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
                 start,
                 [Problem("(row)", f"the row has {len(cells)} values, the header has {width}")],
             )
+            continue
+        if "\x00" in "".join(cells):
+            nul = [c for c, v in zip(columns, cells, strict=True) if "\x00" in v]
+            yield start, [Problem(c, NUL_IN_CELL) for c in nul]
             continue
         yield start, dict(zip(columns, cells, strict=True))
 
@@ -262,6 +307,8 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
                 problems.append(Problem(key, f"not a field of theme {theme.code}"))
             elif isinstance(value, dict | list):
                 problems.append(Problem(name, "must be a plain value, not a list or an object"))
+            elif isinstance(value, str) and "\x00" in value:
+                problems.append(Problem(name, NUL_IN_CELL))
             else:
                 row[name] = cell_text(value)
         yield line, problems or row
@@ -283,7 +330,13 @@ class _Writer:
         )
 
     def close(self) -> None:
-        self.conn.exec_driver_sql("DROP TABLE import_seen_keys")
+        """Drop the temporary table, also after a failure midway.
+
+        A chunk that failed is rolled back first (committed chunks stay); the table
+        may then be gone already, if the failure came before the first commit.
+        """
+        self.conn.rollback()
+        self.conn.exec_driver_sql("DROP TABLE IF EXISTS import_seen_keys")
         self.conn.commit()
 
     def _sql(self, sql: str) -> str:
@@ -511,8 +564,21 @@ def _repeated(row: ValidRow, first_line: int | None) -> Reject:
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_text(cell: str) -> str:
+    """A cell that a spreadsheet shows as text: one that starts like a formula
+    (``= + - @``, tab, carriage return) gets a leading ``'`` (CSV injection)."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
 class _RejectReport:
-    """The reject report of one import: a CSV (UTF-8 with BOM, so Excel reads it)."""
+    """The reject report of one import: a CSV (UTF-8 with BOM, so Excel reads it).
+
+    Fields and reasons can carry text from the department's file (a JSON key, a
+    path), so every text cell goes through :func:`_spreadsheet_text`.
+    """
 
     def __init__(self, path: Path, source: Path) -> None:
         self.path = path
@@ -528,8 +594,11 @@ class _RejectReport:
             self._file = self.path.open("w", encoding="utf-8-sig", newline="")
             self._writer = csv.writer(self._file)
             self._writer.writerow(["file", "line", "field", "reason"])
+        source = _spreadsheet_text(self.source)
         for r in rejects:
-            self._writer.writerow([self.source, r.line, r.field, r.reason])
+            self._writer.writerow(
+                [source, r.line, _spreadsheet_text(r.field), _spreadsheet_text(r.reason)]
+            )
 
     def close(self) -> Path | None:
         if self._file is None:
@@ -557,7 +626,7 @@ class _Chunk(NamedTuple):
     consumed: int
 
 
-def _validated_chunks(source: _Source) -> Iterator[_Chunk]:
+def _validated_chunks(source: _Source) -> Generator[_Chunk, None, None]:
     """Read and validate a file, yielding chunks of valid rows and rejects."""
     theme = Theme.model_validate(source.theme)
     validator = RowValidator(theme, source.department)
@@ -590,7 +659,7 @@ def _validate_in_worker(source: _Source, chunks: Any) -> None:
         chunks.put(exc)
 
 
-def _chunks_from_worker(source: _Source) -> Iterator[_Chunk]:
+def _chunks_from_worker(source: _Source) -> Generator[_Chunk, None, None]:
     """Validate in a second process while this one writes: two cores, one import.
 
     The queue is bounded, so memory stays flat; a worker that dies is reported,
@@ -657,10 +726,7 @@ def import_file(
     digest, size = scan_file(path, python_encoding)
     if fmt == "csv":  # a bad header refuses the file before anything is written
         with path.open(encoding=python_encoding, newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is None:
-            raise ImportFileError(f"{path}: the file is empty; a CSV file starts with a header row")
-        _column_map(theme, header, path)
+            _column_map(theme, _read_header(csv.reader(f), path), path)
     today_iso = (today or dt.date.today()).isoformat()
     plan = _Source(path, fmt, python_encoding, theme.model_dump(), department, chunk_rows)
     use_worker = size >= PARALLEL_FROM_BYTES if parallel is None else parallel
@@ -682,28 +748,33 @@ def import_file(
         conn.commit()
         summary = ImportSummary(path, theme.code, batch_id, file_digest=digest)
         report = _RejectReport(reject_dir / f"batch-{batch_id}-{theme.code}.rejects.csv", path)
-        writer = _Writer(conn, theme.code, department, batch_id)
-        for chunk in chunks:
-            rejects = chunk.rejects
-            inserted, updated, unchanged = writer.write(chunk.rows, rejects)
-            rejected = {r.line for r in rejects}
-            summary.read += chunk.read
-            summary.inserted += inserted
-            summary.updated += updated
-            summary.unchanged += unchanged
-            summary.rejected += len(rejected)
-            summary.past_publicity += sum(
-                1
-                for r in chunk.rows
-                if r.publicity_end is not None
-                and r.publicity_end < today_iso
-                and r.line not in rejected
-            )
-            report.add(rejects)
-            if progress is not None:
-                progress(chunk.consumed)
-        writer.close()
-        summary.reject_report = report.close()
+        try:
+            writer = _Writer(conn, theme.code, department, batch_id)
+            try:
+                for chunk in chunks:
+                    rejects = chunk.rejects
+                    inserted, updated, unchanged = writer.write(chunk.rows, rejects)
+                    rejected = {r.line for r in rejects}
+                    summary.read += chunk.read
+                    summary.inserted += inserted
+                    summary.updated += updated
+                    summary.unchanged += unchanged
+                    summary.rejected += len(rejected)
+                    summary.past_publicity += sum(
+                        1
+                        for r in chunk.rows
+                        if r.publicity_end is not None
+                        and r.publicity_end < today_iso
+                        and r.line not in rejected
+                    )
+                    report.add(rejects)
+                    if progress is not None:
+                        progress(chunk.consumed)
+            finally:
+                writer.close()
+        finally:
+            chunks.close()  # stops a validating worker that is still running
+            summary.reject_report = report.close()
         conn.execute(
             update(ImportBatch)
             .where(ImportBatch.id == batch_id)

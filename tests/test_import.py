@@ -381,6 +381,136 @@ def test_a_row_with_the_wrong_number_of_values_is_rejected(
     assert "the row has 3 values, the header has 17" in rejects_of(summary)[0]["reason"]
 
 
+def test_a_row_the_csv_reader_cannot_parse_is_rejected_with_its_line_and_the_import_goes_on(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("G1")])
+    with path.open("a", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HEADER)
+        writer.writerow(row("HUGE", facts="x" * (csv.field_size_limit() + 1)))
+        writer.writerow(row("G2"))
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
+    [reject] = rejects_of(summary)
+    assert (reject["line"], reject["field"]) == ("3", "(row)")
+    assert reject["reason"].startswith(
+        f"line 3 cannot be read as CSV: field larger than field limit ({csv.field_size_limit()})"
+    )
+    assert "Correct the row and import the file again" in reject["reason"]
+    with Session(engine) as s:
+        assert sorted(s.scalars(select(Record.record_key))) == ["G1", "G2"]
+
+
+def test_a_header_the_csv_reader_cannot_parse_refuses_the_file(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(",".join(HEADER) + "," + "x" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ImportFileError) as refusal:
+        run(engine, test_catalog, path, tmp_path)
+    assert str(refusal.value) == (
+        f"{path}: the header row cannot be read as CSV (field larger than field limit "
+        f"({csv.field_size_limit()})); correct it and import the file again. Nothing was imported."
+    )
+    assert count(engine, ImportBatch) == 0
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("write", "name", "line"),
+    [(write_csv, "p.csv", "3"), (_write_jsonl, "p.jsonl", "2")],  # a CSV's line 1 is its header
+    ids=["csv", "jsonl"],
+)
+def test_a_cell_holding_a_nul_character_is_rejected_and_the_import_goes_on(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path, write: Any, name: str, line: str
+) -> None:
+    # PostgreSQL cannot store a NUL in text: unchecked, it stopped the whole import
+    path = write(
+        tmp_path / name,
+        [row("G1"), row("N1", subject_name="惠州\x00公司", facts="a\x00b"), row("G2")],
+    )
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
+    rejects = rejects_of(summary)
+    assert {(r["line"], r["field"]) for r in rejects} == {(line, "subject_name"), (line, "facts")}
+    assert all(r["reason"].startswith("holds a NUL character (byte 0x00)") for r in rejects)
+    with Session(engine) as s:
+        assert sorted(s.scalars(select(Record.record_key))) == ["G1", "G2"]
+
+
+def _progress_fails(engine: Engine) -> dict[str, Any]:
+    def progress(_consumed: int) -> None:
+        raise RuntimeError("the operator's terminal went away")
+
+    return {"progress": progress}
+
+
+def _database_refuses_k5(engine: Engine) -> dict[str, Any]:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE records ADD CONSTRAINT refuse_k5 CHECK (record_key <> 'K5')"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_k5 BEFORE INSERT ON records WHEN NEW.record_key = 'K5' "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    return {}
+
+
+def _database_accepts_k5(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE records DROP CONSTRAINT IF EXISTS refuse_k5"
+            if engine.dialect.name == "postgresql"
+            else "DROP TRIGGER IF EXISTS refuse_k5"
+        )
+
+
+@pytest.mark.parametrize(
+    ("failure", "committed"),
+    [(_progress_fails, 2), (_database_refuses_k5, 5)],
+    ids=["in the caller after chunk 1", "in the database in chunk 3"],
+)
+def test_an_import_that_fails_midway_closes_its_report_and_leaves_the_connection_clean(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path, failure: Any, committed: int
+) -> None:
+    rows = [row("B0", fine="x")] + [row(f"K{i}") for i in range(9)]
+    path = write_csv(tmp_path / "p.csv", rows)
+    with pytest.raises(Exception) as stopped:
+        run(engine, test_catalog, path, tmp_path, chunk_rows=3, **failure(engine))
+    # The report is complete on disk while the failed import is still referenced.
+    [report] = (tmp_path / "rejects").glob("*.rejects.csv")
+    with report.open(encoding="utf-8-sig", newline="") as f:
+        assert [(r["line"], r["field"]) for r in csv.DictReader(f)] == [("2", "fine")]
+    del stopped
+    _database_accepts_k5(engine)
+    # The same pooled connection imports again: its temporary table was dropped.
+    again = run(engine, test_catalog, path, tmp_path, chunk_rows=3)
+    assert again.inserted + again.unchanged == 9 and again.rejected == 1
+    assert again.unchanged == committed  # the chunks committed before the failure stayed
+
+
+def test_reject_report_cells_that_look_like_formulas_are_written_as_text(
+    engine: Engine, test_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ['=HYPERLINK("http://evil.example","x")', "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
+    monkeypatch.chdir(tmp_path)
+    path = _write_jsonl(Path("=cmd.jsonl"), [{**row("J1"), **dict.fromkeys(keys, "1")}])
+    summary = run(engine, test_catalog, path, tmp_path)
+    assert summary.reject_report is not None
+    with summary.reject_report.open(encoding="utf-8-sig", newline="") as f:
+        cells = list(csv.reader(f))[1:]
+    assert [c[2] for c in cells] == ["'" + k for k in keys]
+    assert {c[0] for c in cells} == {"'=cmd.jsonl"}
+    assert all(not c[3].startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+
+
 def test_a_record_key_repeated_in_one_file_is_rejected_even_across_chunks(
     engine: Engine, test_catalog: Catalog, tmp_path: Path
 ) -> None:
