@@ -116,7 +116,7 @@ def provision(
         say(f"node {member}: {home} on 127.0.0.1:{port}")
     peers = {m: f"127.0.0.1:{n.port}" for m, n in nodes.items()}
     for node in nodes.values():
-        _set(node.home, peers=peers, grpc_host="127.0.0.1")
+        set_settings(node.home, peers=peers, grpc_host="127.0.0.1")
     envelope = signed_memorandum(nodes, version=version)
     for node in nodes.values():
         TrustStore(node.config.policy_dir).install(envelope, dt.datetime.now(dt.UTC))
@@ -172,7 +172,7 @@ def signed_memorandum(
     return envelope
 
 
-def _set(home: Path, **values: Any) -> None:
+def set_settings(home: Path, **values: Any) -> None:
     """Add settings to a node's ``node.toml`` (the file stays the operator's to edit)."""
     import tomllib
 

@@ -10,13 +10,13 @@ never a read-modify-write in Python.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+import time
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Engine
 
+from node.ledger.log import SideWrite
 from node.store.database import driver_sql
-from node.store.group_commit import GroupCommitter
 
 
 def _stamp(moment: dt.datetime) -> int:
@@ -60,80 +60,59 @@ def count(engine: Engine, requester: str, periods: Mapping[str, dt.datetime]) ->
 
 
 class QuotaCounter:
-    """The quota counts of a serving node: read once, counted in memory, written in groups.
+    """The quota counts of a serving node: read from the store, counted in memory and in the ledger.
 
-    ``used(requester, rule, period_start)`` is what the engine is told; it is read
-    from the store on first use and then kept: ``confirmed`` (the store's total at
-    the last write, other processes' counts included) plus this process's counts
-    not yet written. ``charge`` counts one query at once in memory, so the next
-    decision sees it, and writes it with the next group commit, whose
-    ``RETURNING used`` refreshes ``confirmed``. Several processes sharing one
-    database can together overshoot a quota only by the queries in flight between
-    two writes.
+    ``used(requester, rule, period_start)`` is what the engine is told: the
+    store's count (read on first use, and again every ``refresh_s`` seconds so
+    that other processes sharing the database are seen) plus this process's
+    counts not yet committed. ``charge`` counts a query at once in memory, so the
+    next decision sees it, and returns the upserts that persist it; the caller
+    runs them in the transaction of the call's audit entry, so a query is
+    counted durably exactly when it is recorded, with no extra disk flush. When
+    that append resolves the caller calls :meth:`settled`. Several processes on
+    one database can together overshoot a quota only by the queries in flight
+    between two refreshes.
     """
 
-    def __init__(self, engine: Engine, *, max_batch: int = 1024) -> None:
+    def __init__(self, engine: Engine, *, refresh_s: float = 10.0) -> None:
         self.engine = engine
-        self._confirmed: dict[tuple[str, str, int], int] = {}
-        self._pending: dict[tuple[str, str, int], int] = {}
-        self._committer: GroupCommitter[
-            tuple[tuple[str, str, int], int], tuple[int, int] | None
-        ] = GroupCommitter(self._write, max_batch=max_batch, name="quota-counter")
-
-    def start(self) -> None:
-        self._committer.start()
-
-    async def close(self) -> None:
-        await self._committer.close()
+        self.refresh_s = refresh_s
+        self._stored: dict[tuple[str, str, int], tuple[int, float]] = {}  # -> (used, read at)
+        self._uncommitted: dict[tuple[str, str, int], int] = {}
 
     def used(self, requester: str, rule: str, start: dt.datetime) -> int:
         key = (requester, rule, _stamp(start))
-        confirmed = self._confirmed.get(key)
-        if confirmed is None:
-            confirmed = usage(self.engine, requester, {rule: start})[rule]
-            self._confirmed[key] = confirmed
-        return confirmed + self._pending.get(key, 0)
+        stored = self._stored.get(key)
+        now = time.monotonic()
+        if stored is None or now - stored[1] > self.refresh_s:
+            stored = (usage(self.engine, requester, {rule: start})[rule], now)
+            self._stored[key] = stored
+        return stored[0] + self._uncommitted.get(key, 0)
 
-    async def charge(
+    def charge(
         self, requester: str, periods: Mapping[str, dt.datetime], times: int = 1
-    ) -> None:
-        """Count ``times`` queries against each rule's current period; durable when it returns."""
+    ) -> tuple[list[SideWrite], list[tuple[str, str, int]]]:
+        """Count ``times`` queries against each rule's period: (writes to run, keys to settle)."""
         keys = [(requester, rule, _stamp(start)) for rule, start in periods.items()]
         for key in keys:
-            self._pending[key] = self._pending.get(key, 0) + times
-        for key in keys:
-            written = await self._committer.submit((key, times))
-            if written is not None:  # the first of its key in the batch carries the total
-                total, n = written
-                left = self._pending[key] - n
-                if left:
-                    self._pending[key] = left
-                else:
-                    del self._pending[key]
-                self._confirmed[key] = total
+            self._uncommitted[key] = self._uncommitted.get(key, 0) + times
+        return [SideWrite(_UPSERT, (*key, times)) for key in keys], keys
 
-    def _write(
-        self, items: Sequence[tuple[tuple[str, str, int], int]]
-    ) -> list[tuple[int, int] | None]:
-        """Runs in a worker thread: touches the database only, never the counters."""
-        counts: Counter[tuple[str, str, int]] = Counter()
-        for key, n in items:
-            counts[key] += n
-        with self.engine.begin() as conn:
-            sql = driver_sql(
-                conn.dialect.name,
-                "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (requester, rule_id, period_start) "
-                "DO UPDATE SET used = quota_usage.used + excluded.used RETURNING used",
-            )
-            totals = {
-                key: int(conn.exec_driver_sql(sql, (*key, n)).scalar_one())
-                for key, n in counts.items()
-            }
-        results: list[tuple[int, int] | None] = []
-        for key, _ in items:
-            if key in totals:
-                results.append((totals.pop(key), counts[key]))
+    def settled(self, keys: Sequence[tuple[str, str, int]], times: int, committed: bool) -> None:
+        """The append carrying these counts resolved: they are in the store now, or never."""
+        for key in keys:
+            left = self._uncommitted.get(key, 0) - times
+            if left > 0:
+                self._uncommitted[key] = left
             else:
-                results.append(None)
-        return results
+                self._uncommitted.pop(key, None)
+            if committed and key in self._stored:
+                used, read_at = self._stored[key]
+                self._stored[key] = (used + times, read_at)
+
+
+_UPSERT = (
+    "INSERT INTO quota_usage (requester, rule_id, period_start, used) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (requester, rule_id, period_start) "
+    "DO UPDATE SET used = quota_usage.used + excluded.used"
+)

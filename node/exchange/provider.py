@@ -4,7 +4,8 @@ For every call, in this order (the first check that fails refuses the call):
 
 1. the caller's member id comes from its mutual-TLS certificate, never from the
    request; a revoked certificate, or one the memorandum does not list when it
-   lists fingerprints for the member, is refused (``UNAUTHENTICATED``);
+   lists fingerprints for the member, is refused (``UNAUTHENTICATED``), and the
+   refusal's entry names the member all the same;
 2. the message is within the size limit (``RESOURCE_EXHAUSTED``);
 3. the caller is a member of the installed memorandum (``PERMISSION_DENIED``);
 4. the envelope is signed by one of *that* member's keys in the memorandum
@@ -17,10 +18,14 @@ For every call, in this order (the first check that fails refuses the call):
 8. the policy decides each theme (deny by default; ``PERMISSION_DENIED``,
    ``RESOURCE_EXHAUSTED`` for a quota, ``FAILED_PRECONDITION`` for a missing case
    reference or an expired memorandum, ``INVALID_ARGUMENT`` for an unknown theme
-   or a malformed subject);
+   or a malformed subject); when no theme is asked ("every theme the policy
+   allows"), the themes no rule covers are left out, so a refusal has the status
+   and reason of the rules that did apply (a quota, a missing case reference, a
+   forbid) rather than of the first theme of the catalog;
 9. the store is read for the allowed themes only, fields revealed, masked or
    withheld as decided;
-10. the audit entry is appended and made durable (with the quota count);
+10. the audit entry is appended and made durable, in one transaction with the
+    spent nonce and the quota count;
 11. the answer, bound to the request's digest and carrying the entry's receipt,
     is signed and returned.
 
@@ -66,7 +71,7 @@ from node.exchange.metrics import Metrics
 from node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
 from node.identifiers import InvalidIdentifier, subject_type_of
 from node.ledger.entries import encode, subject_hmac
-from node.ledger.log import Ledger, Receipt
+from node.ledger.log import Ledger, Receipt, SideWrite
 from node.quotas import QuotaCounter
 from policy.document import Mode, PolicyError
 from policy.engine import CST, Decision, DecisionRequest, quota_period_start
@@ -121,6 +126,7 @@ class _Call:
     themes_asked: list[str] = field(default_factory=list)
     theme_decisions: list[audit_pb2.ThemeDecision] = field(default_factory=list)
     summary: audit_pb2.Decision | None = None
+    side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
 
 
 class Provider:
@@ -166,6 +172,7 @@ class Provider:
         try:
             peer = self._peer(context)
             call.requester, call.peer_fingerprint = peer.member, peer.fingerprint
+            self._check_revocation(peer)  # after naming the peer: its refusal names it too
             if envelope.ByteSize() > self.limits.max_message_bytes:
                 raise Refusal(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -184,7 +191,7 @@ class Provider:
             call.subject_hmacs = [subject_hmac(self.hmac_key, s) for s in subjects]
             call.themes_asked = list(request.themes)
             self._check_header(header, peer.member, len(subjects))
-            await self._check_fresh(header)
+            call.side_writes = self._check_fresh(header)
             if header.memorandum_version != federation.version:
                 raise Refusal(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -198,10 +205,15 @@ class Provider:
             )
             self._check_deadline(context)
             entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
-            receipt, _ = await asyncio.gather(
-                self._append(entry),
-                self.quotas.charge(peer.member, quota_periods, times=len(subjects)),
+            quota_writes, quota_keys = self.quotas.charge(
+                peer.member, quota_periods, times=len(subjects)
             )
+            try:
+                receipt = await self._append(entry, [*call.side_writes, *quota_writes])
+            except BaseException:
+                self.quotas.settled(quota_keys, len(subjects), committed=False)
+                raise
+            self.quotas.settled(quota_keys, len(subjects), committed=True)
             answer = exchange_pb2.Answer(body=body, receipt=_receipt(receipt, entry))
             sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
             self._count(call, "allow", "OK", started)
@@ -233,20 +245,22 @@ class Provider:
                 "certificate",
             )
         try:
-            peer = peer_certificate(pem[0])
+            return peer_certificate(pem[0])
         except CertificateError as exc:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc), "certificate") from None
-        if self.revocations is not None:
-            try:
-                self.revocations.check(peer.serial)
-            except CertificateError as exc:
-                raise Refusal(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    f"the certificate of {peer.member} is refused: {exc}; the member needs a "
-                    "new certificate from the federation CA",
-                    "certificate",
-                ) from None
-        return peer
+
+    def _check_revocation(self, peer: PeerCertificate) -> None:
+        if self.revocations is None:
+            return
+        try:
+            self.revocations.check(peer.serial)
+        except CertificateError as exc:
+            raise Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the certificate of {peer.member} is refused: {exc}; the member needs a "
+                "new certificate from the federation CA",
+                "certificate",
+            ) from None
 
     def _federation(self) -> Federation:
         try:
@@ -334,17 +348,20 @@ class Provider:
                 "size",
             )
 
-    async def _check_fresh(self, header: exchange_pb2.RequestHeader) -> None:
+    def _check_fresh(self, header: exchange_pb2.RequestHeader) -> list[SideWrite]:
+        """Refuse a stale or replayed request; the writes that persist its spent nonce."""
         problem = self.replay.time_problem(header.created_unix_micros, time.time_ns() // 1000)
         if problem:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, problem, "time")
-        if not await self.replay.claim(header.requester, header.nonce, header.created_unix_micros):
+        writes = self.replay.claim(header.requester, header.nonce, header.created_unix_micros)
+        if writes is None:
             raise Refusal(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this nonce was used before: the request is a replay; a new request needs a "
                 "new nonce",
                 "replay",
             )
+        return writes
 
     @staticmethod
     def _check_deadline(context: Context) -> None:
@@ -405,8 +422,9 @@ class Provider:
                     )
                 )
         allowed = {key: d for key, d in decisions.items() if d.allowed}
-        if not asked and allowed:  # "every theme the policy allows": the others are not news
-            decisions = allowed
+        if not asked:  # "every theme the policy allows": the themes no rule covers are not news
+            covered = {key: d for key, d in decisions.items() if d.rule_ids}
+            decisions = allowed or covered or decisions
         self._record_decisions(call, federation, decisions, asked)
         if not allowed:
             first = next(iter(decisions.values()), None)
@@ -545,9 +563,9 @@ class Provider:
             entry.subject_hmac = call.subject_hmacs[0]
         return encode(entry)
 
-    async def _append(self, entry: bytes) -> Receipt:
+    async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
         started = time.perf_counter()
-        receipt = await self.ledger.append(entry)
+        receipt = await self.ledger.append(entry, side_writes)
         self.metrics.ledger_append.observe(time.perf_counter() - started)
         return receipt
 
@@ -562,7 +580,7 @@ class Provider:
             call, audit_pb2.Outcome(status=refusal.code.name, message=refusal.message)
         )
         try:
-            receipt = await self._append(entry)
+            receipt = await self._append(entry, call.side_writes)
         except Exception:
             log.exception("refusal not recorded", extra={"data": {"method": call.method}})
             await context.abort(

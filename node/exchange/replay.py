@@ -2,44 +2,63 @@
 
 Every request carries a random nonce and its creation time. The provider refuses
 a request whose time is outside its window (``±window`` seconds from its clock)
-and one whose ``(requester, nonce)`` it has seen. Seen nonces are kept in the
-store (``request_nonces``) so that a replay is refused after a restart and by any
-other node process sharing the database: a nonce counts as fresh only when this
-process's insert of it succeeded (``ON CONFLICT DO NOTHING RETURNING``). Inserts
-are group-committed, and a memory of recent nonces refuses a replay within one
-process before it reaches the database. Nonces older than the window can never
-pass the time check again, so they are deleted.
+and one whose ``(requester, nonce)`` it has seen.
+
+A nonce is spent the moment a call claims it (in memory, before the policy
+decides), and it is persisted (``request_nonces``) in the very transaction that
+appends the call's audit entry, so that no extra disk flush is paid for it and
+the nonce is durable exactly when the answer or refusal is. At start the guard
+loads the nonces still inside the window, so a replay is refused after a
+restart too. Nonces older than the window can never pass the time check again;
+they are forgotten in memory and deleted from the store.
+
+Several node processes sharing one database each load the others' nonces only
+at start: a replay sent to two processes within the same window is refused by
+neither. A city that runs several processes routes each requester to one
+process (or runs one) — see the README's scale notes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from node.ledger.log import SideWrite
 from node.store.database import driver_sql
-from node.store.group_commit import GroupCommitter
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
+_SWEEP_EVERY_S = 10.0
+
+_INSERT = (
+    "INSERT INTO request_nonces (requester, nonce, created_us) VALUES (?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+_DELETE = "DELETE FROM request_nonces WHERE created_us < ?"
 
 
 class ReplayGuard:
-    def __init__(self, engine: Engine, window_s: float, *, max_batch: int = 1024) -> None:
+    def __init__(self, engine: Engine, window_s: float) -> None:
         self.engine = engine
         self.window_us = int(window_s * 1_000_000)
-        self._recent: dict[tuple[str, bytes], int] = {}  # -> created_us
+        self._seen: dict[tuple[str, bytes], int] = {}  # -> created_us
         self._next_sweep = 0.0
-        self._committer: GroupCommitter[tuple[str, bytes, int], bool] = GroupCommitter(
-            self._insert, max_batch=max_batch, name="replay-guard"
-        )
 
-    def start(self) -> None:
-        self._committer.start()
-
-    async def close(self) -> None:
-        await self._committer.close()
+    def load(self) -> int:
+        """Remember the nonces the store holds from inside the window; how many."""
+        horizon = time.time_ns() // 1000 - 2 * self.window_us
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                driver_sql(
+                    conn.dialect.name,
+                    "SELECT requester, nonce, created_us FROM request_nonces WHERE created_us >= ?",
+                ),
+                (horizon,),
+            ).all()
+        for requester, nonce, created in rows:
+            self._seen[(str(requester), bytes(nonce))] = int(created)
+        return len(rows)
 
     def time_problem(self, created_us: int, now_us: int) -> str | None:
         """Why a request created at ``created_us`` is outside the window, or None."""
@@ -53,48 +72,21 @@ class ReplayGuard:
             "request"
         )
 
-    async def claim(self, requester: str, nonce: bytes, created_us: int) -> bool:
-        """True if this nonce is fresh (and now spent), False if it was seen before."""
+    def claim(self, requester: str, nonce: bytes, created_us: int) -> list[SideWrite] | None:
+        """Spend the nonce: the writes that persist it, or None if it was seen before.
+
+        The caller passes the writes to the ledger append of the call's entry.
+        """
         key = (requester, nonce)
-        if key in self._recent:
-            return False
-        self._recent[key] = created_us
-        self._sweep()
-        return await self._committer.submit((requester, nonce, created_us))
-
-    def _sweep(self) -> None:
+        if key in self._seen:
+            return None
+        self._seen[key] = created_us
+        writes = [SideWrite(_INSERT, (requester, nonce, created_us))]
         now = time.monotonic()
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + 10
-        horizon = time.time_ns() // 1000 - 2 * self.window_us
-        for key in [k for k, created in self._recent.items() if created < horizon]:
-            del self._recent[key]
-
-    def _insert(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
-        rows = list(dict.fromkeys(items))  # the same key twice in one batch: the first wins
-        values = ", ".join("(?, ?, ?)" for _ in rows)
-        params = tuple(x for row in rows for x in row)
-        with self.engine.begin() as conn:
-            inserted = {
-                (str(requester), bytes(nonce))
-                for requester, nonce in conn.exec_driver_sql(
-                    driver_sql(
-                        conn.dialect.name,
-                        f"INSERT INTO request_nonces (requester, nonce, created_us) "
-                        f"VALUES {values} ON CONFLICT DO NOTHING RETURNING requester, nonce",
-                    ),
-                    params,
-                )
-            }
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY_S
             horizon = time.time_ns() // 1000 - 2 * self.window_us
-            conn.exec_driver_sql(
-                driver_sql(conn.dialect.name, "DELETE FROM request_nonces WHERE created_us < ?"),
-                (horizon,),
-            )
-        fresh: list[bool] = []
-        for requester, nonce, _ in items:
-            key = (requester, nonce)
-            fresh.append(key in inserted)
-            inserted.discard(key)  # a duplicate within the batch is a replay of the first
-        return fresh
+            for old in [k for k, created in self._seen.items() if created < horizon]:
+                del self._seen[old]
+            writes.append(SideWrite(_DELETE, (horizon,)))
+        return writes

@@ -145,8 +145,6 @@ class NodeServer:
         self.metrics = Metrics()
         self._server: grpc.aio.Server | None = None
         self._ledger: Ledger | None = None
-        self._replay: ReplayGuard | None = None
-        self._quotas: QuotaCounter | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -176,18 +174,16 @@ class NodeServer:
         self._ledger = open_ledger(config, database)
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
-        self._replay = ReplayGuard(database, settings.request_window_s)
-        self._replay.start()
-        self._quotas = QuotaCounter(database)
-        self._quotas.start()
+        replay = ReplayGuard(database, settings.request_window_s)
+        replay.load()
         provider = Provider(
             member_id=config.member_id,
             database=database,
             catalog=catalog,
             federation=view,
             ledger=self._ledger,
-            replay=self._replay,
-            quotas=self._quotas,
+            replay=replay,
+            quotas=QuotaCounter(database),
             revocations=revocations,
             signing_key=load_signing_key(config.signing_key_path),
             hmac_key=load_hmac_key(config.subject_hmac_key_path),
@@ -249,10 +245,9 @@ class NodeServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        for part in (self._quotas, self._replay, self._ledger):
-            if part is not None:
-                await part.close()
-        self._quotas = self._replay = self._ledger = None
+        if self._ledger is not None:
+            await self._ledger.close()
+            self._ledger = None
 
 
 async def serve(config: NodeConfig) -> None:

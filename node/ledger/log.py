@@ -82,6 +82,14 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class SideWrite:
+    """A statement to run in the transaction that appends an entry (``?`` placeholders)."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class StoredEntry:
     index: int
     leaf_hash: bytes
@@ -128,9 +136,18 @@ class LedgerStore:
         return first, note
 
     def commit_with_proofs(
-        self, bodies: Sequence[bytes], recorded_us: int | None = None, *, proofs: bool = True
+        self,
+        bodies: Sequence[bytes],
+        recorded_us: int | None = None,
+        *,
+        proofs: bool = True,
+        side_writes: Sequence[SideWrite] = (),
     ) -> tuple[int, str, list[list[bytes]]]:
-        """As :meth:`commit`, with each entry's inclusion proof in the signed checkpoint."""
+        """As :meth:`commit`, with each entry's inclusion proof in the signed checkpoint.
+
+        ``side_writes`` are executed in the same transaction, so what they record
+        (a request's nonce, a quota count) is durable exactly when the entries are.
+        """
         old = self.frontier()
         leaves = [merkle.leaf_hash(b) for b in bodies]
         new, nodes = merkle.extend(old, leaves)
@@ -177,6 +194,11 @@ class LedgerStore:
                     ),
                     (new.size, root, note, stamp),
                 )
+                grouped: dict[str, list[tuple[Any, ...]]] = {}
+                for write in side_writes:
+                    grouped.setdefault(write.sql, []).append(write.params)
+                for sql, rows in grouped.items():
+                    conn.exec_driver_sql(self._sql(conn, sql), rows)
         except BaseException:
             self._frontier = None  # reload from what is really committed
             raise
@@ -343,7 +365,7 @@ class Ledger:
         self.store = store
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._pending: list[tuple[bytes, asyncio.Future[Receipt]]] = []
+        self._pending: list[tuple[bytes, Sequence[SideWrite], asyncio.Future[Receipt]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -372,11 +394,12 @@ class Ledger:
             await self._task
         self._task = None
 
-    async def append(self, body: bytes) -> Receipt:
+    async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
+        """Append ``body`` (and run ``side_writes`` in its transaction); its receipt once durable."""
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, done))
+        self._pending.append((body, side_writes, done))
         self._wake.set()
         return await done
 
@@ -393,13 +416,15 @@ class Ledger:
                 continue
             self._idle.clear()
             try:
-                first, note, proofs = await asyncio.to_thread(self._commit, [b for b, _ in batch])
+                first, note, proofs = await asyncio.to_thread(
+                    self._commit, [b for b, _, _ in batch], [w for _, ws, _ in batch for w in ws]
+                )
             except Exception as exc:  # every waiter hears of it; nothing was acknowledged
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
             else:
-                for i, (body, done) in enumerate(batch):
+                for i, (body, _, done) in enumerate(batch):
                     if not done.done():
                         done.set_result(
                             Receipt(first + i, merkle.leaf_hash(body), note, tuple(proofs[i]))
@@ -411,7 +436,9 @@ class Ledger:
             finally:
                 self._idle.set()
 
-    def _commit(self, bodies: list[bytes]) -> tuple[int, str, list[list[bytes]]]:
+    def _commit(
+        self, bodies: list[bytes], side_writes: list[SideWrite]
+    ) -> tuple[int, str, list[list[bytes]]]:
         """Commit one batch; if another process advanced the log, reload and retry once.
 
         The first attempt wrote nothing (the head did not move), so retrying cannot
@@ -419,9 +446,9 @@ class Ledger:
         appending continuously, which a node's ledger must not share.
         """
         try:
-            return self.store.commit_with_proofs(bodies)
-        except ConcurrentWriter:
-            return self.store.commit_with_proofs(bodies)  # its frontier was dropped: reloads
+            return self.store.commit_with_proofs(bodies, side_writes=side_writes)
+        except ConcurrentWriter:  # its frontier was dropped: this reloads
+            return self.store.commit_with_proofs(bodies, side_writes=side_writes)
 
 
 # --- verification --------------------------------------------------------------------

@@ -1,0 +1,304 @@
+"""Cross-city queries over mutual TLS: a real node against a bare gRPC server, same load.
+
+In one run, with the same load generator (``--concurrency`` C asyncio callers on
+one mutual-TLS channel, each sending the next of ``--requests`` N pre-signed
+Query envelopes from shenzhen to huizhou):
+
+* baseline: a bare ``grpc.aio`` server with the node's own certificate and mutual
+  TLS, in its own process, that answers every call with one fixed answer
+  envelope (a real answer, so the bytes on the wire are the same size);
+* project: the huizhou node (``credit-node serve``) in its own process doing the
+  whole path — peer certificate, revocation list, signature, replay guard (in the
+  store), memorandum check, policy decision, store read, redaction, quota count,
+  durable ledger append with its inclusion proof, signed answer.
+
+The load generator does not verify answers (it would cost both sides the same).
+The last line printed is one JSON object: ``queries_per_s`` and latencies of
+both, ``ratio`` (project throughput over the baseline's) and ``p99_ratio``
+(project p99 over the baseline's p99).
+
+    python tests/benchmarks/bench_exchange.py --quick
+    python tests/benchmarks/bench_exchange.py --requests 20000 --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
+from sqlalchemy import text
+
+from node.exchange.client import SERVER_NAME_SUFFIX
+from node.exchange.envelope import QUERY_REQUEST, seal
+from node.keys import load_signing_key
+from node.provision import ProvisionedNode, free_ports, provision, set_settings
+from node.store import open_store
+
+THEMES = ["registration", "admin_penalty", "admin_license"]
+
+
+# --- the bare server (run as a child process) --------------------------------------
+
+
+class _Fixed(exchange_pb2_grpc.CreditExchangeServicer):
+    def __init__(self, answer: exchange_pb2.Envelope) -> None:
+        self.answer = answer
+
+    async def Query(self, request: Any, context: Any) -> Any:
+        return self.answer
+
+
+async def bare_server(home: Path, port: int, answer_file: Path, concurrency: int) -> None:
+    tls = home / "tls"
+    answer = exchange_pb2.Envelope()
+    answer.ParseFromString(answer_file.read_bytes())
+    server = grpc.aio.server(maximum_concurrent_rpcs=max(256, concurrency * 2))
+    exchange_pb2_grpc.add_CreditExchangeServicer_to_server(_Fixed(answer), server)
+    credentials = grpc.ssl_server_credentials(
+        [((tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())],
+        root_certificates=(tls / "ca.crt").read_bytes(),
+        require_client_auth=True,
+    )
+    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+# --- the load generator ----------------------------------------------------------------
+
+
+def requests(node: ProvisionedNode, provider: str, subjects: list[str], n: int) -> list[Any]:
+    key = load_signing_key(node.config.signing_key_path)
+    envelopes = []
+    for i in range(n):
+        header = exchange_pb2.RequestHeader(
+            requester=node.member,
+            provider=provider,
+            nonce=os.urandom(32),
+            created_unix_micros=time.time_ns() // 1000,
+            memorandum_version=1,
+            purpose="public_procurement",
+            legal_basis="《政府采购法》第二十二条",
+            case_reference=f"BENCH-{i}",
+            officer="bench",
+        )
+        request = exchange_pb2.QueryRequest(
+            header=header, subject_id=subjects[i % len(subjects)], themes=THEMES
+        )
+        envelopes.append(seal(QUERY_REQUEST, request.SerializeToString(), key))
+    return envelopes
+
+
+async def drive(
+    requester: ProvisionedNode, provider: str, port: int, envelopes: list[Any], concurrency: int
+) -> dict[str, float]:
+    tls = requester.home / "tls"
+    credentials = grpc.ssl_channel_credentials(
+        (tls / "ca.crt").read_bytes(),
+        (tls / "node.key").read_bytes(),
+        (tls / "node.crt").read_bytes(),
+    )
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{port}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", provider + SERVER_NAME_SUFFIX)],
+    ) as channel:
+        stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+        await stub.Query(envelopes[0], timeout=30)  # connect and warm up
+        queue = iter(envelopes[1:])
+
+        async def caller() -> None:
+            for envelope in queue:
+                started = time.perf_counter()
+                try:
+                    await stub.Query(envelope, timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    failures[exc.code().name] = failures.get(exc.code().name, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if failures:
+        print(f"  failures: {failures}", file=sys.stderr)
+    latencies.sort()
+    return {
+        "queries_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "failed": sum(failures.values()),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(0.3)
+                return
+        time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.home or tempfile.mkdtemp(prefix="bench-exchange-"))
+    ports = free_ports(3)
+    nodes = provision(
+        root,
+        members=("huizhou", "shenzhen"),
+        ports=ports[:2],
+        subjects=args.subjects,
+        say=lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    provider, requester = nodes["huizhou"], nodes["shenzhen"]
+    set_settings(
+        provider.home, request_window_s=3600, max_concurrent_calls=max(256, args.concurrency * 2)
+    )
+    database = open_store(provider.config.database_url)
+    with database.connect() as conn:
+        subjects = [
+            row[0]
+            for row in conn.execute(
+                text("SELECT subject_id FROM subjects WHERE subject_type = 'enterprise'")
+            )
+        ]
+    database.dispose()
+    total = args.requests
+    print(f"  signing {2 * total} requests", file=sys.stderr)
+    for_node = requests(requester, "huizhou", subjects, total)
+    for_bare = requests(requester, "huizhou", subjects, total)
+
+    log = provider.home / "serve.log"
+    command = [sys.executable, "-m", "node.cli", "serve", "--home", str(provider.home)]
+    command += ["--log-level", "WARNING"]
+    if args.profile:  # cProfile of the node under load (pstats file)
+        command[1:1] = ["-m", "cProfile", "-o", args.profile]
+    node = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        wait_ready(node, provider.port, log)
+        # one real answer, for the bare server to send back
+        answer = asyncio.run(_one(requester, provider.port, for_node[0]))
+        print(f"  project: {total} queries, C={args.concurrency}", file=sys.stderr)
+        before = cpu_seconds(node.pid)
+        project = asyncio.run(
+            drive(requester, "huizhou", provider.port, for_node[1:], args.concurrency)
+        )
+        project["cpu_ms"] = (cpu_seconds(node.pid) - before) * 1000 / (total - 1)
+    finally:
+        node.send_signal(signal.SIGINT)  # a clean stop: the profile is written
+        node.wait(60)
+    answer_file = root / "answer.bin"
+    answer_file.write_bytes(answer.SerializeToString())
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--bare-server",
+            str(provider.home),
+            "--port",
+            str(ports[2]),
+            "--answer",
+            str(answer_file),
+            "--concurrency",
+            str(args.concurrency),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        wait_ready(bare, ports[2], log)
+        print(f"  baseline: {total} queries, C={args.concurrency}", file=sys.stderr)
+        before = cpu_seconds(bare.pid)
+        baseline = asyncio.run(drive(requester, "huizhou", ports[2], for_bare, args.concurrency))
+        baseline["cpu_ms"] = (cpu_seconds(bare.pid) - before) * 1000 / total
+    finally:
+        bare.terminate()
+        bare.wait(30)
+    database = open_store(provider.config.database_url)
+    with database.connect() as conn:
+        entries = conn.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one()
+    database.dispose()
+    return {
+        "queries_per_s": round(project["queries_per_s"], 1),
+        "p50_ms": round(project["p50_ms"], 3),
+        "p99_ms": round(project["p99_ms"], 3),
+        "baseline_queries_per_s": round(baseline["queries_per_s"], 1),
+        "baseline_p50_ms": round(baseline["p50_ms"], 3),
+        "baseline_p99_ms": round(baseline["p99_ms"], 3),
+        "ratio": round(project["queries_per_s"] / baseline["queries_per_s"], 3),
+        "p99_ratio": round(project["p99_ms"] / baseline["p99_ms"], 3),
+        "server_cpu_ms_per_query": round(project["cpu_ms"], 3),
+        "baseline_server_cpu_ms_per_query": round(baseline["cpu_ms"], 3),
+        "concurrency": args.concurrency,
+        "requests": total,
+        "failed": project["failed"] + baseline["failed"],
+        "ledger_entries": entries,
+        "answer_bytes": answer.ByteSize(),
+    }
+
+
+async def _one(requester: ProvisionedNode, port: int, envelope: Any) -> Any:
+    tls = requester.home / "tls"
+    credentials = grpc.ssl_channel_credentials(
+        (tls / "ca.crt").read_bytes(),
+        (tls / "node.key").read_bytes(),
+        (tls / "node.crt").read_bytes(),
+    )
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{port}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", "huizhou" + SERVER_NAME_SUFFIX)],
+    ) as channel:
+        return await exchange_pb2_grpc.CreditExchangeStub(channel).Query(envelope, timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small run, under a minute")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--subjects", type=int, default=500)
+    parser.add_argument("--home", help="keep the provisioned nodes here")
+    parser.add_argument("--profile", help="profile the node with cProfile into this pstats file")
+    parser.add_argument("--bare-server", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--answer", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        asyncio.run(
+            bare_server(Path(args.bare_server), args.port, Path(args.answer), args.concurrency)
+        )
+        return
+    if args.quick:
+        args.requests, args.subjects = 3000, 200
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()
