@@ -1,0 +1,740 @@
+"""The attack table: what a node does with a call it must not answer, and what it records.
+
+A real three-member federation on loopback (huizhou and shenzhen on SQLite,
+customs on PostgreSQL), real mutual TLS, the real memorandum. Each row sends one
+attack to a provider (huizhou unless the row says otherwise) and checks both
+halves of the promise in ARCHITECTURE.md ("Signed messages"): the call ends with
+the proper gRPC status and a message saying what was wrong, and the refusal is
+the provider's newest audit entry, naming the TLS peer as the requester, whatever
+the request claims. Attacks that never reach the node's code (no certificate, a
+foreign CA, a message past the transport's limit, calls past the concurrency
+limit) must leave its ledger as it was.
+
+The second table is the requester's side: a provider that lies (or a path that
+alters its answer) is caught by the client, which raises ``AnswerRejected`` and
+records the rejection in its own ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import postgres_schema
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
+from fedharness import Federation
+from google.protobuf.message import Message
+from sqlalchemy import text
+
+from certs.authority import init_ca, issue, revoke
+from certs.identity import member_dns_name
+from node.config import NodeConfig
+from node.exchange.client import AnswerRejected, FederationClient
+from node.exchange.envelope import (
+    ANSWER,
+    BATCH_CHECK_REQUEST,
+    CHECK_REQUEST,
+    QUERY_REQUEST,
+    seal,
+)
+from node.exchange.server import NodeServer
+from node.ledger import merkle
+from node.ledger.log import origin_for
+from node.ledger.note import Signer, open_note, sign_note
+from node.provision import free_ports
+from node.sample import showcase_subject
+from node.store import open_store
+from policy.document import Period
+from policy.engine import quota_period_start
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+MEMBERS = ("huizhou", "shenzhen", "customs")
+ENTERPRISE = showcase_subject("huizhou", 2026)
+Code = grpc.StatusCode
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with postgres_schema() as pg_url:
+        federation = Federation(
+            tmp_path_factory.mktemp("federation"), MEMBERS, {"customs": pg_url}, subjects=40
+        )
+        try:
+            yield federation
+        finally:
+            federation.close()
+
+
+def _sql(fed: Federation, member: str, sql: str, **params: Any) -> list[Any]:
+    database = open_store(fed.nodes[member].config.database_url)
+    try:
+        with database.begin() as conn:
+            return [row[0] for row in conn.execute(text(sql), params)]
+    finally:
+        database.dispose()
+
+
+# -- crafting and sending ---------------------------------------------------------------
+
+_TYPES = {"Query": QUERY_REQUEST, "Check": CHECK_REQUEST, "BatchCheck": BATCH_CHECK_REQUEST}
+_SINGLE: dict[str, type[Message]] = {
+    "Query": exchange_pb2.QueryRequest,
+    "Check": exchange_pb2.CheckRequest,
+}
+
+
+def _payload(
+    fed: Federation,
+    method: str,
+    *,
+    requester: str = "shenzhen",
+    provider: str = "huizhou",
+    subjects: tuple[str, ...] = (ENTERPRISE,),
+    themes: tuple[str, ...] = (),
+    **header: Any,
+) -> bytes:
+    """A request of ``method`` as the requester would serialize it, header fields overridable."""
+    head = fed.header(requester, provider, **header)
+    if method == "BatchCheck":
+        request: Any = exchange_pb2.BatchCheckRequest(
+            header=head, subject_ids=subjects, themes=themes
+        )
+    else:
+        (subject,) = subjects
+        request = _SINGLE[method](header=head, subject_id=subject, themes=themes)
+    return bytes(request.SerializeToString())
+
+
+def _signed(fed: Federation, method: str, signer: str = "shenzhen", **kw: Any) -> Any:
+    return fed.envelope(_TYPES[method], _payload(fed, method, **kw), signer)
+
+
+def _ledger_size(fed: Federation, member: str) -> int:
+    size: int = fed.servers[member].ledger.store.size()
+    return size
+
+
+def _assert_refused_on_record(
+    fed: Federation,
+    error: grpc.aio.AioRpcError | None,
+    code: grpc.StatusCode,
+    says: tuple[str, ...],
+    *,
+    peer: str = "shenzhen",
+    provider: str = "huizhou",
+) -> None:
+    """The call failed with ``code`` and the provider's newest entry records exactly that."""
+    assert error is not None, "the attack was answered"
+    assert error.code() == code, error.details()
+    (entry,) = fed.ledger_entries(provider)
+    assert entry["direction"] == "INCOMING"
+    assert entry["requester"] == peer  # the TLS peer, never what the request claims
+    assert entry["outcome"]["status"] == code.name
+    assert entry["outcome"]["message"] == error.details()
+    for words in says:
+        assert words in error.details(), f"{words!r} not in {error.details()!r}"
+    # the receipt in the trailing metadata points at this very entry
+    (leaf,) = [v for k, v in error.trailing_metadata() or () if k == "audit-leaf-index"]
+    assert int(leaf) == _ledger_size(fed, provider) - 1
+    assert fed.entry_at(provider, int(leaf)).outcome.status == code.name
+
+
+# -- the attack table ------------------------------------------------------------------
+
+
+def _flip(data: bytes, at: int = -1) -> bytes:
+    changed = bytearray(data)
+    changed[at] ^= 0x01
+    return bytes(changed)
+
+
+def _signature_flipped(fed: Federation) -> Any:
+    envelope = _signed(fed, "Query")
+    envelope.signatures[0].sig = _flip(envelope.signatures[0].sig)
+    return envelope
+
+
+def _payload_flipped(fed: Federation) -> Any:
+    envelope = _signed(fed, "Query")
+    envelope.payload = _flip(envelope.payload)
+    return envelope
+
+
+def _unsigned(fed: Federation) -> Any:
+    envelope = _signed(fed, "Query")
+    del envelope.signatures[:]
+    return envelope
+
+
+def _check_sent_as_query(fed: Federation) -> Any:
+    return fed.envelope(CHECK_REQUEST, _payload(fed, "Check"), "shenzhen")
+
+
+def _random_bytes(fed: Federation) -> Any:
+    noise = random.Random(2026).randbytes(512)
+    return fed.envelope(QUERY_REQUEST, noise, "shenzhen")
+
+
+def _no_header(fed: Federation) -> Any:
+    request = exchange_pb2.QueryRequest(subject_id=ENTERPRISE)
+    return fed.envelope(QUERY_REQUEST, request.SerializeToString(), "shenzhen")
+
+
+def _oversized(fed: Federation) -> Any:
+    # ~1.5 MB of subject ids: above the 1 MiB limit, below the transport's 4 MiB
+    return _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 75_000)
+
+
+def _seconds_from_now(seconds: int) -> int:
+    return time.time_ns() // 1000 + seconds * 1_000_000
+
+
+def _individual_in_full(fed: Federation) -> Any:
+    (subject,) = _sql(
+        fed, "huizhou", "SELECT subject_id FROM subjects WHERE subject_type = 'individual' LIMIT 1"
+    )
+    return _signed(
+        fed,
+        "Query",
+        subjects=(subject,),
+        purpose="civil_service_hiring",
+        case_reference="GWY-2026-17",
+    )
+
+
+@dataclass(frozen=True)
+class Attack:
+    method: str
+    craft: Callable[[Federation], Any]
+    code: grpc.StatusCode
+    says: tuple[str, ...]
+
+
+ATTACKS = [
+    pytest.param(
+        Attack("Query", _signature_flipped, Code.UNAUTHENTICATED, ("does not verify",)),
+        id="signature-byte-flipped",
+    ),
+    pytest.param(
+        Attack("Query", _payload_flipped, Code.UNAUTHENTICATED, ("does not verify", "altered")),
+        id="payload-byte-flipped-after-signing",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", signer="customs"),
+            Code.UNAUTHENTICATED,
+            ("signed with the key of customs", "the TLS peer is shenzhen"),
+        ),
+        id="signed-by-another-members-key",
+    ),
+    pytest.param(
+        Attack("Query", _unsigned, Code.UNAUTHENTICATED, ("no signature",)),
+        id="no-signature",
+    ),
+    pytest.param(
+        Attack("Query", _check_sent_as_query, Code.UNAUTHENTICATED, ("payload type",)),
+        id="check-envelope-sent-as-query",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", created_unix_micros=_seconds_from_now(-600)),
+            Code.UNAUTHENTICATED,
+            ("created 600 s old", "±300 s"),
+        ),
+        id="stale-timestamp",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", created_unix_micros=_seconds_from_now(600)),
+            Code.UNAUTHENTICATED,
+            ("600 s in the future",),
+        ),
+        id="future-timestamp",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", memorandum_version=2),
+            Code.FAILED_PRECONDITION,
+            ("memorandum version 2", "holds version 1"),
+        ),
+        id="memorandum-version-mismatch",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", purpose="customs_clearance"),
+            Code.PERMISSION_DENIED,
+            ("lets shenzhen ask huizhou", "customs_clearance"),
+        ),
+        id="purpose-not-permitted-to-this-requester",
+    ),
+    pytest.param(
+        Attack(
+            "Check",
+            lambda fed: _signed(fed, "Check", purpose="civil_service_hiring"),
+            Code.PERMISSION_DENIED,
+            ("purpose civil_service_hiring does not cover subject type enterprise",),
+        ),
+        id="purpose-not-for-this-subject-type",
+    ),
+    pytest.param(
+        Attack("Query", _individual_in_full, Code.PERMISSION_DENIED, ("forbid-individual-full",)),
+        id="individual-in-full-mode",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", case_reference=""),
+            Code.FAILED_PRECONDITION,
+            ("requires a case reference",),
+        ),
+        id="missing-case-reference",
+    ),
+    pytest.param(
+        Attack("Query", _random_bytes, Code.INVALID_ARGUMENT, ("not a QueryRequest",)),
+        id="payload-is-random-bytes",
+    ),
+    pytest.param(
+        Attack("Query", _no_header, Code.INVALID_ARGUMENT, ("no header",)),
+        id="no-header",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", subjects=("91441300-NOT-AN-ID",)),
+            Code.INVALID_ARGUMENT,
+            ("unified social credit code or a resident identity number",),
+        ),
+        id="malformed-subject-id",
+    ),
+    pytest.param(
+        Attack(
+            "BatchCheck",
+            lambda fed: _signed(fed, "BatchCheck", subjects=(ENTERPRISE, "123")),
+            Code.INVALID_ARGUMENT,
+            ("subject 2",),
+        ),
+        id="malformed-subject-in-a-batch",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", provider="customs"),
+            Code.INVALID_ARGUMENT,
+            ("addressed to 'customs'", "this is huizhou"),
+        ),
+        id="header-names-another-provider",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", requester="customs"),
+            Code.INVALID_ARGUMENT,
+            ("names requester 'customs'", "the caller is shenzhen"),
+        ),
+        id="header-names-another-requester",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", nonce=b"short"),
+            Code.INVALID_ARGUMENT,
+            ("the nonce has 5 bytes",),
+        ),
+        id="nonce-too-short",
+    ),
+    pytest.param(
+        Attack("BatchCheck", _oversized, Code.RESOURCE_EXHAUSTED, ("at most 1048576",)),
+        id="message-over-the-size-limit",
+    ),
+    pytest.param(
+        Attack(
+            "BatchCheck",
+            lambda fed: _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 1001),
+            Code.RESOURCE_EXHAUSTED,
+            ("1001 subjects in one batch", "at most 1000"),
+        ),
+        id="batch-over-the-subject-limit",
+    ),
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_attack_is_refused_with_its_status_and_recorded(fed: Federation, attack: Attack) -> None:
+    envelope = attack.craft(fed)
+    answer, error = fed.raw("huizhou", attack.method, envelope, fed.credentials("shenzhen"))
+    assert answer is None
+    _assert_refused_on_record(fed, error, attack.code, attack.says)
+
+
+def test_an_honest_call_passes_the_same_checks(fed: Federation) -> None:
+    """The control row: the crafted request, unaltered, is answered."""
+    answer, error = fed.raw("huizhou", "Query", _signed(fed, "Query"), fed.credentials("shenzhen"))
+    assert error is None and answer is not None
+    (entry,) = fed.ledger_entries("huizhou")
+    assert entry["outcome"]["status"] == "OK" and entry["requester"] == "shenzhen"
+
+
+# -- attacks that need their own set-up ----------------------------------------------
+
+
+def test_certificate_of_a_non_member_from_the_federation_ca_is_refused(
+    fed: Federation, tmp_path: Path
+) -> None:
+    zhuhai = issue("zhuhai", fed.root / "ca", out_dir=tmp_path)
+    credentials = fed.credentials("shenzhen", cert=zhuhai.certificate_path, key=zhuhai.key_path)
+    envelope = _signed(fed, "Query", requester="zhuhai")
+    _, error = fed.raw("huizhou", "Query", envelope, credentials)
+    _assert_refused_on_record(
+        fed, error, Code.PERMISSION_DENIED, ("zhuhai is not a member",), peer="zhuhai"
+    )
+
+
+def test_revoked_certificate_is_refused_once_the_new_list_is_in_place(
+    fed: Federation, tmp_path: Path
+) -> None:
+    ca = fed.root / "ca"
+    second = issue("shenzhen", ca, out_dir=tmp_path)
+    revoked = fed.credentials("shenzhen", cert=second.certificate_path, key=second.key_path)
+    answer, _ = fed.raw("huizhou", "Check", _signed(fed, "Check"), revoked)
+    assert answer is not None, "before the revocation the second certificate is good"
+
+    revoke(second.record.serial_hex, ca)
+    shutil.copy(ca / "crl.pem", fed.nodes["huizhou"].home / "tls" / "crl.pem")
+    time.sleep(1.2)  # the watcher looks at the file at most once a second
+
+    _, error = fed.raw("huizhou", "Check", _signed(fed, "Check"), revoked)
+    _assert_refused_on_record(
+        fed, error, Code.UNAUTHENTICATED, ("certificate of shenzhen is refused", "revoked")
+    )
+    answer, error = fed.raw("huizhou", "Check", _signed(fed, "Check"), fed.credentials("shenzhen"))
+    assert error is None and answer is not None, "shenzhen's own certificate still works"
+
+
+@pytest.mark.parametrize("provider", ["huizhou", "customs"], ids=["sqlite", "postgres"])
+def test_replayed_request_is_refused_also_after_a_restart(fed: Federation, provider: str) -> None:
+    envelope = _signed(fed, "Check", provider=provider)
+    answer, error = fed.raw(provider, "Check", envelope, fed.credentials("shenzhen"))
+    assert error is None and answer is not None
+
+    _, error = fed.raw(provider, "Check", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(fed, error, Code.UNAUTHENTICATED, ("replay",), provider=provider)
+
+    fed.restart(provider)  # the nonces seen are in the store, not only in memory
+    _, error = fed.raw(provider, "Check", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(fed, error, Code.UNAUTHENTICATED, ("replay",), provider=provider)
+
+
+@pytest.mark.parametrize(
+    "themes",
+    [pytest.param(("admin_penalty",), id="theme-asked"), pytest.param((), id="every-theme")],
+)
+def test_exhausted_quota_is_refused(fed: Federation, themes: tuple[str, ...]) -> None:
+    # customs under huizhou-to-customs: no other test asks this, so the count is ours
+    now = dt.datetime.now(dt.UTC)
+    for start in {quota_period_start(Period.DAY, now + dt.timedelta(minutes=m)) for m in (0, 5)}:
+        _sql(
+            fed,
+            "huizhou",
+            "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
+            "VALUES ('customs', 'huizhou-to-customs', :start, 50000) "
+            "ON CONFLICT (requester, rule_id, period_start) DO UPDATE SET used = 50000 "
+            "RETURNING used",
+            start=int(start.timestamp()),
+        )
+    envelope = _signed(
+        fed,
+        "Query",
+        signer="customs",
+        requester="customs",
+        themes=themes,
+        purpose="customs_clearance",
+        legal_basis="中华人民共和国海关法",
+        case_reference="BG-2026-123",
+        officer="clearance-system",
+    )
+    _, error = fed.raw("huizhou", "Query", envelope, fed.credentials("customs"))
+    _assert_refused_on_record(
+        fed,
+        error,
+        Code.RESOURCE_EXHAUSTED,
+        ("quota of 50000 per day exceeded for requester customs under rule huizhou-to-customs",),
+        peer="customs",
+    )
+
+
+def _ca_certificate(fed: Federation) -> bytes:
+    return (fed.root / "ca" / "ca.crt").read_bytes()
+
+
+def _no_certificate(fed: Federation, tmp_path: Path) -> Any:
+    return grpc.ssl_channel_credentials(root_certificates=_ca_certificate(fed))
+
+
+def _certificate_of_another_ca(fed: Federation, tmp_path: Path) -> Any:
+    init_ca(tmp_path / "rogue-ca", name="Rogue CA")
+    rogue = issue("shenzhen", tmp_path / "rogue-ca", out_dir=tmp_path / "rogue")
+    return fed.credentials("shenzhen", cert=rogue.certificate_path, key=rogue.key_path)
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        pytest.param(_no_certificate, id="no-client-certificate"),
+        pytest.param(_certificate_of_another_ca, id="certificate-of-another-ca"),
+    ],
+)
+def test_handshake_without_a_federation_certificate_fails_before_the_node(
+    fed: Federation, tmp_path: Path, credentials: Callable[[Federation, Path], Any]
+) -> None:
+    before = _ledger_size(fed, "huizhou")
+    answer, error = fed.raw("huizhou", "Check", _signed(fed, "Check"), credentials(fed, tmp_path))
+    assert answer is None and error is not None
+    assert error.code() == Code.UNAVAILABLE, error.details()
+    assert _ledger_size(fed, "huizhou") == before  # nothing reached the node: nothing to record
+
+
+def test_message_past_the_transport_limit_is_refused_unread(fed: Federation) -> None:
+    before = _ledger_size(fed, "huizhou")
+    envelope = _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 240_000)  # ~4.8 MB > 4 MiB
+    _, error = fed.raw("huizhou", "BatchCheck", envelope, fed.credentials("shenzhen"))
+    assert error is not None and error.code() == Code.RESOURCE_EXHAUSTED, error
+    assert _ledger_size(fed, "huizhou") == before
+
+
+# -- the requester's side: answers that must not be believed ---------------------------
+
+
+class _Tamper(grpc.aio.UnaryUnaryClientInterceptor):
+    """On the requester's channel: hands every genuine answer to ``change`` first."""
+
+    def __init__(self) -> None:
+        self.change: Callable[[Any], Any] = lambda envelope: envelope
+        self.genuine: list[Any] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        answer = await (await continuation(details, request))
+        self.genuine.append(answer)
+        return self.change(answer)
+
+
+class _ClientOnTamperedChannel(FederationClient):
+    """shenzhen's real client, whose channel to huizhou runs through a :class:`_Tamper`."""
+
+    def __init__(self, fed: Federation, tamper: _Tamper) -> None:
+        super().__init__(fed.nodes["shenzhen"].config, ledger=fed.servers["shenzhen"].ledger)
+        self.fed, self.tamper = fed, tamper
+        self.tampered: grpc.aio.Channel | None = None
+
+    def channel(self, member: str) -> grpc.aio.Channel:
+        if self.tampered is None:
+            self.tampered = grpc.aio.secure_channel(
+                f"127.0.0.1:{self.fed.nodes[member].port}",
+                self.fed.credentials("shenzhen"),
+                options=[("grpc.ssl_target_name_override", member_dns_name(member))],
+                interceptors=[self.tamper],
+            )
+        return self.tampered
+
+    async def close(self) -> None:
+        await self.__aexit__(None, None, None)
+        if self.tampered is not None:
+            await self.tampered.close()
+
+    async def ask(self) -> Any:
+        return await self.query(
+            ENTERPRISE,
+            to="huizhou",
+            purpose="public_procurement",
+            legal_basis="政府采购法第二十二条",
+            case_reference="CG-2026-0001",
+            officer="officer-7",
+            check=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def requester(fed: Federation) -> Iterator[_ClientOnTamperedChannel]:
+    client = _ClientOnTamperedChannel(fed, _Tamper())
+    fed.run(client.__aenter__())
+    try:
+        fed.run(client.ask())  # a genuine answer passes: the channel alters nothing by itself
+        yield client
+    finally:
+        fed.run(client.close())
+
+
+def _resealed(fed: Federation, answer: exchange_pb2.Answer, signer: str = "huizhou") -> Any:
+    """The altered answer signed again with ``signer``'s real key: a provider that lies."""
+    return seal(ANSWER, answer.SerializeToString(), fed.signing_key(signer))
+
+
+def _answer_of(envelope: Any) -> exchange_pb2.Answer:
+    answer = exchange_pb2.Answer()
+    answer.ParseFromString(envelope.payload)
+    return answer
+
+
+def _signed_by_requester(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    return _resealed(fed, _answer_of(envelope), signer="shenzhen")
+
+
+def _answer_of_another_request(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    return tamper.genuine[0]  # the fixture's first answer, genuine but to another request
+
+
+def _addressed_to_another_member(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(answer.body)
+    body.requester = "customs"
+    answer.body = body.SerializeToString(deterministic=True)
+    return _resealed(fed, answer)
+
+
+def _entry_altered(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    answer.receipt.entry = _flip(answer.receipt.entry)
+    return _resealed(fed, answer)
+
+
+def _entry_of_another_request(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    entry = audit_pb2.AuditEntry()
+    entry.ParseFromString(answer.receipt.entry)
+    entry.request_digest = os.urandom(32)
+    answer.receipt.entry = entry.SerializeToString(deterministic=True)
+    answer.receipt.leaf_hash = merkle.leaf_hash(answer.receipt.entry)
+    return _resealed(fed, answer)
+
+
+def _proof_altered(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    assert answer.receipt.inclusion_proof, "the ledger has more than one entry by now"
+    answer.receipt.inclusion_proof[0] = _flip(answer.receipt.inclusion_proof[0])
+    return _resealed(fed, answer)
+
+
+def _checkpoint_by_another_key(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    origin = origin_for("huizhou")
+    genuine_text, _ = open_note(
+        answer.receipt.checkpoint, [Signer(origin, fed.signing_key("huizhou")).verifier()]
+    )
+    answer.receipt.checkpoint = sign_note(genuine_text, Signer(origin, fed.signing_key("customs")))
+    return _resealed(fed, answer)
+
+
+def _body_altered_after_signing(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(answer.body)
+    body.subjects[0].themes[0].hit = not body.subjects[0].themes[0].hit
+    answer.body = body.SerializeToString(deterministic=True)
+    altered = exchange_pb2.Envelope()
+    altered.CopyFrom(envelope)
+    altered.payload = answer.SerializeToString()  # the provider's signature left as it was
+    return altered
+
+
+TAMPERINGS = [
+    pytest.param(_signed_by_requester, "is not signed by it", id="re-signed-by-the-requester"),
+    pytest.param(
+        _answer_of_another_request, "bound to another request", id="answer-to-another-request"
+    ),
+    pytest.param(
+        _addressed_to_another_member, "to 'customs', expected", id="addressed-to-another-member"
+    ),
+    pytest.param(_entry_altered, "does not hash to its leaf hash", id="receipt-entry-altered"),
+    pytest.param(
+        _entry_of_another_request,
+        "does not record this request",
+        id="receipt-entry-of-another-request",
+    ),
+    pytest.param(_proof_altered, "the receipt does not verify", id="inclusion-proof-altered"),
+    pytest.param(
+        _checkpoint_by_another_key,
+        "found no signature by a known key",
+        id="checkpoint-signed-by-another-key",
+    ),
+    pytest.param(
+        _body_altered_after_signing, "is not signed by it", id="answer-altered-after-signing"
+    ),
+]
+
+
+@pytest.mark.parametrize(("tampering", "says"), TAMPERINGS)
+def test_requester_rejects_an_answer_that_does_not_verify_and_records_it(
+    fed: Federation,
+    requester: _ClientOnTamperedChannel,
+    tampering: Callable[[Federation, _Tamper, Any], Any],
+    says: str,
+) -> None:
+    tamper = requester.tamper
+    tamper.change = lambda envelope: tampering(fed, tamper, envelope)
+    try:
+        with pytest.raises(AnswerRejected, match=says):
+            fed.run(requester.ask())
+    finally:
+        tamper.change = lambda envelope: envelope
+    (own,) = fed.ledger_entries("shenzhen")
+    assert own["direction"] == "OUTGOING" and own["responder"] == "huizhou"
+    assert own["outcome"]["status"] == "ANSWER_REJECTED"
+    assert says in own["outcome"]["message"]
+
+
+# -- overload ------------------------------------------------------------------------------
+
+
+def test_calls_beyond_the_concurrency_limit_are_refused_and_none_is_lost(fed: Federation) -> None:
+    """A second huizhou process (same store) that takes 2 calls at a time gets 40 at once."""
+    node = fed.nodes["huizhou"]
+    base = node.config
+    config = NodeConfig(base.home, base.settings.model_copy(update={"max_concurrent_calls": 2}))
+    server = NodeServer(config, port=free_ports(1)[0])
+    fed.run(server.start())
+    credentials = fed.credentials("shenzhen")
+    envelopes = [_signed(fed, "Check") for _ in range(40)]
+    before = _ledger_size(fed, "huizhou")
+
+    async def storm() -> list[grpc.StatusCode]:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{server.port}",
+            credentials,
+            options=[("grpc.ssl_target_name_override", member_dns_name("huizhou"))],
+        ) as channel:
+            stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+
+            async def one(envelope: Any) -> grpc.StatusCode:
+                try:
+                    await stub.Check(envelope, timeout=20)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return Code.OK
+
+            return list(await asyncio.gather(*(one(e) for e in envelopes)))
+
+    try:
+        codes = fed.run(storm(), timeout=30)
+    finally:
+        fed.run(server.stop(0))
+    assert len(codes) == len(envelopes)  # every call came back: none hung, none lost
+    assert set(codes) <= {Code.OK, Code.RESOURCE_EXHAUSTED}, codes
+    assert codes.count(Code.RESOURCE_EXHAUSTED) > 0 and codes.count(Code.OK) > 0, codes
+    # the answered calls are on the record; the refused ones never reached the node
+    assert _ledger_size(fed, "huizhou") - before == codes.count(Code.OK)
