@@ -66,12 +66,17 @@ class NodeSettings(BaseSettings):
     )
     subject_hmac_key: Path = Path("keys/subject-hmac.key")
     ledger_max_batch: int = Field(default=1024, ge=1, le=100_000)
-    ledger_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    ledger_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="under load, how long a ledger batch waits to fill (an idle node never waits)",
+    )
     tls_cert: Path = Field(default=Path("tls/node.crt"), description="this node's certificate")
     tls_key: Path = Field(default=Path("tls/node.key"), description="its private key (0600)")
     tls_ca: Path = Field(default=Path("tls/ca.crt"), description="the federation CA certificate")
-    tls_crl: Path | None = Field(
-        default=Path("tls/crl.pem"), description="the CA's signed revocation list"
+    tls_crl: Path = Field(
+        default=Path("tls/crl.pem"), description="the CA's signed revocation list (required)"
     )
     peers: dict[str, str] = Field(
         default_factory=dict,
@@ -162,8 +167,8 @@ class NodeConfig:
         return self.path(self.settings.tls_ca)
 
     @property
-    def tls_crl_path(self) -> Path | None:
-        return None if self.settings.tls_crl is None else self.path(self.settings.tls_crl)
+    def tls_crl_path(self) -> Path:
+        return self.path(self.settings.tls_crl)
 
 
 def describe_errors(errors: list[Any], config_file: Path) -> str:

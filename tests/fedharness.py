@@ -21,7 +21,8 @@ import grpc
 import nacl.signing
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
-from node.exchange.client import SERVER_NAME_SUFFIX, FederationClient
+from certs.identity import member_dns_name
+from node.exchange.client import FederationClient
 from node.exchange.envelope import seal
 from node.exchange.server import NodeServer
 from node.keys import load_signing_key
@@ -156,7 +157,7 @@ class Federation:
             async with grpc.aio.secure_channel(
                 target,
                 credentials,
-                options=[("grpc.ssl_target_name_override", provider + SERVER_NAME_SUFFIX)],
+                options=[("grpc.ssl_target_name_override", member_dns_name(provider))],
             ) as channel:
                 stub = exchange_pb2_grpc.CreditExchangeStub(channel)
                 try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,8 +157,39 @@ def test_db_status_reports_the_schema_revision(home: Path) -> None:
     assert code == 0 and "schema revision" in output
 
 
-def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
-    code, output = cli("demo", "--subjects", "30", "--home", str(tmp_path / "demo"))
-    assert code == 0, output
-    assert "changes nothing" in output
-    assert "unchanged" in output
+@pytest.mark.slow
+def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> None:
+    base = random.randrange(20_000, 60_000, 10)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "demo",
+            "--once",
+            "--subjects",
+            "40",
+            "--base-port",
+            str(base),
+            "--metrics-port",
+            "0",
+            "--dir",
+            str(tmp_path / "fed"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for member in ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs"):
+        assert f"node {member}:" in output
+    assert "refused" in output and "PERMISSION_DENIED" in output  # the denied purpose
+    assert "HIT" in output  # the check and the batch check
+    assert "(masked)" in output and "********" in output
+    assert output.count("✓ entry included in") >= 4
+    assert "verified" in output
+    assert not list((tmp_path / "fed").glob("*/serve.log")) or all(
+        "Traceback" not in log.read_text() for log in (tmp_path / "fed").glob("*/serve.log")
+    )

@@ -28,11 +28,12 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
+from certs.identity import member_dns_name
 from node.cli.common import err, out, reports_errors
 from node.cli.exchange import print_answer
 from node.config import load_config
 from node.errors import NodeError
-from node.exchange.client import SERVER_NAME_SUFFIX, FederationClient, QueryRefused
+from node.exchange.client import FederationClient, QueryRefused
 from node.exchange.server import tls_material
 from node.ledger import open_store as open_ledger_store
 from node.ledger.log import verify
@@ -115,12 +116,14 @@ def _wait_ready(
     """Wait for each node's gRPC health check to say SERVING, over mutual TLS."""
 
     async def healthy(node: ProvisionedNode) -> bool:
-        chain, key, ca = tls_material(node.config)
-        credentials = grpc.ssl_channel_credentials(ca, key, chain)
+        tls = tls_material(node.config)
+        credentials = grpc.ssl_channel_credentials(
+            tls.ca_pem, tls.private_key_pem, tls.certificate_pem
+        )
         async with grpc.aio.secure_channel(
             f"127.0.0.1:{node.port}",
             credentials,
-            options=[("grpc.ssl_target_name_override", node.member + SERVER_NAME_SUFFIX)],
+            options=[("grpc.ssl_target_name_override", member_dns_name(node.member))],
         ) as channel:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(

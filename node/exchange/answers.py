@@ -17,16 +17,14 @@ from dataclasses import dataclass
 
 import orjson
 from creditexchange.v1 import exchange_pb2
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from node.catalog import Catalog, FieldType
 from node.identifiers import mask_identifier, mask_name, mask_resident_id
 from node.publicity import is_public
-from node.store.models import Record, RecordStatus, Subject
+from node.store.database import driver_sql
+from node.store.models import RecordStatus
 from policy.engine import Decision
-
-_SUBJECTS = Subject.__table__
-_RECORDS = Record.__table__
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class StoredRecord:
     decision_date: dt.date | None
     valid_until: dt.date | None
     publicity_end: dt.date | None
-    fields: bytes  # JSON
+    fields: str | bytes  # JSON
 
 
 def read_records(
@@ -48,49 +46,68 @@ def read_records(
     """Names of the subjects found, and their public records in ``themes``.
 
     One indexed query for the subjects and one for the records, whatever the
-    number of subjects (a batch check asks hundreds at once).
+    number of subjects (a batch check asks hundreds at once). Plain SQL: this is
+    the hot path of every query, and building Core statements cost more than
+    running them; the driver's own cursor is used.
     """
     wanted = sorted(set(themes))
     ids = sorted(set(subject_ids))
     if not ids:
         return {}, []
     with engine.connect() as conn:
-        names = {
-            row.subject_id: row.name
-            for row in conn.execute(
-                select(_SUBJECTS.c.subject_id, _SUBJECTS.c.name).where(
-                    _SUBJECTS.c.subject_id.in_(ids)
+        dialect = conn.dialect.name
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            marks = ",".join("?" * len(ids))
+            cursor.execute(
+                driver_sql(
+                    dialect, f"SELECT subject_id, name FROM subjects WHERE subject_id IN ({marks})"
+                ),
+                tuple(ids),
+            )
+            names = {str(subject_id): str(name) for subject_id, name in cursor.fetchall()}
+            if not wanted or not names:
+                return names, []
+            found = sorted(names)
+            cursor.execute(
+                driver_sql(
+                    dialect,
+                    "SELECT subject_id, theme, record_key, source_department, status, "
+                    "decision_date, valid_until, publicity_end, fields FROM records "
+                    f"WHERE subject_id IN ({','.join('?' * len(found))}) "
+                    f"AND theme IN ({','.join('?' * len(wanted))}) "
+                    "ORDER BY subject_id, theme, decision_date DESC, record_key",
+                ),
+                (*found, *wanted),
+            )
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    records = []
+    for row in rows:
+        publicity_end = _date(row[7])
+        if row[4] != RecordStatus.EXPIRED and is_public(publicity_end, today):
+            records.append(
+                StoredRecord(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    _date(row[5]),
+                    _date(row[6]),
+                    publicity_end,
+                    row[8],
                 )
             )
-        }
-        if not wanted or not names:
-            return names, []
-        rows = conn.execute(
-            select(
-                _RECORDS.c.subject_id,
-                _RECORDS.c.theme,
-                _RECORDS.c.record_key,
-                _RECORDS.c.source_department,
-                _RECORDS.c.status,
-                _RECORDS.c.decision_date,
-                _RECORDS.c.valid_until,
-                _RECORDS.c.publicity_end,
-                _RECORDS.c.fields,
-            )
-            .where(_RECORDS.c.subject_id.in_(sorted(names)), _RECORDS.c.theme.in_(wanted))
-            .order_by(
-                _RECORDS.c.subject_id,
-                _RECORDS.c.theme,
-                _RECORDS.c.decision_date.desc(),
-                _RECORDS.c.record_key,
-            )
-        ).all()
-    records = [
-        StoredRecord(*row)
-        for row in rows
-        if row.status != RecordStatus.EXPIRED and is_public(row.publicity_end, today)
-    ]
     return names, records
+
+
+def _date(value: object) -> dt.date | None:
+    """A date column as the driver gives it: a date (PostgreSQL) or ISO text (SQLite)."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
 
 
 def _iso(value: dt.date | None) -> str:

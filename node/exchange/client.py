@@ -33,6 +33,7 @@ import grpc
 import nacl.signing
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
+from certs.identity import member_dns_name
 from node.catalog import load_catalog
 from node.config import NodeConfig
 from node.errors import NodeError
@@ -57,8 +58,6 @@ from node.ledger.note import Checkpoint, NoteError, Verifier, open_note
 from node.ledger.note import key_id as note_key_id
 from node.store import open_store
 from policy.trust import TrustStore
-
-SERVER_NAME_SUFFIX = ".member.credit-exchange"
 
 
 class QueryRefused(NodeError):
@@ -106,9 +105,11 @@ class FederationClient:
         self.hmac_key = load_hmac_key(config.subject_hmac_key_path)
 
     async def __aenter__(self) -> FederationClient:
-        chain, key, ca = tls_material(self.config)
+        tls = tls_material(self.config)
         self._credentials = grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=key, certificate_chain=chain
+            root_certificates=tls.ca_pem,
+            private_key=tls.private_key_pem,
+            certificate_chain=tls.certificate_pem,
         )
         self._view = FederationView(
             TrustStore(self.config.policy_dir),
@@ -143,7 +144,7 @@ class FederationClient:
                 target,
                 self._credentials,
                 options=[
-                    ("grpc.ssl_target_name_override", member + SERVER_NAME_SUFFIX),
+                    ("grpc.ssl_target_name_override", member_dns_name(member)),
                     ("grpc.max_receive_message_length", 64 << 20),
                 ],
             )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -25,6 +24,8 @@ from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from certs.credentials import NodeCredentials, load_node_credentials
+from certs.errors import CertificateError
 from certs.revocation import RevocationWatcher
 from node.catalog import load_catalog
 from node.config import NodeConfig
@@ -50,24 +51,24 @@ SERVICE_NAMES = (
 )
 
 
-def _read(path: Path, what: str, hint: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist: {hint}") from None
-
-
-def tls_material(config: NodeConfig) -> tuple[bytes, bytes, bytes]:
-    """(certificate chain, private key, CA certificate) of a node, or a ConfigError."""
+def tls_material(config: NodeConfig) -> NodeCredentials:
+    """The node's own certificate, key and CA, cross-checked; a ConfigError says what to fix."""
     hint = (
         f"issue one with 'credit-node certs issue {config.member_id} --ca CA_DIR' and set "
         "tls_cert / tls_key / tls_ca in node.toml"
     )
-    return (
-        _read(config.tls_cert_path, "the node certificate", hint),
-        _read(config.tls_key_path, "the node key", hint),
-        _read(config.tls_ca_path, "the federation CA certificate", hint),
-    )
+    try:
+        credentials = load_node_credentials(
+            config.tls_cert_path, config.tls_key_path, config.tls_ca_path
+        )
+    except CertificateError as exc:
+        raise ConfigError(f"{exc}; {hint}") from None
+    if credentials.member != config.member_id:
+        raise ConfigError(
+            f"{config.tls_cert_path} is the certificate of {credentials.member}, this node is "
+            f"{config.member_id}; {hint}"
+        )
+    return credentials
 
 
 class _CreditExchange(exchange_pb2_grpc.CreditExchangeServicer):
@@ -163,14 +164,18 @@ class NodeServer:
 
     async def start(self) -> None:
         config, settings = self.config, self.config.settings
-        chain, key, ca = tls_material(config)
+        tls = tls_material(config)
         catalog = load_catalog(config.catalog_path)
         database = open_database(config.database_url)
         view = FederationView(TrustStore(config.policy_dir), catalog, config.member_id)
         view.current()  # refuse to start without a memorandum, saying how to install one
-        revocations = None
-        if config.tls_crl_path is not None:
+        try:  # no revocation list, no service: a node never serves without one (fail closed)
             revocations = RevocationWatcher(config.tls_crl_path, config.tls_ca_path)
+        except CertificateError as exc:
+            raise ConfigError(
+                f"{exc}; copy the federation CA's crl.pem there ('credit-node certs crl' "
+                "publishes a fresh one)"
+            ) from None
         self._ledger = open_ledger(config, database)
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
@@ -209,7 +214,9 @@ class NodeServer:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         credentials = grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=ca, require_client_auth=True
+            [(tls.private_key_pem, tls.certificate_pem)],
+            root_certificates=tls.ca_pem,
+            require_client_auth=True,
         )
         address = f"{settings.grpc_host}:{self.requested_port}"
         self.port = server.add_secure_port(address, credentials)

@@ -6,9 +6,10 @@ Invariants this module keeps:
   transaction has committed (SQLite ``synchronous=FULL`` in WAL mode, PostgreSQL's
   default ``fsync``), so a crash at any moment loses nothing acknowledged.
 * **Group commit.** Concurrent appends share one transaction and one flush: the
-  committer takes whatever has queued up (at most ``max_batch``, waiting at most
-  ``max_wait`` seconds for more), writes the entries, the perfect subtree hashes
-  they complete and a newly signed checkpoint, and commits once.
+  committer takes whatever has queued up (at most ``max_batch``; when the last
+  batch held more than one entry, after waiting ``max_wait`` seconds for more, so
+  an idle node never waits), writes the entries, the perfect subtree hashes they
+  complete, a newly signed checkpoint and the appends' side writes, and commits once.
 * **No gap, no half batch.** Entries, tree nodes, the checkpoint and the head move
   in one transaction; the head is advanced with ``WHERE size = <old size>``, so a
   second writer on the same database cannot interleave. The loser's commit fails
@@ -371,6 +372,7 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
         self.batches: list[int] = []  # sizes of recent batches, for metrics (bounded)
         self.on_batch: Callable[[int], object] | None = None  # told each batch's size
+        self._busy = False  # the last batch held more than one entry: waiting pays
 
     async def __aenter__(self) -> Ledger:
         await asyncio.to_thread(self.store.frontier)
@@ -395,7 +397,7 @@ class Ledger:
         self._task = None
 
     async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
-        """Append ``body`` (and run ``side_writes`` in its transaction); its receipt once durable."""
+        """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable."""
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -406,8 +408,8 @@ class Ledger:
     async def _commit_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if self.max_wait and len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.max_wait)
+            if self.max_wait and self._busy and len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.max_wait)  # under load: let the batch fill a little
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             if not self._pending:
@@ -431,6 +433,7 @@ class Ledger:
                         )
                 self.batches.append(len(batch))
                 del self.batches[:-1000]
+                self._busy = len(batch) > 1
                 if self.on_batch is not None:
                     self.on_batch(len(batch))
             finally:

@@ -40,7 +40,7 @@ import grpc
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 from sqlalchemy import text
 
-from node.exchange.client import SERVER_NAME_SUFFIX
+from certs.identity import member_dns_name
 from node.exchange.envelope import QUERY_REQUEST, seal
 from node.keys import load_signing_key
 from node.provision import ProvisionedNode, free_ports, provision, set_settings
@@ -116,7 +116,7 @@ async def drive(
     async with grpc.aio.secure_channel(
         f"127.0.0.1:{port}",
         credentials,
-        options=[("grpc.ssl_target_name_override", provider + SERVER_NAME_SUFFIX)],
+        options=[("grpc.ssl_target_name_override", member_dns_name(provider))],
     ) as channel:
         stub = exchange_pb2_grpc.CreditExchangeStub(channel)
         await stub.Query(envelopes[0], timeout=30)  # connect and warm up
@@ -200,6 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     command += ["--log-level", "WARNING"]
     if args.profile:  # cProfile of the node under load (pstats file)
         command[1:1] = ["-m", "cProfile", "-o", args.profile]
+    if os.environ.get("BENCH_NODE_COMMAND"):
+        command = [sys.executable, *os.environ["BENCH_NODE_COMMAND"].split(), str(provider.home)]
     node = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
         wait_ready(node, provider.port, log)
@@ -273,7 +275,7 @@ async def _one(requester: ProvisionedNode, port: int, envelope: Any) -> Any:
     async with grpc.aio.secure_channel(
         f"127.0.0.1:{port}",
         credentials,
-        options=[("grpc.ssl_target_name_override", "huizhou" + SERVER_NAME_SUFFIX)],
+        options=[("grpc.ssl_target_name_override", member_dns_name("huizhou"))],
     ) as channel:
         return await exchange_pb2_grpc.CreditExchangeStub(channel).Query(envelope, timeout=30)
 
