@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from creditexchange.v1 import exchange_pb2
@@ -43,46 +44,58 @@ class StoredRecord:
 def read_records(
     engine: Engine, subject_ids: Sequence[str], themes: Iterable[str], today: dt.date
 ) -> tuple[dict[str, str], list[StoredRecord]]:
+    """:func:`read_records_with` on a connection of ``engine``'s pool."""
+    with engine.connect() as conn:
+        return read_records_with(
+            conn.connection.driver_connection, conn.dialect.name, subject_ids, themes, today
+        )
+
+
+def read_records_with(
+    connection: Any,
+    dialect: str,
+    subject_ids: Sequence[str],
+    themes: Iterable[str],
+    today: dt.date,
+) -> tuple[dict[str, str], list[StoredRecord]]:
     """Names of the subjects found, and their public records in ``themes``.
 
     One indexed query for the subjects and one for the records, whatever the
-    number of subjects (a batch check asks hundreds at once). Plain SQL: this is
-    the hot path of every query, and building Core statements cost more than
-    running them; the driver's own cursor is used.
+    number of subjects (a batch check asks hundreds at once). Plain SQL on the
+    driver's own ``connection`` (sqlite3 or psycopg): this is the hot path of
+    every query, and building Core statements cost more than running them.
     """
     wanted = sorted(set(themes))
     ids = sorted(set(subject_ids))
     if not ids:
         return {}, []
-    with engine.connect() as conn:
-        dialect = conn.dialect.name
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            marks = ",".join("?" * len(ids))
-            cursor.execute(
-                driver_sql(
-                    dialect, f"SELECT subject_id, name FROM subjects WHERE subject_id IN ({marks})"
-                ),
-                tuple(ids),
-            )
-            names = {str(subject_id): str(name) for subject_id, name in cursor.fetchall()}
-            if not wanted or not names:
-                return names, []
-            found = sorted(names)
-            cursor.execute(
-                driver_sql(
-                    dialect,
-                    "SELECT subject_id, theme, record_key, source_department, status, "
-                    "decision_date, valid_until, publicity_end, fields FROM records "
-                    f"WHERE subject_id IN ({','.join('?' * len(found))}) "
-                    f"AND theme IN ({','.join('?' * len(wanted))}) "
-                    "ORDER BY subject_id, theme, decision_date DESC, record_key",
-                ),
-                (*found, *wanted),
-            )
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
+    cursor = connection.cursor()
+    try:
+        marks = ",".join("?" * len(ids))
+        cursor.execute(
+            driver_sql(
+                dialect, f"SELECT subject_id, name FROM subjects WHERE subject_id IN ({marks})"
+            ),
+            tuple(ids),
+        )
+        names = {str(subject_id): str(name) for subject_id, name in cursor.fetchall()}
+        if not wanted or not names:
+            return names, []
+        found = sorted(names)
+        cursor.execute(
+            driver_sql(
+                dialect,
+                "SELECT subject_id, theme, record_key, source_department, status, "
+                "decision_date, valid_until, publicity_end, fields FROM records "
+                f"WHERE subject_id IN ({','.join('?' * len(found))}) "
+                f"AND theme IN ({','.join('?' * len(wanted))}) "
+                "ORDER BY subject_id, theme, decision_date DESC, record_key",
+            ),
+            (*found, *wanted),
+        )
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     records = []
     for row in rows:
         publicity_end = _date(row[7])

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import hashlib
 import logging
 import time
@@ -161,7 +160,13 @@ class Provider:
         self.hmac_key = hmac_key
         self.metrics = metrics
         self.limits = limits
-        self._inline_reads = database.dialect.name == "sqlite"
+        # SQLite: one connection of the pool kept for reads on the event loop's thread
+        self._reader = database.raw_connection() if database.dialect.name == "sqlite" else None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # -- the call --------------------------------------------------------------------
 
@@ -440,17 +445,16 @@ class Provider:
             raise Refusal(_STATUS[first.status], "; ".join(reasons), "policy")
         allowed_themes = {theme for _, theme in allowed}
         self._check_deadline(context)
-        read = functools.partial(
-            answers.read_records,
-            self.database,
-            [s for s, _ in parsed],
-            allowed_themes,
-            dt.datetime.now(CST).date(),
-        )
-        if self._inline_reads:  # a local SQLite read takes less than handing it to a thread
-            names, records = read()
+        subject_ids = [s for s, _ in parsed]
+        today = dt.datetime.now(CST).date()
+        if self._reader is not None:  # a local SQLite read takes less than a thread handoff
+            names, records = answers.read_records_with(
+                self._reader.driver_connection, "sqlite", subject_ids, allowed_themes, today
+            )
         else:
-            names, records = await asyncio.to_thread(read)
+            names, records = await asyncio.to_thread(
+                answers.read_records, self.database, subject_ids, allowed_themes, today
+            )
         by_subject: dict[str, dict[str, list[answers.StoredRecord]]] = {}
         for record in records:
             by_subject.setdefault(record.subject_id, {}).setdefault(record.theme, []).append(record)

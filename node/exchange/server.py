@@ -146,6 +146,7 @@ class NodeServer:
         self.metrics = Metrics()
         self._server: grpc.aio.Server | None = None
         self._ledger: Ledger | None = None
+        self._provider: Provider | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -181,7 +182,7 @@ class NodeServer:
         self._ledger.on_batch = self.metrics.ledger_batch.observe
         replay = ReplayGuard(database, settings.request_window_s)
         replay.load()
-        provider = Provider(
+        self._provider = provider = Provider(
             member_id=config.member_id,
             database=database,
             catalog=catalog,
@@ -252,6 +253,9 @@ class NodeServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._provider is not None:
+            self._provider.close()
+            self._provider = None
         if self._ledger is not None:
             await self._ledger.close()
             self._ledger = None
