@@ -246,3 +246,58 @@ def test_get_memorandum_returns_the_installed_version(fed: Federation) -> None:
     assert response.version == 1
     path: Path = fed.nodes["shenzhen"].config.policy_dir / "current.json"
     assert response.envelope_json == path.read_bytes()
+
+
+def test_health_reflection_and_metrics_are_served(fed: Federation) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from prometheus_client import generate_latest
+
+    fed.ask("shenzhen", showcase_subject("huizhou", 2026), to="huizhou", **PROCUREMENT)
+    with pytest.raises(QueryRefused):
+        fed.ask(
+            "shenzhen",
+            showcase_subject("huizhou", 2026),
+            to="huizhou",
+            **{**PROCUREMENT, "purpose": "customs_clearance"},
+        )
+
+    async def probe() -> tuple[Any, list[str]]:
+        channel = fed.client("shenzhen").channel("huizhou")
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="creditexchange.v1.CreditExchange")
+        )
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        names: list[str] = []
+        async for reply in stub.ServerReflectionInfo(iter([request])):
+            names += [s.name for s in reply.list_services_response.service]
+        return health, names
+
+    health, services = fed.run(probe())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert {"creditexchange.v1.CreditExchange", "creditexchange.v1.Audit"} <= set(services)
+
+    text = generate_latest(fed.servers["huizhou"].metrics.registry).decode()
+    assert 'credit_node_queries_total{decision="allow",method="Query",purpose=' in text
+    assert 'requester="shenzhen"' in text and 'status="PERMISSION_DENIED"' in text
+    assert 'credit_node_refusals_total{reason="policy"}' in text
+    assert "credit_node_ledger_batch_entries_count" in text
+
+
+def test_logs_are_json_and_never_carry_a_subject(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from node.logs import JsonFormatter
+
+    subject = showcase_subject("huizhou", 2026)
+    with caplog.at_level("INFO", logger="node.exchange"):
+        fed.ask("shenzhen", subject, to="huizhou", **PROCUREMENT)
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "node.exchange"]
+    assert lines
+    for line in lines:
+        data = json.loads(line)
+        assert data["requester"] == "shenzhen" and data["status"] == "OK"
+        assert subject not in line
