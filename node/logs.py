@@ -34,10 +34,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", stream: Any = None) -> None:
-    """Send the ``node`` loggers' records to ``stream`` (stderr) as JSON lines."""
+    """Send the node's loggers' records (``node``, ``certs``, ``policy``) to stderr as JSON."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("node")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    for name in ("node", "certs", "policy"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False

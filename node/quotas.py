@@ -90,25 +90,31 @@ class QuotaCounter:
         return stored[0] + self._uncommitted.get(key, 0)
 
     def charge(
-        self, requester: str, periods: Mapping[str, dt.datetime], times: int = 1
-    ) -> tuple[list[SideWrite], list[tuple[str, str, int]]]:
-        """Count ``times`` queries against each rule's period: (writes to run, keys to settle)."""
-        keys = [(requester, rule, _stamp(start)) for rule, start in periods.items()]
-        for key in keys:
-            self._uncommitted[key] = self._uncommitted.get(key, 0) + times
-        return [SideWrite(_UPSERT, (*key, times)) for key in keys], keys
+        self, requester: str, periods: Mapping[str, dt.datetime], counts: Mapping[str, int]
+    ) -> tuple[list[SideWrite], list[tuple[tuple[str, str, int], int]]]:
+        """Count ``counts[rule]`` queries against each rule's period, at once, in memory.
 
-    def settled(self, keys: Sequence[tuple[str, str, int]], times: int, committed: bool) -> None:
+        Returns the writes that persist the counts (for the transaction of the
+        call's audit entry) and what was charged (for :meth:`settled`).
+        """
+        charged = [
+            ((requester, rule, _stamp(start)), counts[rule]) for rule, start in periods.items()
+        ]
+        for key, n in charged:
+            self._uncommitted[key] = self._uncommitted.get(key, 0) + n
+        return [SideWrite(_UPSERT, (*key, n)) for key, n in charged], charged
+
+    def settled(self, charged: Sequence[tuple[tuple[str, str, int], int]], committed: bool) -> None:
         """The append carrying these counts resolved: they are in the store now, or never."""
-        for key in keys:
-            left = self._uncommitted.get(key, 0) - times
+        for key, n in charged:
+            left = self._uncommitted.get(key, 0) - n
             if left > 0:
                 self._uncommitted[key] = left
             else:
                 self._uncommitted.pop(key, None)
             if committed and key in self._stored:
                 used, read_at = self._stored[key]
-                self._stored[key] = (used + times, read_at)
+                self._stored[key] = (used + n, read_at)
 
 
 _UPSERT = (

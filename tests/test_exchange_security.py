@@ -738,3 +738,96 @@ def test_calls_beyond_the_concurrency_limit_are_refused_and_none_is_lost(fed: Fe
     assert codes.count(Code.RESOURCE_EXHAUSTED) > 0 and codes.count(Code.OK) > 0, codes
     # the answered calls are on the record; the refused ones never reached the node
     assert _ledger_size(fed, "huizhou") - before == codes.count(Code.OK)
+
+
+# -- amplification and quotas under concurrency ------------------------------------------
+
+
+def test_many_unknown_themes_are_refused_before_the_policy_with_a_small_record(
+    fed: Federation,
+) -> None:
+    themes = ("admin_penalty", *(f"made-up-{i}" for i in range(10_000)))
+    envelope = _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 50, themes=themes)
+    _, error = fed.raw("huizhou", "BatchCheck", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(fed, error, Code.INVALID_ARGUMENT, ("unknown theme(s)",))
+    assert error is not None and len(error.details()) <= 1000
+    (entry,) = fed.ledger_entries("huizhou")
+    assert not entry.get("theme_decisions")  # refused before any theme was decided
+
+
+def test_a_theme_asked_many_times_is_answered_once(fed: Federation) -> None:
+    envelope = _signed(fed, "Check", themes=("admin_penalty",) * 500)
+    answer, error = fed.raw("huizhou", "Check", envelope, fed.credentials("shenzhen"))
+    assert error is None and answer is not None
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(_answer_of(answer).body)
+    assert [t.theme for t in body.subjects[0].themes] == ["admin_penalty"]
+
+
+def test_overlong_header_text_is_refused(fed: Federation) -> None:
+    envelope = _signed(fed, "Query", legal_basis="条" * 100_000)
+    _, error = fed.raw("huizhou", "Query", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(fed, error, Code.INVALID_ARGUMENT, ("legal_basis has 100000",))
+
+
+def test_concurrent_calls_never_exceed_a_quota_on_postgres(fed: Federation) -> None:
+    # shenzhen asks customs (PostgreSQL) for bank credit under customs-bank-credit
+    rule, limit = "customs-bank-credit", 5000
+    now = dt.datetime.now(dt.UTC)
+    starts = {quota_period_start(Period.DAY, now + dt.timedelta(minutes=m)) for m in (0, 5)}
+    for start in starts:
+        _sql(
+            fed,
+            "customs",
+            "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
+            "VALUES ('shenzhen', :rule, :start, :used) "
+            "ON CONFLICT (requester, rule_id, period_start) DO UPDATE SET used = :used "
+            "RETURNING used",
+            rule=rule,
+            start=int(start.timestamp()),
+            used=limit - 3,
+        )
+    graded = _sql(
+        fed, "customs", "SELECT subject_id FROM records WHERE theme = 'customs_credit_grade'"
+    )[0]
+    envelopes = [
+        _signed(
+            fed,
+            "Check",
+            provider="customs",
+            subjects=(graded,),
+            themes=("customs_credit_grade",),
+            purpose="bank_credit",
+            legal_basis="《征信业管理条例》",
+            case_reference=f"LOAN-{i}",
+            officer="bank",
+        )
+        for i in range(20)
+    ]
+
+    async def all_at_once() -> list[Any]:
+        credentials = fed.credentials("shenzhen")
+        target = f"127.0.0.1:{fed.nodes['customs'].port}"
+        options = [("grpc.ssl_target_name_override", member_dns_name("customs"))]
+        async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
+            stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+
+            async def one(envelope: Any) -> Any:
+                try:
+                    return await stub.Check(envelope, timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+            return await asyncio.gather(*(one(e) for e in envelopes))
+
+    results = fed.run(all_at_once())
+    answered = [r for r in results if not isinstance(r, grpc.StatusCode)]
+    assert len(answered) == 3
+    assert {r for r in results if isinstance(r, grpc.StatusCode)} == {Code.RESOURCE_EXHAUSTED}
+    stored = _sql(
+        fed,
+        "customs",
+        "SELECT max(used) FROM quota_usage WHERE requester = 'shenzhen' AND rule_id = :rule",
+        rule=rule,
+    )
+    assert stored == [limit]

@@ -218,9 +218,11 @@ DAY = dt.datetime(2026, 11, 26, 16, tzinfo=dt.UTC)  # 2026-11-27 00:00 China Sta
 def _charge_and_record(
     engine: Engine, counter: QuotaCounter, requester: str, rules: Sequence[str], times: int = 1
 ) -> None:
-    writes, keys = counter.charge(requester, dict.fromkeys(rules, DAY), times=times)
+    writes, charged = counter.charge(
+        requester, dict.fromkeys(rules, DAY), dict.fromkeys(rules, times)
+    )
     _record(engine, writes)
-    counter.settled(keys, times, committed=True)
+    counter.settled(charged, committed=True)
 
 
 def test_quota_count_persists_for_the_next_process(engine: Engine) -> None:
@@ -236,9 +238,9 @@ def test_a_charge_counts_at_once_and_is_dropped_if_its_entry_is_not_recorded(
 ) -> None:
     counter = QuotaCounter(engine)
     assert counter.used("dongguan", "core-bank-credit", DAY) == 0
-    _, keys = counter.charge("dongguan", {"core-bank-credit": DAY}, times=3)
+    _, charged = counter.charge("dongguan", {"core-bank-credit": DAY}, {"core-bank-credit": 3})
     assert counter.used("dongguan", "core-bank-credit", DAY) == 3  # the next decision sees it
-    counter.settled(keys, 3, committed=False)
+    counter.settled(charged, committed=False)
     assert counter.used("dongguan", "core-bank-credit", DAY) == 0
     assert QuotaCounter(engine).used("dongguan", "core-bank-credit", DAY) == 0
 

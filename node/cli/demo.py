@@ -90,7 +90,7 @@ def demo(
             out.print(f"  {member:9} pid {processes[member].pid} on 127.0.0.1:{node.port}{metrics}")
         asyncio.run(_showcase(nodes, seed))
         if directory is not None or not once:
-            _invite(nodes, root)
+            _invite(nodes, root, seed)
         if not once:
             out.print("\n[bold]The federation is running.[/] Press Ctrl-C to stop it.")
             _wait_for_interrupt(processes)
@@ -299,12 +299,12 @@ async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
         out.print(f"  [red]{problem}[/]")
 
 
-def _invite(nodes: dict[str, ProvisionedNode], root: Path) -> None:
+def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
     shenzhen = nodes["shenzhen"].home
     out.rule("try it yourself")
     out.print(f"federation in {root} (node homes, CA, logs in <member>/serve.log)")
     out.print(
-        f"  credit-node query {showcase_subject('huizhou', 2026)} --to huizhou "
+        f"  credit-node query {showcase_subject('huizhou', seed)} --to huizhou "
         "--purpose public_procurement --legal-basis 政府采购法 --case C-1 --officer me "
         f"--home {shenzhen}"
     )

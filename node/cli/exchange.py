@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from creditexchange.v1 import exchange_pb2
 from google.protobuf.json_format import MessageToDict
+from rich.markup import escape as esc
 
 from node.catalog import load_catalog
 from node.cli.common import HomeOption, JsonOption, err, out, print_json, reports_errors
@@ -37,7 +38,9 @@ def serve(
 
 ThemesOption = Annotated[
     list[str] | None,
-    typer.Option("--theme", "-t", help="a theme to ask (repeat); default: all the policy allows"),
+    typer.Option(
+        "--themes", "--theme", "-t", help="a theme to ask (repeat); default: all the policy allows"
+    ),
 ]
 
 
@@ -101,35 +104,35 @@ def print_answer(answer: VerifiedAnswer, max_records: int | None = None) -> None
     body = answer.body
     for subject in body.subjects:
         name = f" {subject.name}" if subject.name else ""
-        out.print(f"[bold]{subject.subject_id}[/]{name} ({subject.subject_type})")
+        out.print(f"[bold]{esc(subject.subject_id)}[/]{esc(name)} ({esc(subject.subject_type)})")
         for theme in subject.themes:
             if not theme.allowed:
-                out.print(f"  {theme.theme}: [red]{theme.status}[/] {theme.reason}")
+                out.print(f"  {esc(theme.theme)}: [red]{esc(theme.status)}[/] {esc(theme.reason)}")
                 continue
-            rules = ", ".join(theme.rule_ids)
+            rules = esc(", ".join(theme.rule_ids))
             objection = " [yellow](under objection)[/]" if theme.under_objection else ""
             if theme.mode == exchange_pb2.MODE_CHECK:
                 verdict = "[bold]HIT[/]" if theme.hit else "no hit"
-                out.print(f"  {theme.theme}: {verdict}{objection}  [dim]rules {rules}[/]")
+                out.print(f"  {esc(theme.theme)}: {verdict}{objection}  [dim]rules {rules}[/]")
                 continue
             out.print(
-                f"  {theme.theme}: {len(theme.records)} record(s){objection}  [dim]{rules}[/]"
+                f"  {esc(theme.theme)}: {len(theme.records)} record(s){objection}  [dim]{rules}[/]"
             )
             spec = catalog.theme_by_code.get(theme.theme)
             shown = theme.records if max_records is None else theme.records[:max_records]
             for record in shown:
                 order = [f.name for f in spec.fields] if spec else sorted(record.fields)
                 mark = " [yellow]objection in progress[/]" if record.under_objection else ""
-                out.print(f"    {record.record_key} {record.status}{mark}")
+                out.print(f"    {esc(record.record_key)} {esc(record.status)}{mark}")
                 for key in order:
                     if key in record.fields:
                         masked = " [dim](masked)[/]" if key in theme.masked_fields else ""
                         value = " ".join(record.fields[key].split())
-                        out.print(f"      {key}: {value}{masked}")
+                        out.print(f"      {esc(key)}: {esc(value)}{masked}")
             if len(shown) < len(theme.records):
                 out.print(f"    [dim]… and {len(theme.records) - len(shown)} more[/]")
             if theme.withheld_fields:
-                out.print(f"    [dim]withheld: {', '.join(theme.withheld_fields)}[/]")
+                out.print(f"    [dim]withheld: {esc(', '.join(theme.withheld_fields))}[/]")
     out.print(
         f"[dim]memorandum v{body.memorandum_version}; {answer.provider}'s audit entry "
         f"{answer.receipt.leaf_index}; this node's entry {answer.own_receipt.index}[/]"

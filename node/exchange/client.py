@@ -282,7 +282,9 @@ class FederationClient:
             await self._record(entry)
             raise QueryRefused(to, exc.code().name, exc.details() or "", leaf) from None
         try:
-            answer, body, checks = self._verify(to, answer_envelope, request_digest)
+            answer, body, checks = self._verify(
+                to, answer_envelope, request_digest, expect=(kind, request.header, len(subjects))
+            )
         except AnswerRejected as exc:
             entry.outcome.CopyFrom(audit_pb2.Outcome(status="ANSWER_REJECTED", message=str(exc)))
             await self._record(entry)
@@ -313,8 +315,13 @@ class FederationClient:
     # -- verifying ------------------------------------------------------------------------
 
     def _verify(
-        self, provider: str, envelope: exchange_pb2.Envelope, request_digest: bytes
+        self,
+        provider: str,
+        envelope: exchange_pb2.Envelope,
+        request_digest: bytes,
+        expect: tuple[int, exchange_pb2.RequestHeader, int] | None = None,
     ) -> tuple[exchange_pb2.Answer, exchange_pb2.AnswerBody, tuple[str, ...]]:
+        """Check an answer envelope; ``expect`` = (entry kind, request header, subjects asked)."""
         federation = self.federation
         keys = federation.keys.get(provider, {})
         try:
@@ -337,6 +344,17 @@ class FederationClient:
                 f"the answer is from {body.provider!r} to {body.requester!r}, expected "
                 f"{provider} to {self.member_id}"
             )
+        if expect is not None:
+            _, header, asked = expect
+            if len(body.subjects) != asked:
+                raise AnswerRejected(
+                    f"the answer covers {len(body.subjects)} subject(s), {asked} were asked"
+                )
+            if body.memorandum_version != header.memorandum_version:
+                raise AnswerRejected(
+                    f"the answer was given under memorandum version {body.memorandum_version}, "
+                    f"the request under {header.memorandum_version}"
+                )
         receipt = answer.receipt
         if merkle.leaf_hash(receipt.entry) != receipt.leaf_hash:
             raise AnswerRejected("the receipt's entry does not hash to its leaf hash")
@@ -347,6 +365,7 @@ class FederationClient:
             or entry.responder != provider
             or entry.direction != audit_pb2.INCOMING
             or entry.outcome.status != "OK"
+            or (expect is not None and (entry.kind != expect[0] or entry.nonce != expect[1].nonce))
         ):
             raise AnswerRejected(
                 "the provider's audit entry does not record this request and this answer"

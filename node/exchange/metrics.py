@@ -52,12 +52,6 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.outgoing = Counter(
-            "credit_node_outgoing_queries",
-            "Queries this node sent, by provider and status",
-            ["provider", "status"],
-            registry=r,
-        )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose /metrics on ``host:port`` (a daemon thread)."""

@@ -41,6 +41,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -52,7 +53,7 @@ from google.protobuf.message import DecodeError
 
 from certs.errors import CertificateError
 from certs.identity import PeerCertificate, peer_certificate
-from certs.revocation import RevocationWatcher
+from certs.revocation import RevocationListExpired, RevocationWatcher
 from node.catalog import Catalog
 from node.errors import NodeError
 from node.exchange import answers
@@ -90,6 +91,10 @@ _KIND = {
     ),
 }
 _PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
+_HEADER_LIMITS = {"purpose": 64, "legal_basis": 512, "case_reference": 128, "officer": 128}
+_MAX_MESSAGE_CHARS = 1000
+# which status a refusal takes when themes were denied for different reasons
+_PRECEDENCE = ("FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT")
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -99,6 +104,8 @@ class Refusal(Exception):
     """The call is refused with ``code``; ``reason`` labels the refusal in metrics."""
 
     def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
+        if len(message) > _MAX_MESSAGE_CHARS:  # it travels in a trailer (16 KiB at most)
+            message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
         self.code = code
         self.message = message
@@ -127,6 +134,8 @@ class _Call:
     theme_decisions: list[audit_pb2.ThemeDecision] = field(default_factory=list)
     summary: audit_pb2.Decision | None = None
     side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
+    quota_writes: list[SideWrite] = field(default_factory=list)
+    quota_charged: list[tuple[tuple[str, str, int], int]] = field(default_factory=list)
 
 
 class Provider:
@@ -179,7 +188,6 @@ class Provider:
         try:
             peer = self._peer(context)
             call.requester, call.peer_fingerprint = peer.member, peer.fingerprint
-            self._check_revocation(peer)  # after naming the peer: its refusal names it too
             if envelope.ByteSize() > self.limits.max_message_bytes:
                 raise Refusal(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -191,13 +199,15 @@ class Provider:
             self._check_member(federation, peer)
             call.request_digest = digest(envelope)
             self._check_signature(federation, peer.member, envelope, payload_type)
+            self._check_revocation(peer)
             request = self._parse(message_type, envelope.payload)
             header = request.header
             call.header = header
             subjects = list(request.subject_ids) if method == "BatchCheck" else [request.subject_id]
             call.subject_hmacs = [subject_hmac(self.hmac_key, s) for s in subjects]
-            call.themes_asked = list(request.themes)
             self._check_header(header, peer.member, len(subjects))
+            themes = self._check_themes(list(request.themes))
+            call.themes_asked = themes
             call.side_writes = self._check_fresh(header)
             if header.memorandum_version != federation.version:
                 raise Refusal(
@@ -207,26 +217,21 @@ class Provider:
                     "and install it if it is newer",
                     "memorandum",
                 )
-            body, quota_periods = await self._answer(
-                federation, call, header, subjects, list(request.themes), mode, context
-            )
+            body = await self._answer(federation, call, header, subjects, themes, mode, context)
             self._check_deadline(context)
             entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
-            quota_writes, quota_keys = self.quotas.charge(
-                peer.member, quota_periods, times=len(subjects)
-            )
-            try:
-                receipt = await self._append(entry, [*call.side_writes, *quota_writes])
-            except BaseException:
-                self.quotas.settled(quota_keys, len(subjects), committed=False)
-                raise
-            self.quotas.settled(quota_keys, len(subjects), committed=True)
+            receipt = await self._append(entry, [*call.side_writes, *call.quota_writes])
+            self.quotas.settled(call.quota_charged, committed=True)
+            call.quota_charged = []
             answer = exchange_pb2.Answer(body=body, receipt=_receipt(receipt, entry))
             sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
             self._count(call, "allow", "OK", started)
             return sealed
         except Refusal as refusal:
             await self._refuse(call, refusal, context, started)
+        except asyncio.CancelledError:  # the caller went away: the call is still recorded
+            await asyncio.shield(self._record_cancelled(call))
+            raise
         except Exception as exc:  # a fault of this node: recorded, answered INTERNAL
             log.exception("call failed", extra={"data": {"method": method}})
             await self._refuse(
@@ -239,7 +244,17 @@ class Provider:
                 context,
                 started,
             )
+        finally:
+            if call.quota_charged:  # reserved but never recorded: give the counts back
+                self.quotas.settled(call.quota_charged, committed=False)
         raise AssertionError("unreachable: _refuse aborts the call")  # pragma: no cover
+
+    async def _record_cancelled(self, call: _Call) -> None:
+        outcome = audit_pb2.Outcome(status="CANCELLED", message="the caller cancelled the call")
+        try:
+            await self._append(self._entry(call, outcome), call.side_writes)
+        except Exception:
+            log.exception("a cancelled call was not recorded")
 
     # -- the checks, in order ----------------------------------------------------------
 
@@ -257,10 +272,15 @@ class Provider:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc), "certificate") from None
 
     def _check_revocation(self, peer: PeerCertificate) -> None:
-        if self.revocations is None:
-            return
         try:
             self.revocations.check(peer.serial)
+        except RevocationListExpired as exc:  # this node's fault, not the caller's
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this node's revocation list is out of date ({exc}); it answers no one until "
+                "its operator installs a fresh crl.pem",
+                "certificate",
+            ) from None
         except CertificateError as exc:
             raise Refusal(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -340,6 +360,10 @@ class Provider:
             raise bad(f"the request names requester {header.requester!r}, the caller is {member}")
         if header.provider != self.member_id:
             raise bad(f"the request is addressed to {header.provider!r}, this is {self.member_id}")
+        for name, limit in _HEADER_LIMITS.items():
+            value = getattr(header, name)
+            if len(value) > limit:
+                raise bad(f"{name} has {len(value)} characters; at most {limit} are accepted")
         if not MIN_NONCE_BYTES <= len(header.nonce) <= MAX_NONCE_BYTES:
             raise bad(
                 f"the nonce has {len(header.nonce)} bytes; it must have {MIN_NONCE_BYTES} to "
@@ -354,6 +378,21 @@ class Provider:
                 f"{self.limits.max_batch_subjects}: split the batch",
                 "size",
             )
+
+    def _check_themes(self, asked: list[str]) -> list[str]:
+        """The themes asked, each once, all in the catalog; INVALID_ARGUMENT otherwise."""
+        themes = list(dict.fromkeys(asked))
+        unknown = [t for t in themes if t not in self.catalog.theme_by_code]
+        if unknown:
+            shown = ", ".join(repr(t[:40]) for t in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown theme(s) {shown}{more}: this node's catalog has "
+                f"{', '.join(self.catalog.theme_by_code)}",
+                "malformed",
+            )
+        return themes
 
     def _check_fresh(self, header: exchange_pb2.RequestHeader) -> list[SideWrite]:
         """Refuse a stale or replayed request; the writes that persist its spent nonce."""
@@ -391,7 +430,7 @@ class Provider:
         asked: list[str],
         mode: Mode,
         context: Context,
-    ) -> tuple[bytes, dict[str, dt.datetime]]:
+    ) -> bytes:
         parsed: list[tuple[str, str]] = []
         for position, subject in enumerate(subjects):
             try:
@@ -402,7 +441,8 @@ class Provider:
                     grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}", "malformed"
                 ) from None
         now = dt.datetime.now(dt.UTC)
-        subject_types = list(dict.fromkeys(t for _, t in parsed))
+        per_type = Counter(t for _, t in parsed)
+        subject_types = list(per_type)
         themes = asked or [
             t.code
             for t in self.catalog.themes
@@ -424,7 +464,11 @@ class Provider:
                         case_reference=header.case_reference,
                         officer=header.officer,
                         quota_used=_QuotaView(
-                            self.quotas, engine.quotas, call.requester, now, len(subjects) - 1
+                            self.quotas,
+                            engine.quotas,
+                            call.requester,
+                            now,
+                            per_type[subject_type] - 1,
                         ),
                     )
                 )
@@ -434,20 +478,30 @@ class Provider:
             decisions = allowed or covered or decisions
         self._record_decisions(call, federation, decisions, asked)
         if not allowed:
-            first = next(iter(decisions.values()), None)
-            if first is None:
+            if not decisions:
                 raise Refusal(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "no theme of the catalog holds this kind of subject",
                     "policy",
                 )
-            reasons = list(dict.fromkeys(d.reason for d in decisions.values()))
-            raise Refusal(_STATUS[first.status], "; ".join(reasons), "policy")
+            statuses = {d.status for d in decisions.values()}
+            status = next((s for s in _PRECEDENCE if s in statuses), "PERMISSION_DENIED")
+            reasons = "; ".join(dict.fromkeys(d.reason for d in decisions.values()))
+            raise Refusal(_STATUS[status], reasons, "policy")
+        # Count the query against its quotas now, before anything awaits, so that
+        # concurrent calls see it; _append persists it, handle gives it back if not.
+        counts: Counter[str] = Counter()
+        for subject_type in subject_types:
+            rules = {r for (t, _), d in allowed.items() if t == subject_type for r in d.quota_rules}
+            for rule in rules:
+                counts[rule] += per_type[subject_type]
+        periods = {r: quota_period_start(engine.quotas[r].period, now) for r in counts}
+        call.quota_writes, call.quota_charged = self.quotas.charge(call.requester, periods, counts)
         allowed_themes = {theme for _, theme in allowed}
         self._check_deadline(context)
         subject_ids = [s for s, _ in parsed]
         today = dt.datetime.now(CST).date()
-        if self._reader is not None:  # a local SQLite read takes less than a thread handoff
+        if self._reader is not None and len(subject_ids) <= 16:  # cheaper than a thread handoff
             names, records = answers.read_records_with(
                 self._reader.driver_connection, "sqlite", subject_ids, allowed_themes, today
             )
@@ -502,11 +556,7 @@ class Provider:
                     theme_answer.records.extend(
                         answers.shape_record(self.catalog, r, decision) for r in in_theme
                     )
-        quota_periods: dict[str, dt.datetime] = {}
-        for decision in allowed.values():
-            for rule in decision.quota_rules:
-                quota_periods[rule] = quota_period_start(engine.quotas[rule].period, now)
-        return body.SerializeToString(deterministic=True), quota_periods
+        return body.SerializeToString(deterministic=True)
 
     def _record_decisions(
         self,
@@ -573,6 +623,12 @@ class Provider:
             entry.subject_hmac = call.subject_hmacs[0]
         return encode(entry)
 
+    def _purposes(self) -> Mapping[str, object]:
+        try:
+            return self.federation.current().memorandum.purpose_by_code
+        except (PolicyError, NodeError):
+            return {}
+
     async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
         started = time.perf_counter()
         receipt = await self.ledger.append(entry, side_writes)
@@ -604,6 +660,8 @@ class Provider:
 
     def _count(self, call: _Call, decision: str, status: str, started: float) -> None:
         purpose = call.header.purpose if call.header is not None else ""
+        if purpose and purpose not in self._purposes():
+            purpose = "unknown"  # a label per made-up purpose would grow without bound
         elapsed = time.perf_counter() - started
         self.metrics.queries.labels(call.requester, call.method, purpose, decision, status).inc()
         self.metrics.latency.labels(call.method).observe(elapsed)

@@ -39,6 +39,7 @@ from node.ledger import open_ledger
 from node.ledger.log import Ledger, LedgerError
 from node.quotas import QuotaCounter
 from node.store import open_store as open_database
+from policy.document import PolicyError
 from policy.trust import TrustStore
 
 log = logging.getLogger("node.server")
@@ -88,11 +89,12 @@ class _CreditExchange(exchange_pb2_grpc.CreditExchangeServicer):
     async def GetMemorandum(self, request: Any, context: Any) -> Any:
         try:
             federation = self.view.current()
-        except NodeError as exc:
+            # vN.json never changes once accepted: its bytes match this version and hash
+            data = self.view.trust.history_path(federation.version).read_bytes()
+        except (NodeError, PolicyError, OSError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        path = self.view.trust.current_path
         return exchange_pb2.GetMemorandumResponse(
-            envelope_json=path.read_bytes(), version=federation.version, hash=federation.hash
+            envelope_json=data, version=federation.version, hash=federation.hash
         )
 
 
