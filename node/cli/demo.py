@@ -156,6 +156,13 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _wait_for_interrupt(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and SIGTERM from a process manager; also where a shell started us with
+    # SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         while all(p.poll() is None for p in processes.values()):
             time.sleep(0.5)
