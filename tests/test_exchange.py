@@ -301,3 +301,30 @@ def test_logs_are_json_and_never_carry_a_subject(
         data = json.loads(line)
         assert data["requester"] == "shenzhen" and data["status"] == "OK"
         assert subject not in line
+
+
+def test_a_record_under_objection_is_marked_in_full_and_check_answers(fed: Federation) -> None:
+    from node.objections import ObjectionOutcome, close_objection, open_objection
+
+    subject = showcase_subject("huizhou", 2026)
+    (record_key,) = _subjects(
+        fed,
+        "huizhou",
+        f"SELECT record_key FROM records r WHERE subject_id = '{subject}' "
+        f"AND theme = 'admin_penalty' AND {PUBLIC} LIMIT 1",
+    )
+    database = open_store(fed.nodes["huizhou"].config.database_url)
+    try:
+        open_objection(database, "admin_penalty", record_key, "the company says it paid")
+        full = fed.ask("shenzhen", subject, to="huizhou", themes=["admin_penalty"], **PROCUREMENT)
+        check = fed.ask(
+            "shenzhen", subject, to="huizhou", themes=["admin_penalty"], check=True, **PROCUREMENT
+        )
+        close_objection(database, "admin_penalty", record_key, ObjectionOutcome.CONFIRMED)
+    finally:
+        database.dispose()
+    (theme,) = full.subjects[0].themes
+    (marked,) = [r for r in theme.records if r.record_key == record_key]
+    assert marked.under_objection and marked.status == "objection" and theme.under_objection
+    (checked,) = check.subjects[0].themes
+    assert checked.hit and checked.under_objection
