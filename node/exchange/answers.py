@@ -25,7 +25,10 @@ from node.identifiers import mask_identifier, mask_name, mask_resident_id
 from node.publicity import is_public
 from node.store.database import driver_sql
 from node.store.models import RecordStatus
+from policy.document import Mode
 from policy.engine import Decision
+
+PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
 
 
 @dataclass(frozen=True)
@@ -60,57 +63,54 @@ def read_records_with(
 ) -> tuple[dict[str, str], list[StoredRecord]]:
     """Names of the subjects found, and their public records in ``themes``.
 
-    One indexed query for the subjects and one for the records, whatever the
-    number of subjects (a batch check asks hundreds at once). Plain SQL on the
-    driver's own ``connection`` (sqlite3 or psycopg): this is the hot path of
-    every query, and building Core statements cost more than running them.
+    One indexed query, whatever the number of subjects (a batch check asks
+    hundreds at once): the subjects joined with their records in ``themes``, a
+    subject without any giving one row of NULLs. Plain SQL on the driver's own
+    ``connection`` (sqlite3 or psycopg): this is the hot path of every query, and
+    building Core statements cost more than running them.
     """
     wanted = sorted(set(themes))
     ids = sorted(set(subject_ids))
     if not ids:
         return {}, []
+    subject_marks = ",".join("?" * len(ids))
+    if wanted:
+        sql = (
+            "SELECT s.subject_id, s.name, r.theme, r.record_key, r.source_department, "
+            "r.status, r.decision_date, r.valid_until, r.publicity_end, r.fields "
+            "FROM subjects s LEFT JOIN records r ON r.subject_id = s.subject_id "
+            f"AND r.theme IN ({','.join('?' * len(wanted))}) "
+            f"WHERE s.subject_id IN ({subject_marks}) "
+            "ORDER BY s.subject_id, r.theme, r.decision_date DESC, r.record_key"
+        )
+    else:
+        sql = f"SELECT subject_id, name FROM subjects WHERE subject_id IN ({subject_marks})"
     cursor = connection.cursor()
     try:
-        marks = ",".join("?" * len(ids))
-        cursor.execute(
-            driver_sql(
-                dialect, f"SELECT subject_id, name FROM subjects WHERE subject_id IN ({marks})"
-            ),
-            tuple(ids),
-        )
-        names = {str(subject_id): str(name) for subject_id, name in cursor.fetchall()}
-        if not wanted or not names:
-            return names, []
-        found = sorted(names)
-        cursor.execute(
-            driver_sql(
-                dialect,
-                "SELECT subject_id, theme, record_key, source_department, status, "
-                "decision_date, valid_until, publicity_end, fields FROM records "
-                f"WHERE subject_id IN ({','.join('?' * len(found))}) "
-                f"AND theme IN ({','.join('?' * len(wanted))}) "
-                "ORDER BY subject_id, theme, decision_date DESC, record_key",
-            ),
-            (*found, *wanted),
-        )
+        cursor.execute(driver_sql(dialect, sql), (*wanted, *ids))
         rows = cursor.fetchall()
     finally:
         cursor.close()
+    names: dict[str, str] = {}
     records = []
     for row in rows:
-        publicity_end = _date(row[7])
-        if row[4] != RecordStatus.EXPIRED and is_public(publicity_end, today):
+        subject_id = str(row[0])
+        names[subject_id] = str(row[1])
+        if len(row) == 2 or row[2] is None:  # no theme asked, or no record in them
+            continue
+        publicity_end = _date(row[8])
+        if row[5] != RecordStatus.EXPIRED and is_public(publicity_end, today):
             records.append(
                 StoredRecord(
-                    row[0],
-                    row[1],
+                    subject_id,
                     row[2],
                     row[3],
                     row[4],
-                    _date(row[5]),
+                    row[5],
                     _date(row[6]),
+                    _date(row[7]),
                     publicity_end,
-                    row[8],
+                    row[9],
                 )
             )
     return names, records
@@ -134,29 +134,67 @@ def _masked(kind: FieldType, value: object) -> str:
     return mask_name(text)
 
 
-def shape_record(catalog: Catalog, record: StoredRecord, decision: Decision) -> exchange_pb2.Record:
-    """A record as a ``full`` answer may carry it: revealed and masked fields only."""
-    fields = orjson.loads(record.fields)
-    shown: dict[str, str] = {}
-    theme = catalog.theme_by_code[record.theme]
-    for spec in theme.fields:
-        if spec.name not in fields:
-            continue
-        value = fields[spec.name]
-        if spec.name in decision.mask:
-            shown[spec.name] = _masked(spec.type, value)
-        elif spec.name in decision.reveal:
-            shown[spec.name] = "" if value is None else str(value)
-    return exchange_pb2.Record(
-        record_key=record.record_key,
-        source_department=record.source_department,
-        status=record.status,
-        under_objection=record.status == RecordStatus.OBJECTION,
-        decision_date=_iso(record.decision_date),
-        valid_until=_iso(record.valid_until),
-        publicity_end=_iso(record.publicity_end),
-        fields=shown,
+@dataclass(frozen=True)
+class ThemeShape:
+    """What one decision makes of one theme's answer: built once per decision, then copied.
+
+    ``answer`` is the theme's answer without what the store holds (records, hit,
+    objection); ``fields`` are the record fields a ``full`` answer shows, in
+    catalog order, each with the type it is masked as, or None when it is
+    revealed. Neither is ever modified once built.
+    """
+
+    answer: exchange_pb2.ThemeAnswer
+    fields: tuple[tuple[str, FieldType | None], ...]
+
+
+def theme_shape(catalog: Catalog, theme: str, decision: Decision, mode: Mode) -> ThemeShape:
+    """The shape of ``theme``'s answer under ``decision``, a request in ``mode``."""
+    answer = exchange_pb2.ThemeAnswer(
+        theme=theme,
+        allowed=decision.allowed,
+        status=decision.status,
+        reason=decision.reason if not decision.allowed else "",
+        rule_ids=decision.rule_ids,
     )
+    if not decision.allowed:
+        return ThemeShape(answer, ())
+    answer.mode = PB_MODE[mode]
+    if mode is Mode.CHECK:
+        return ThemeShape(answer, ())
+    answer.revealed_fields.extend(sorted(decision.reveal))
+    answer.masked_fields.extend(sorted(decision.mask))
+    answer.withheld_fields.extend(sorted(decision.withhold))
+    shown = tuple(
+        (spec.name, spec.type if spec.name in decision.mask else None)
+        for spec in catalog.theme_by_code[theme].fields
+        if spec.name in decision.mask or spec.name in decision.reveal
+    )
+    return ThemeShape(answer, shown)
+
+
+def add_records(
+    answer: exchange_pb2.ThemeAnswer, records: Iterable[StoredRecord], shape: ThemeShape
+) -> None:
+    """Add ``records`` to a ``full`` answer with the fields ``shape`` shows, as it shows them."""
+    for record in records:
+        stored = orjson.loads(record.fields)
+        shown = answer.records.add(
+            record_key=record.record_key,
+            source_department=record.source_department,
+            status=record.status,
+            under_objection=record.status == RecordStatus.OBJECTION,
+            decision_date=_iso(record.decision_date),
+            valid_until=_iso(record.valid_until),
+            publicity_end=_iso(record.publicity_end),
+        ).fields
+        for name, masked_as in shape.fields:
+            if name in stored:
+                value = stored[name]
+                if masked_as is not None:
+                    shown[name] = _masked(masked_as, value)
+                else:
+                    shown[name] = "" if value is None else str(value)
 
 
 def shown_subject(subject_id: str, subject_type: str) -> str:

@@ -90,7 +90,6 @@ _KIND = {
         Mode.CHECK,
     ),
 }
-_PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
 _HEADER_LIMITS = {"purpose": 64, "legal_basis": 512, "case_reference": 128, "officer": 128}
 _MAX_MESSAGE_CHARS = 1000
 # which status a refusal takes when themes were denied for different reasons
@@ -119,6 +118,50 @@ class Limits:
     window_s: float = 300.0
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """One theme's decision, with the parts of the answer and of the audit entry it makes."""
+
+    theme: str
+    decision: Decision
+    audit: audit_pb2.ThemeDecision
+    shape: answers.ThemeShape
+
+
+class _DecisionParts:
+    """The answer and audit parts of the engine's decisions, built once per decision.
+
+    The engine interns its decisions (one immutable ``Decision`` per outcome), and
+    what a decision puts into an answer and into an audit entry depends only on
+    the decision, the theme and the mode. So those parts are built the first time
+    and copied from then on; nothing modifies them. An entry holds its decision,
+    so the id it is found by is not reused while it is cached. The cache starts
+    afresh with each memorandum version and when it reaches ``bound`` entries.
+    """
+
+    def __init__(self, catalog: Catalog, bound: int = 4096) -> None:
+        self.catalog = catalog
+        self.bound = bound
+        self._federation: Federation | None = None
+        self._parts: dict[tuple[str, Mode, int], _Decided] = {}
+
+    def get(self, federation: Federation, theme: str, mode: Mode, decision: Decision) -> _Decided:
+        if federation is not self._federation:
+            self._parts.clear()
+            self._federation = federation
+        key = (theme, mode, id(decision))
+        parts = self._parts.get(key)
+        if parts is None or parts.decision is not decision:
+            if len(self._parts) >= self.bound:
+                self._parts.clear()
+            audit = audit_pb2.ThemeDecision(
+                theme=theme, decision=_pb_decision(decision), masked_fields=sorted(decision.mask)
+            )
+            shape = answers.theme_shape(self.catalog, theme, decision, mode)
+            parts = self._parts[key] = _Decided(theme, decision, audit, shape)
+        return parts
+
+
 @dataclass
 class _Call:
     """What the provider learned of a call so far: the material of its audit entry."""
@@ -131,7 +174,7 @@ class _Call:
     request_digest: bytes = b""
     subject_hmacs: list[bytes] = field(default_factory=list)
     themes_asked: list[str] = field(default_factory=list)
-    theme_decisions: list[audit_pb2.ThemeDecision] = field(default_factory=list)
+    decided: list[_Decided] = field(default_factory=list)
     summary: audit_pb2.Decision | None = None
     side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
     quota_writes: list[SideWrite] = field(default_factory=list)
@@ -169,6 +212,7 @@ class Provider:
         self.hmac_key = hmac_key
         self.metrics = metrics
         self.limits = limits
+        self._parts = _DecisionParts(catalog)
         # SQLite: one connection of the pool kept for reads on the event loop's thread
         self._reader = database.raw_connection() if database.dialect.name == "sqlite" else None
 
@@ -449,10 +493,13 @@ class Provider:
             if any(st in {s.value for s in t.subject_types} for st in subject_types)
         ]
         engine = federation.engine
-        decisions: dict[tuple[str, str], Decision] = {}
+        decisions: dict[tuple[str, str], _Decided] = {}
         for subject_type in subject_types:
+            quota_used = _QuotaView(
+                self.quotas, engine.quotas, call.requester, now, per_type[subject_type] - 1
+            )
             for theme in themes:
-                decisions[(subject_type, theme)] = engine.decide(
+                decision = engine.decide(
                     DecisionRequest(
                         requester=call.requester,
                         provider=self.member_id,
@@ -463,18 +510,15 @@ class Provider:
                         time=now,
                         case_reference=header.case_reference,
                         officer=header.officer,
-                        quota_used=_QuotaView(
-                            self.quotas,
-                            engine.quotas,
-                            call.requester,
-                            now,
-                            per_type[subject_type] - 1,
-                        ),
+                        quota_used=quota_used,
                     )
                 )
-        allowed = {key: d for key, d in decisions.items() if d.allowed}
+                decisions[(subject_type, theme)] = self._parts.get(
+                    federation, theme, mode, decision
+                )
+        allowed = {key: d for key, d in decisions.items() if d.decision.allowed}
         if not asked:  # "every theme the policy allows": the themes no rule covers are not news
-            covered = {key: d for key, d in decisions.items() if d.rule_ids}
+            covered = {key: d for key, d in decisions.items() if d.decision.rule_ids}
             decisions = allowed or covered or decisions
         self._record_decisions(call, federation, decisions, asked)
         if not allowed:
@@ -484,15 +528,20 @@ class Provider:
                     "no theme of the catalog holds this kind of subject",
                     "policy",
                 )
-            statuses = {d.status for d in decisions.values()}
+            statuses = {d.decision.status for d in decisions.values()}
             status = next((s for s in _PRECEDENCE if s in statuses), "PERMISSION_DENIED")
-            reasons = "; ".join(dict.fromkeys(d.reason for d in decisions.values()))
+            reasons = "; ".join(dict.fromkeys(d.decision.reason for d in decisions.values()))
             raise Refusal(_STATUS[status], reasons, "policy")
         # Count the query against its quotas now, before anything awaits, so that
         # concurrent calls see it; _append persists it, handle gives it back if not.
         counts: Counter[str] = Counter()
         for subject_type in subject_types:
-            rules = {r for (t, _), d in allowed.items() if t == subject_type for r in d.quota_rules}
+            rules = {
+                r
+                for (t, _), d in allowed.items()
+                if t == subject_type
+                for r in d.decision.quota_rules
+            }
             for rule in rules:
                 counts[rule] += per_type[subject_type]
         periods = {r: quota_period_start(engine.quotas[r].period, now) for r in counts}
@@ -532,50 +581,33 @@ class Provider:
                 if found:
                     shown.name = answers.shown_name(names[subject_id], subject_type)
             for theme in themes:
-                decision = decisions.get((subject_type, theme))
-                if decision is None:
+                decided = decisions.get((subject_type, theme))
+                if decided is None:
                     continue
-                theme_answer = shown.themes.add(
-                    theme=theme,
-                    allowed=decision.allowed,
-                    status=decision.status,
-                    reason=decision.reason if not decision.allowed else "",
-                    rule_ids=decision.rule_ids,
-                )
-                if not decision.allowed:
+                theme_answer = shown.themes.add()
+                theme_answer.CopyFrom(decided.shape.answer)
+                if not decided.decision.allowed:
                     continue
-                theme_answer.mode = _PB_MODE[mode]
                 in_theme = held.get(theme, [])
                 theme_answer.under_objection = any(r.status == "objection" for r in in_theme)
                 if mode is Mode.CHECK:
                     theme_answer.hit = bool(in_theme)
                 else:
-                    theme_answer.revealed_fields.extend(sorted(decision.reveal))
-                    theme_answer.masked_fields.extend(sorted(decision.mask))
-                    theme_answer.withheld_fields.extend(sorted(decision.withhold))
-                    theme_answer.records.extend(
-                        answers.shape_record(self.catalog, r, decision) for r in in_theme
-                    )
+                    answers.add_records(theme_answer, in_theme, decided.shape)
         return body.SerializeToString(deterministic=True)
 
     def _record_decisions(
         self,
         call: _Call,
         federation: Federation,
-        decisions: Mapping[tuple[str, str], Decision],
+        decisions: Mapping[tuple[str, str], _Decided],
         asked: list[str],
     ) -> None:
         rule_ids: dict[str, None] = {}
-        for (_, theme), d in decisions.items():
-            rule_ids.update(dict.fromkeys(d.rule_ids))
-            call.theme_decisions.append(
-                audit_pb2.ThemeDecision(
-                    theme=theme,
-                    decision=_pb_decision(d),
-                    masked_fields=sorted(d.mask),
-                )
-            )
-        allowed = [d for d in decisions.values() if d.allowed]
+        for decided in decisions.values():
+            rule_ids.update(dict.fromkeys(decided.decision.rule_ids))
+        call.decided = list(decisions.values())
+        allowed = [d.decision for d in call.decided if d.decision.allowed]
         call.summary = audit_pb2.Decision(
             allowed=bool(allowed),
             mode=str(allowed[0].mode) if allowed else "",
@@ -584,7 +616,7 @@ class Provider:
             memorandum_hash=federation.hash,
             reason=""
             if allowed
-            else "; ".join(dict.fromkeys(d.reason for d in decisions.values())),
+            else "; ".join(dict.fromkeys(d.decision.reason for d in call.decided)),
         )
         if not asked:
             call.themes_asked = [t for _, t in decisions]
@@ -593,8 +625,8 @@ class Provider:
 
     def _entry(self, call: _Call, outcome: audit_pb2.Outcome, answer_body: bytes = b"") -> bytes:
         header = call.header or exchange_pb2.RequestHeader()
-        answered = [td.theme for td in call.theme_decisions if td.decision.allowed]
-        masked = sorted({f for td in call.theme_decisions for f in td.masked_fields})
+        answered = [d.theme for d in call.decided if d.decision.allowed]
+        masked = sorted({f for d in call.decided for f in d.decision.mask})
         entry = audit_pb2.AuditEntry(
             time_unix_micros=time.time_ns() // 1000,
             requester=call.requester,
@@ -612,7 +644,7 @@ class Provider:
             masked_fields=masked if answer_body else [],
             outcome=outcome,
             answer_digest=hashlib.sha256(answer_body).digest() if answer_body else b"",
-            theme_decisions=call.theme_decisions,
+            theme_decisions=[d.audit for d in call.decided],
             peer_certificate=call.peer_fingerprint,
         )
         if call.summary is not None:
