@@ -98,6 +98,14 @@ class StoredEntry:
     recorded_us: int
 
 
+_MOVE_HEAD = "UPDATE ledger_head SET size = ?, root_hash = ? WHERE id = 1 AND size = ?"
+_INSERT_ENTRY = "INSERT INTO ledger_entries (idx, leaf_hash, body, recorded_us) VALUES (?, ?, ?, ?)"
+_INSERT_NODE = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO ledger_checkpoints (size, root_hash, note, signed_us) VALUES (?, ?, ?, ?)"
+)
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -155,51 +163,39 @@ class LedgerStore:
         root = new.root()
         note = sign_note(Checkpoint(self.origin, new.size, root).body(), self.signer)
         stamp = recorded_us if recorded_us is not None else now_us()
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for write in side_writes:
+            grouped.setdefault(write.sql, []).append(write.params)
+        dialect = self.engine.dialect.name
         try:
             with self.engine.begin() as conn:
-                moved = conn.exec_driver_sql(
-                    self._sql(
-                        conn,
-                        "UPDATE ledger_head SET size = ?, root_hash = ? WHERE id = 1 AND size = ?",
-                    ),
-                    (new.size, root, old.size),
-                ).rowcount
-                if moved != 1:
-                    raise ConcurrentWriter(
-                        f"the log moved past size {old.size} under this writer; it reloads"
+                # The driver's own cursor, in the transaction that engine.begin()
+                # commits: this runs for every batch, and SQLAlchemy's statement layer
+                # cost more than the statements themselves.
+                cursor = conn.connection.cursor()
+                try:
+                    cursor.execute(driver_sql(dialect, _MOVE_HEAD), (new.size, root, old.size))
+                    if cursor.rowcount != 1:
+                        raise ConcurrentWriter(
+                            f"the log moved past size {old.size} under this writer; it reloads"
+                        )
+                    cursor.executemany(
+                        driver_sql(dialect, _INSERT_ENTRY),
+                        [
+                            (old.size + i, h, b, stamp)
+                            for i, (h, b) in enumerate(zip(leaves, bodies, strict=True))
+                        ],
                     )
-                conn.exec_driver_sql(
-                    self._sql(
-                        conn,
-                        "INSERT INTO ledger_entries (idx, leaf_hash, body, recorded_us) "
-                        "VALUES (?, ?, ?, ?)",
-                    ),
-                    [
-                        (old.size + i, h, b, stamp)
-                        for i, (h, b) in enumerate(zip(leaves, bodies, strict=True))
-                    ],
-                )
-                inner = [(level, idx, h) for level, idx, h in nodes if level > 0]
-                if inner:
-                    conn.exec_driver_sql(
-                        self._sql(
-                            conn, "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
-                        ),
-                        inner,
+                    inner = [(level, idx, h) for level, idx, h in nodes if level > 0]
+                    if inner:
+                        cursor.executemany(driver_sql(dialect, _INSERT_NODE), inner)
+                    cursor.execute(
+                        driver_sql(dialect, _INSERT_CHECKPOINT), (new.size, root, note, stamp)
                     )
-                conn.exec_driver_sql(
-                    self._sql(
-                        conn,
-                        "INSERT INTO ledger_checkpoints (size, root_hash, note, signed_us) "
-                        "VALUES (?, ?, ?, ?)",
-                    ),
-                    (new.size, root, note, stamp),
-                )
-                grouped: dict[str, list[tuple[Any, ...]]] = {}
-                for write in side_writes:
-                    grouped.setdefault(write.sql, []).append(write.params)
-                for sql, rows in grouped.items():
-                    conn.exec_driver_sql(self._sql(conn, sql), rows)
+                    for sql, rows in grouped.items():
+                        cursor.executemany(driver_sql(dialect, sql), rows)
+                finally:
+                    cursor.close()
         except BaseException:
             self._frontier = None  # reload from what is really committed
             raise

@@ -503,7 +503,18 @@ def batch_inclusion_proofs(
     known: dict[NodeId, bytes] = dict(zip(perfect_subtrees(0, old.size), old.hashes, strict=True))
     known.update(((level, index), value) for level, index, value in created)
     lookup = known.__getitem__
-    return [inclusion_proof(index, new_size, lookup) for index in range(old.size, new_size)]
+    # Neighbouring leaves share most of their proof ranges: each is hashed once.
+    hashed: dict[tuple[int, int], bytes] = {}
+    proofs = []
+    for index in range(old.size, new_size):
+        proof = []
+        for span in inclusion_proof_ranges(index, new_size):
+            value = hashed.get(span)
+            if value is None:
+                value = hashed[span] = range_hash(span[0], span[1], lookup)
+            proof.append(value)
+        proofs.append(proof)
+    return proofs
 
 
 def _set_bits(size: int) -> list[int]:

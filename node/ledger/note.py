@@ -43,6 +43,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import nacl.exceptions
 import nacl.signing
@@ -77,6 +78,9 @@ _SIGNATURE_LEN = 64
 _HASH_LEN = 32
 _SIZE_RE = re.compile(r"0|[1-9][0-9]*")
 _HEX_ID_RE = re.compile(r"[0-9a-f]{8}")
+# ASCII control characters (a text may hold newlines) and lone surrogates (not UTF-8)
+_FORBIDDEN_IN_LINE = re.compile("[\x00-\x1f\ud800-\udfff]")
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
 
 
 class NoteError(ValueError):
@@ -96,16 +100,15 @@ def _shorten(s: str, limit: int = 60) -> str:
 
 def _check_chars(s: str, what: str, *, newline_ok: bool) -> None:
     """Refuse strings that are not UTF-8 encodable or hold forbidden control characters."""
-    for i, ch in enumerate(s):
-        if ch < " " and not (newline_ok and ch == "\n"):
-            raise NoteError(
-                f"expected {what} without control characters, found {ch!r} at offset {i}"
-            )
-        if "\ud800" <= ch <= "\udfff":
-            raise NoteError(
-                f"expected {what} to be valid UTF-8, found the lone surrogate "
-                f"U+{ord(ch):04X} at offset {i}"
-            )
+    found = (_FORBIDDEN_IN_TEXT if newline_ok else _FORBIDDEN_IN_LINE).search(s)
+    if found is None:
+        return
+    i, ch = found.start(), found.group()
+    if ch < " ":
+        raise NoteError(f"expected {what} without control characters, found {ch!r} at offset {i}")
+    raise NoteError(
+        f"expected {what} to be valid UTF-8, found the lone surrogate U+{ord(ch):04X} at offset {i}"
+    )
 
 
 def _check_name(name: str) -> None:
@@ -281,11 +284,11 @@ class Signer:
             )
         return signer
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         return bytes(self.key.verify_key)
 
-    @property
+    @cached_property
     def key_id(self) -> bytes:
         return key_id(self.name, self.public_key)
 
