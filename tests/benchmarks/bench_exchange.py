@@ -12,19 +12,24 @@ Query envelopes from shenzhen to huizhou):
   store), memorandum check, policy decision, store read, redaction, quota count,
   durable ledger append with its inclusion proof, signed answer.
 
+The provider's store is SQLite in its home, or with ``--postgres URL`` a fresh
+schema in that PostgreSQL database (created for the run, dropped after it).
+
 The load generator does not verify answers (it would cost both sides the same).
 The last line printed is one JSON object: ``queries_per_s`` and latencies of
-both, ``ratio`` (project throughput over the baseline's) and ``p99_ratio``
-(project p99 over the baseline's p99).
+both, ``ratio`` (project throughput over the baseline's), ``p99_ratio``
+(project p99 over the baseline's p99) and ``store`` (``sqlite`` or ``postgresql``).
 
     python tests/benchmarks/bench_exchange.py --quick
     python tests/benchmarks/bench_exchange.py --requests 20000 --concurrency 64
+    python tests/benchmarks/bench_exchange.py --quick --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,10 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 from sqlalchemy import text
 
@@ -167,13 +175,39 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     raise SystemExit("server did not start")
 
 
+@contextlib.contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """``url`` with its search_path on a fresh schema, dropped when the block ends."""
+    if not url.startswith("postgresql+psycopg://"):
+        raise SystemExit(f"--postgres takes a postgresql+psycopg:// URL, not {url!r}")
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        separator = "&" if "?" in url else "?"
+        yield f"{url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.postgres:
+        with postgres_schema(args.postgres) as url:
+            return run_on(args, url)
+    return run_on(args, None)
+
+
+def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]:
+    """One run; the provider's store is ``provider_url`` (PostgreSQL), else SQLite."""
     root = Path(args.home or tempfile.mkdtemp(prefix="bench-exchange-"))
     ports = free_ports(3)
     nodes = provision(
         root,
         members=("huizhou", "shenzhen"),
         ports=ports[:2],
+        database_urls={"huizhou": provider_url} if provider_url else None,
         subjects=args.subjects,
         say=lambda line: print(f"  {line}", file=sys.stderr),
     )
@@ -259,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_server_cpu_ms_per_query": round(baseline["cpu_ms"], 3),
         "concurrency": args.concurrency,
         "requests": total,
+        "store": "postgresql" if provider_url else "sqlite",
         "failed": project["failed"] + baseline["failed"],
         "ledger_entries": entries,
         "answer_bytes": answer.ByteSize(),
@@ -288,6 +323,12 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=500)
     parser.add_argument("--home", help="keep the provisioned nodes here")
     parser.add_argument("--profile", help="profile the node with cProfile into this pstats file")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="put the provider's store in a fresh schema of this PostgreSQL database "
+        "(postgresql+psycopg://…), dropped after the run",
+    )
     parser.add_argument("--bare-server", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--answer", help=argparse.SUPPRESS)
