@@ -28,7 +28,7 @@ from node.store.models import RecordStatus
 from policy.document import Mode
 from policy.engine import Decision
 
-PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
+_PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def theme_shape(catalog: Catalog, theme: str, decision: Decision, mode: Mode) ->
     )
     if not decision.allowed:
         return ThemeShape(answer, ())
-    answer.mode = PB_MODE[mode]
+    answer.mode = _PB_MODE[mode]
     if mode is Mode.CHECK:
         return ThemeShape(answer, ())
     answer.revealed_fields.extend(sorted(decision.reveal))
