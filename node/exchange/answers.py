@@ -11,8 +11,10 @@ in both modes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +116,59 @@ def read_records_with(
                 )
             )
     return names, records
+
+
+class PostgresReader:
+    """One PostgreSQL connection kept for the provider's reads, used from one thread.
+
+    A read through the pool costs three round trips (the pre-ping, the query, the
+    rollback when the connection goes back); this connection is in autocommit and
+    is only ever used by its own worker thread, so a read costs one. A broken
+    connection (a restarted server) is replaced once per read before it fails.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Any = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="postgres-reader")
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        return psycopg.connect(*args, **kwargs, autocommit=True)
+
+    def _read(
+        self, subject_ids: Sequence[str], themes: Iterable[str], today: dt.date
+    ) -> tuple[dict[str, str], list[StoredRecord]]:
+        import psycopg
+
+        for attempt in (1, 2):
+            if self._connection is None or self._connection.closed:
+                self._connection = self._connect()
+            try:
+                return read_records_with(self._connection, "postgresql", subject_ids, themes, today)
+            except psycopg.OperationalError:
+                self._connection.close()
+                self._connection = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def read(
+        self, subject_ids: Sequence[str], themes: Iterable[str], today: dt.date
+    ) -> tuple[dict[str, str], list[StoredRecord]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._read, subject_ids, themes, today)
+
+    def close(self) -> None:
+        def close_connection() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        self._executor.submit(close_connection).result()
+        self._executor.shutdown()
 
 
 def _date(value: object) -> dt.date | None:

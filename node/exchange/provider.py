@@ -215,11 +215,18 @@ class Provider:
         self._parts = _DecisionParts(catalog)
         # SQLite: one connection of the pool kept for reads on the event loop's thread
         self._reader = database.raw_connection() if database.dialect.name == "sqlite" else None
+        # PostgreSQL: one autocommit connection kept for reads, on its own thread
+        self._pg_reader = (
+            answers.PostgresReader(database) if database.dialect.name == "postgresql" else None
+        )
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._pg_reader is not None:
+            self._pg_reader.close()
+            self._pg_reader = None
 
     # -- the call --------------------------------------------------------------------
 
@@ -554,6 +561,8 @@ class Provider:
             names, records = answers.read_records_with(
                 self._reader.driver_connection, "sqlite", subject_ids, allowed_themes, today
             )
+        elif self._pg_reader is not None:
+            names, records = await self._pg_reader.read(subject_ids, allowed_themes, today)
         else:
             names, records = await asyncio.to_thread(
                 answers.read_records, self.database, subject_ids, allowed_themes, today
