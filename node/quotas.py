@@ -18,6 +18,12 @@ from sqlalchemy import Engine
 from node.ledger.log import SideWrite
 from node.store.database import driver_sql
 
+_UPSERT = (
+    "INSERT INTO quota_usage (requester, rule_id, period_start, used) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (requester, rule_id, period_start) "
+    "DO UPDATE SET used = quota_usage.used + excluded.used"
+)
+
 
 def _stamp(moment: dt.datetime) -> int:
     return int(moment.timestamp())
@@ -49,13 +55,8 @@ def count(engine: Engine, requester: str, periods: Mapping[str, dt.datetime]) ->
         return
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            driver_sql(
-                conn.dialect.name,
-                "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
-                "VALUES (?, ?, ?, 1) ON CONFLICT (requester, rule_id, period_start) "
-                "DO UPDATE SET used = quota_usage.used + 1",
-            ),
-            [(requester, rule, _stamp(start)) for rule, start in periods.items()],
+            driver_sql(conn.dialect.name, _UPSERT),
+            [(requester, rule, _stamp(start), 1) for rule, start in periods.items()],
         )
 
 
@@ -115,10 +116,3 @@ class QuotaCounter:
             if committed and key in self._stored:
                 used, read_at = self._stored[key]
                 self._stored[key] = (used + n, read_at)
-
-
-_UPSERT = (
-    "INSERT INTO quota_usage (requester, rule_id, period_start, used) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (requester, rule_id, period_start) "
-    "DO UPDATE SET used = quota_usage.used + excluded.used"
-)

@@ -26,7 +26,6 @@ from node.exchange.envelope import (
     Envelope,
     EnvelopeError,
     digest,
-    key_id,
     open_envelope,
     pae,
     seal,
@@ -35,6 +34,7 @@ from node.exchange.replay import ReplayGuard
 from node.ledger.log import Ledger, LedgerStore, SideWrite
 from node.ledger.note import Signer
 from node.quotas import QuotaCounter
+from policy.trust import key_id
 
 # -- the envelope ----------------------------------------------------------------------
 
@@ -52,12 +52,12 @@ def test_pae_is_the_dsse_pre_authentication_encoding() -> None:
 
 KEY = nacl.signing.SigningKey(bytes(range(32)))
 OTHER = nacl.signing.SigningKey(bytes(range(1, 33)))
-KEYS = {key_id(KEY.verify_key): KEY.verify_key}
+KEYS = {key_id(bytes(KEY.verify_key)): KEY.verify_key}
 
 
 def test_sealed_envelope_opens_with_its_signers_key() -> None:
     envelope = seal(QUERY_REQUEST, b"payload", KEY)
-    assert open_envelope(envelope, QUERY_REQUEST, KEYS) == key_id(KEY.verify_key)
+    assert open_envelope(envelope, QUERY_REQUEST, KEYS) == key_id(bytes(KEY.verify_key))
     assert digest(envelope) == hashlib.sha256(pae(QUERY_REQUEST, b"payload")).digest()
     del envelope.signatures[:]
     assert digest(envelope) == digest(seal(QUERY_REQUEST, b"payload", OTHER))  # signatures aside

@@ -118,6 +118,33 @@ def read_records_with(
     return names, records
 
 
+INLINE_SUBJECTS = 16  # up to this many, a SQLite read costs less than a thread handoff
+
+
+class SqliteReader:
+    """One SQLite connection of the pool kept for the provider's reads on the event loop.
+
+    A read of a few subjects is local and takes less than handing it to a thread,
+    so it runs inline; a large batch goes to a thread through the pool.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Any = engine.raw_connection()
+
+    async def read(
+        self, subject_ids: Sequence[str], themes: Iterable[str], today: dt.date
+    ) -> tuple[dict[str, str], list[StoredRecord]]:
+        if len(subject_ids) <= INLINE_SUBJECTS:
+            return read_records_with(
+                self._connection.driver_connection, "sqlite", subject_ids, themes, today
+            )
+        return await asyncio.to_thread(read_records, self.engine, subject_ids, themes, today)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 class PostgresReader:
     """One PostgreSQL connection kept for the provider's reads, used from one thread.
 
@@ -169,6 +196,11 @@ class PostgresReader:
 
         self._executor.submit(close_connection).result()
         self._executor.shutdown()
+
+
+def open_reader(engine: Engine) -> SqliteReader | PostgresReader:
+    """The provider's reader for the store behind ``engine``."""
+    return SqliteReader(engine) if engine.dialect.name == "sqlite" else PostgresReader(engine)
 
 
 def _date(value: object) -> dt.date | None:

@@ -21,7 +21,6 @@ Refused and rejected queries are recorded too.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import time
@@ -44,7 +43,6 @@ from node.exchange.envelope import (
     QUERY_REQUEST,
     EnvelopeError,
     digest,
-    key_id,
     open_envelope,
     seal,
 )
@@ -404,14 +402,9 @@ def _leaf_index(metadata: Any) -> int | None:
     return None
 
 
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 __all__ = [
     "AnswerRejected",
     "FederationClient",
     "QueryRefused",
     "VerifiedAnswer",
-    "key_id",
 ]

@@ -20,6 +20,7 @@ import nacl.signing
 from creditexchange.v1 import exchange_pb2
 
 from node.errors import NodeError
+from policy.trust import key_id
 
 Envelope = exchange_pb2.Envelope
 
@@ -45,11 +46,6 @@ def digest(envelope: exchange_pb2.Envelope) -> bytes:
     return hashlib.sha256(pae(envelope.payload_type, envelope.payload)).digest()
 
 
-def key_id(verify_key: nacl.signing.VerifyKey) -> str:
-    """The memorandum's key id: SHA-256 of the raw public key, hex."""
-    return hashlib.sha256(bytes(verify_key)).hexdigest()
-
-
 def seal(
     payload_type: str, payload: bytes, signing_key: nacl.signing.SigningKey
 ) -> exchange_pb2.Envelope:
@@ -58,7 +54,9 @@ def seal(
     return exchange_pb2.Envelope(
         payload_type=payload_type,
         payload=payload,
-        signatures=[exchange_pb2.Signature(key_id=key_id(signing_key.verify_key), sig=signature)],
+        signatures=[
+            exchange_pb2.Signature(key_id=key_id(bytes(signing_key.verify_key)), sig=signature)
+        ],
     )
 
 

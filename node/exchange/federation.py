@@ -17,7 +17,6 @@ import nacl.signing
 
 from node.catalog import Catalog
 from node.errors import NodeError
-from node.exchange.envelope import key_id
 from policy.document import Memorandum
 from policy.engine import Engine
 from policy.trust import TrustStore, memorandum_hash
@@ -27,7 +26,6 @@ from policy.trust import TrustStore, memorandum_hash
 class Federation:
     """One memorandum version, with what serving and asking need from it."""
 
-    envelope: dict[str, Any]
     memorandum: Memorandum
     hash: bytes
     engine: Engine
@@ -49,12 +47,6 @@ class Federation:
             )
         return found.endpoint
 
-    def verifier_for(self, member: str) -> nacl.signing.VerifyKey:
-        keys = self.keys.get(member)
-        if not keys:
-            raise NodeError(f"memorandum version {self.version} lists no signing key for {member}")
-        return next(iter(keys.values()))
-
 
 def compile_federation(
     envelope: dict[str, Any], memorandum: Memorandum, catalog: Catalog
@@ -65,17 +57,10 @@ def compile_federation(
     for member in memorandum.members:
         keys[member.id] = {}
         for entry in member.keys:
-            verify_key = nacl.signing.VerifyKey(bytes.fromhex(entry.public_key))
-            if key_id(verify_key) != entry.key_id:
-                raise NodeError(
-                    f"memorandum version {memorandum.version}: key id {entry.key_id[:16]}… of "
-                    f"{member.id} does not match its public key"
-                )
-            keys[member.id][entry.key_id] = verify_key
+            # the trust store refuses a memorandum whose key ids are not their keys' ids
+            keys[member.id][entry.key_id] = nacl.signing.VerifyKey(bytes.fromhex(entry.public_key))
             owner[entry.key_id] = member.id
-    return Federation(
-        envelope, memorandum, digest, Engine(memorandum, digest, catalog), keys, owner
-    )
+    return Federation(memorandum, digest, Engine(memorandum, digest, catalog), keys, owner)
 
 
 class FederationView:

@@ -50,6 +50,7 @@ import grpc
 import nacl.signing
 from creditexchange.v1 import audit_pb2, exchange_pb2
 from google.protobuf.message import DecodeError
+from sqlalchemy import Engine
 
 from certs.errors import CertificateError
 from certs.identity import PeerCertificate, peer_certificate
@@ -115,7 +116,6 @@ class Refusal(Exception):
 class Limits:
     max_message_bytes: int = 1 << 20
     max_batch_subjects: int = 1000
-    window_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class Provider:
         self,
         *,
         member_id: str,
-        database: Any,  # sqlalchemy Engine
+        database: Engine,
         catalog: Catalog,
         federation: FederationView,
         ledger: Ledger,
@@ -201,7 +201,6 @@ class Provider:
         limits: Limits = Limits(),
     ) -> None:
         self.member_id = member_id
-        self.database = database
         self.catalog = catalog
         self.federation = federation
         self.ledger = ledger
@@ -213,20 +212,10 @@ class Provider:
         self.metrics = metrics
         self.limits = limits
         self._parts = _DecisionParts(catalog)
-        # SQLite: one connection of the pool kept for reads on the event loop's thread
-        self._reader = database.raw_connection() if database.dialect.name == "sqlite" else None
-        # PostgreSQL: one autocommit connection kept for reads, on its own thread
-        self._pg_reader = (
-            answers.PostgresReader(database) if database.dialect.name == "postgresql" else None
-        )
+        self._reader = answers.open_reader(database)
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        if self._pg_reader is not None:
-            self._pg_reader.close()
-            self._pg_reader = None
+        self._reader.close()
 
     # -- the call --------------------------------------------------------------------
 
@@ -557,16 +546,7 @@ class Provider:
         self._check_deadline(context)
         subject_ids = [s for s, _ in parsed]
         today = dt.datetime.now(CST).date()
-        if self._reader is not None and len(subject_ids) <= 16:  # cheaper than a thread handoff
-            names, records = answers.read_records_with(
-                self._reader.driver_connection, "sqlite", subject_ids, allowed_themes, today
-            )
-        elif self._pg_reader is not None:
-            names, records = await self._pg_reader.read(subject_ids, allowed_themes, today)
-        else:
-            names, records = await asyncio.to_thread(
-                answers.read_records, self.database, subject_ids, allowed_themes, today
-            )
+        names, records = await self._reader.read(subject_ids, allowed_themes, today)
         by_subject: dict[str, dict[str, list[answers.StoredRecord]]] = {}
         for record in records:
             by_subject.setdefault(record.subject_id, {}).setdefault(record.theme, []).append(record)

@@ -199,7 +199,6 @@ class NodeServer:
             limits=Limits(
                 max_message_bytes=settings.max_message_bytes,
                 max_batch_subjects=settings.max_batch_subjects,
-                window_s=settings.request_window_s,
             ),
         )
         server = grpc.aio.server(
