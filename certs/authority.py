@@ -40,14 +40,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs.errors import AuthorityError
-from certs.identity import (
+from creditexchange.certs.errors import AuthorityError
+from creditexchange.certs.identity import (
     check_member_id,
     fingerprint,
     member_dns_name,
     member_uri,
 )
-from certs.revocation import RevocationList
+from creditexchange.certs.revocation import RevocationList
 
 DEFAULT_CA_NAME = "Credit Exchange Federation CA"
 CA_DAYS = 3650

@@ -16,7 +16,7 @@ them like any other node error (message on stderr, exit status 2).
 
 from __future__ import annotations
 
-from node.errors import NodeError
+from creditexchange.node.errors import NodeError
 
 
 class CertificateError(NodeError):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.errors import CertificateError, RevocationListError
+from creditexchange.certs.errors import CertificateError, RevocationListError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.errors import CatalogError, describe_validation_error
+from creditexchange.node.errors import CatalogError, describe_validation_error
 
 
 class SubjectType(StrEnum):
@@ -313,7 +313,9 @@ def parse_catalog(data: Any, source: str) -> Catalog:
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load a city's catalog file, or the default one shipped with the node."""
     if path is None:
-        text = resources.files("node").joinpath("data/catalog.yaml").read_text("utf-8")
+        text = (
+            resources.files("creditexchange.node").joinpath("data/catalog.yaml").read_text("utf-8")
+        )
         source = "default catalog"
     else:
         try:

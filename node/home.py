@@ -8,10 +8,16 @@ from typing import Any
 import tomli_w
 from pydantic import ValidationError
 
-from node.config import CONFIG_FILE, NodeConfig, NodeSettings, describe_errors, load_config
-from node.errors import ConfigError
-from node.keys import write_new_hmac_key, write_new_signing_key
-from node.store.database import create_store_engine, upgrade
+from creditexchange.node.config import (
+    CONFIG_FILE,
+    NodeConfig,
+    NodeSettings,
+    describe_errors,
+    load_config,
+)
+from creditexchange.node.errors import ConfigError
+from creditexchange.node.keys import write_new_hmac_key, write_new_signing_key
+from creditexchange.node.store.database import create_store_engine, upgrade
 
 
 def create_home(

@@ -45,12 +45,18 @@ from typing import IO, Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
-from node.catalog import Catalog, Theme
-from node.errors import CatalogError, ImportFileError
-from node.identifiers import mask_identifier
-from node.store.database import driver_sql
-from node.store.models import ImportBatch, RecordStatus
-from node.validation import SUBJECT_COLUMNS, Problem, RowValidator, ValidRow, cell_text
+from creditexchange.node.catalog import Catalog, Theme
+from creditexchange.node.errors import CatalogError, ImportFileError
+from creditexchange.node.identifiers import mask_identifier
+from creditexchange.node.store.database import driver_sql
+from creditexchange.node.store.models import ImportBatch, RecordStatus
+from creditexchange.node.validation import (
+    SUBJECT_COLUMNS,
+    Problem,
+    RowValidator,
+    ValidRow,
+    cell_text,
+)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _UTF8 = frozenset({"utf-8", "utf8", "utf-8-sig", "utf_8", "u8"})

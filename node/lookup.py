@@ -25,17 +25,17 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, select
 
-from node.catalog import Catalog, FieldType
-from node.errors import NotFound
-from node.identifiers import (
+from creditexchange.node.catalog import Catalog, FieldType
+from creditexchange.node.errors import NotFound
+from creditexchange.node.identifiers import (
     InvalidIdentifier,
     mask_identifier,
     mask_name,
     mask_resident_id,
     validate_uscc,
 )
-from node.publicity import is_public
-from node.store.models import Record, RecordStatus, Subject
+from creditexchange.node.publicity import is_public
+from creditexchange.node.store.models import Record, RecordStatus, Subject
 
 
 @dataclass(frozen=True)

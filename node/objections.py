@@ -16,8 +16,8 @@ from enum import StrEnum
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from node.errors import NodeError, NotFound
-from node.store.models import Objection, Record, RecordStatus, RecordVersion
+from creditexchange.node.errors import NodeError, NotFound
+from creditexchange.node.store.models import Objection, Record, RecordStatus, RecordVersion
 
 
 class ObjectionOutcome(StrEnum):

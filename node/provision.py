@@ -27,16 +27,16 @@ from typing import Any
 import tomli_w
 import yaml
 
-from certs.authority import init_ca, issue
-from node.catalog import load_catalog
-from node.config import CONFIG_FILE, NodeConfig, load_config
-from node.home import create_home
-from node.importer import FORMATS, import_file
-from node.keys import load_signing_key
-from node.sample import write_sample
-from node.store import open_store
-from policy.document import parse_memorandum
-from policy.trust import TrustStore, sign, signing_key_entry, to_json_data
+from creditexchange.certs.authority import init_ca, issue
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.config import CONFIG_FILE, NodeConfig, load_config
+from creditexchange.node.home import create_home
+from creditexchange.node.importer import FORMATS, import_file
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.sample import write_sample
+from creditexchange.node.store import open_store
+from creditexchange.policy.document import parse_memorandum
+from creditexchange.policy.trust import TrustStore, sign, signing_key_entry, to_json_data
 
 MEMBERS = ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs")
 
@@ -66,7 +66,11 @@ def free_ports(n: int) -> list[int]:
 
 
 def shipped_memorandum_data() -> dict[str, Any]:
-    text = resources.files("policy").joinpath("memorandum-3plus2.yaml").read_text("utf-8")
+    text = (
+        resources.files("creditexchange.policy")
+        .joinpath("memorandum-3plus2.yaml")
+        .read_text("utf-8")
+    )
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 

@@ -15,7 +15,7 @@ import calendar
 import datetime as dt
 from collections.abc import Mapping
 
-from node.catalog import PublicityRule
+from creditexchange.node.catalog import PublicityRule
 
 
 def add_months(day: dt.date, months: int) -> dt.date:

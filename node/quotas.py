@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Engine
 
-from node.ledger.log import SideWrite
-from node.store.database import driver_sql
+from creditexchange.node.ledger.log import SideWrite
+from creditexchange.node.store.database import driver_sql
 
 _UPSERT = (
     "INSERT INTO quota_usage (requester, rule_id, period_start, used) VALUES (?, ?, ?, ?) "

@@ -48,9 +48,13 @@ from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
-from node.catalog import Catalog, CatalogField, FieldType, PublicityRule, Theme
-from node.identifiers import USCC_ALPHABET, resident_id_check_character, uscc_check_character
-from node.publicity import add_months, minimum_months
+from creditexchange.node.catalog import Catalog, CatalogField, FieldType, PublicityRule, Theme
+from creditexchange.node.identifiers import (
+    USCC_ALPHABET,
+    resident_id_check_character,
+    uscc_check_character,
+)
+from creditexchange.node.publicity import add_months, minimum_months
 
 if TYPE_CHECKING:
     from _typeshed import SupportsLenAndGetItem

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from node.catalog import CatalogField, FieldType, SubjectType, Theme
-from node.identifiers import InvalidIdentifier, validate_resident_id, validate_uscc
-from node.publicity import PublicityViolation, publicity_end
+from creditexchange.node.catalog import CatalogField, FieldType, SubjectType, Theme
+from creditexchange.node.identifiers import InvalidIdentifier, validate_resident_id, validate_uscc
+from creditexchange.node.publicity import PublicityViolation, publicity_end
 
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")
 SUBJECT_TYPES = frozenset(t.value for t in SubjectType)

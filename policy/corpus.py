@@ -52,11 +52,11 @@ from typing import Annotated, Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.catalog import Catalog
-from node.errors import describe_validation_error
-from policy.canonical import canonical_json
-from policy.document import Memorandum, Mode, PolicyError, parse_memorandum
-from policy.engine import Decision, DecisionRequest, Engine, Status
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.errors import describe_validation_error
+from creditexchange.policy.canonical import canonical_json
+from creditexchange.policy.document import Memorandum, Mode, PolicyError, parse_memorandum
+from creditexchange.policy.engine import Decision, DecisionRequest, Engine, Status
 
 __all__ = ["Case", "CaseResult", "Corpus", "CorpusError", "load_corpus", "run_corpus"]
 

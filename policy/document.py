@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.errors import describe_validation_error
+from creditexchange.node.errors import describe_validation_error
 
 SUBJECT_TYPES = ("enterprise", "individual_business", "institution", "social_org", "individual")
 MEMBER_ID = r"^[a-z][a-z0-9_-]{1,31}$"

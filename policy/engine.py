@@ -98,8 +98,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from node.catalog import Catalog
-from policy.document import (
+from creditexchange.node.catalog import Catalog
+from creditexchange.policy.document import (
     SUBJECT_TYPES,
     Effect,
     Memorandum,

@@ -65,8 +65,8 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from policy.canonical import CanonicalizationError, canonical_json
-from policy.document import Memorandum, PolicyError, parse_memorandum
+from creditexchange.policy.canonical import CanonicalizationError, canonical_json
+from creditexchange.policy.document import Memorandum, PolicyError, parse_memorandum
 
 __all__ = [
     "NO_MEMORANDUM",

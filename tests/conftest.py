@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from node.catalog import Catalog, load_catalog
-from node.store.database import create_store_engine, upgrade
+from creditexchange.node.catalog import Catalog, load_catalog
+from creditexchange.node.store.database import create_store_engine, upgrade
 
 PG_URL = os.environ.get("CREDIT_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -13,9 +13,9 @@ import sys
 
 from nacl.signing import SigningKey
 
-from node.ledger.log import Ledger, LedgerStore
-from node.ledger.note import Signer
-from node.store.database import create_store_engine
+from creditexchange.node.ledger.log import Ledger, LedgerStore
+from creditexchange.node.ledger.note import Signer
+from creditexchange.node.store.database import create_store_engine
 
 
 async def main(url: str, seed_hex: str, concurrency: int) -> None:

@@ -19,17 +19,17 @@ from typing import Any, TypeVar
 
 import grpc
 import nacl.signing
-from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
-from certs.identity import member_dns_name
-from node.exchange.client import FederationClient
-from node.exchange.envelope import seal
-from node.exchange.server import NodeServer
-from node.keys import load_signing_key
-from node.ledger import open_store as open_ledger_store
-from node.ledger.entries import decode
-from node.provision import ProvisionedNode, free_ports, provision
-from node.store import open_store
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.exchange.client import FederationClient
+from creditexchange.node.exchange.envelope import seal
+from creditexchange.node.exchange.server import NodeServer
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.ledger import open_store as open_ledger_store
+from creditexchange.node.ledger.entries import decode
+from creditexchange.node.provision import ProvisionedNode, free_ports, provision
+from creditexchange.node.store import open_store
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from node.catalog import (
+from creditexchange.node.catalog import (
     Catalog,
     Category,
     Department,
@@ -26,7 +26,7 @@ from node.catalog import (
     load_catalog,
     parse_catalog,
 )
-from node.errors import CatalogError
+from creditexchange.node.errors import CatalogError
 
 ALL_SUBJECT_TYPES = {t.value for t in SubjectType}
 
@@ -111,7 +111,7 @@ def default() -> Catalog:
 
 def default_data() -> dict[str, Any]:
     """The default catalog as a plain YAML mapping, to mutate."""
-    text = resources.files("node").joinpath("data/catalog.yaml").read_text("utf-8")
+    text = resources.files("creditexchange.node").joinpath("data/catalog.yaml").read_text("utf-8")
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 
@@ -137,7 +137,7 @@ def test_the_default_catalog_loads_with_its_version_and_edition(default: Catalog
 
 
 def test_the_default_catalog_file_explains_itself_and_how_a_city_overrides_it() -> None:
-    text = resources.files("node").joinpath("data/catalog.yaml").read_text("utf-8")
+    text = resources.files("creditexchange.node").joinpath("data/catalog.yaml").read_text("utf-8")
     head = text[: text.index("catalog_version:")]
     assert head.lstrip().startswith("#")
     assert "catalog_path" in head

@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from typer.testing import CliRunner
 
-from certs.authority import (
+from creditexchange.certs.authority import (
     AuthorityError,
     init_ca,
     issue,
@@ -33,23 +33,28 @@ from certs.authority import (
     read_index,
     revoke,
 )
-from certs.credentials import NodeCredentials, load_node_credentials
-from certs.errors import CertificateError, CredentialsError, InvalidMemberId, PeerIdentityError
-from certs.identity import (
+from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
+from creditexchange.certs.errors import (
+    CertificateError,
+    CredentialsError,
+    InvalidMemberId,
+    PeerIdentityError,
+)
+from creditexchange.certs.identity import (
     certificate_fingerprint,
     certificate_serial,
     member_dns_name,
     member_from_certificate,
     peer_certificate,
 )
-from certs.revocation import (
+from creditexchange.certs.revocation import (
     CertificateRevoked,
     RevocationList,
     RevocationListError,
     RevocationListExpired,
     RevocationWatcher,
 )
-from node.cli import app
+from creditexchange.node.cli import app
 
 runner = CliRunner()
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from node.catalog import Catalog
-from node.cli import app
-from node.home import create_home
-from node.importer import import_file
-from node.sample import KNOWN_REGIONS, showcase_subject, write_sample
-from node.store import open_store
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.cli import app
+from creditexchange.node.home import create_home
+from creditexchange.node.importer import import_file
+from creditexchange.node.sample import KNOWN_REGIONS, showcase_subject, write_sample
+from creditexchange.node.store import open_store
 
 runner = CliRunner()
 
@@ -164,7 +164,7 @@ def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "node.cli",
+            "creditexchange.node.cli",
             "demo",
             "--once",
             "--subjects",

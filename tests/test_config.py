@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from node.config import load_config
-from node.errors import ConfigError, StoreError
-from node.home import create_home
-from node.keys import load_signing_key
-from node.store import open_store
-from node.store.database import create_store_engine
+from creditexchange.node.config import load_config
+from creditexchange.node.errors import ConfigError, StoreError
+from creditexchange.node.home import create_home
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.store import open_store
+from creditexchange.node.store.database import create_store_engine
 
 
 def test_init_writes_config_key_and_a_migrated_database(tmp_path: Path) -> None:

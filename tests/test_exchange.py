@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from conftest import postgres_schema
-from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 from fedharness import Federation
 from sqlalchemy import text
 
-from node.exchange.client import QueryRefused
-from node.ledger import merkle
-from node.sample import showcase_subject
-from node.store import open_store
+from creditexchange.node.exchange.client import QueryRefused
+from creditexchange.node.ledger import merkle
+from creditexchange.node.sample import showcase_subject
+from creditexchange.node.store import open_store
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -290,7 +290,7 @@ def test_logs_are_json_and_never_carry_a_subject(
 ) -> None:
     import json
 
-    from node.logs import JsonFormatter
+    from creditexchange.node.logs import JsonFormatter
 
     subject = showcase_subject("huizhou", 2026)
     with caplog.at_level("INFO", logger="node.exchange"):
@@ -304,7 +304,7 @@ def test_logs_are_json_and_never_carry_a_subject(
 
 
 def test_a_record_under_objection_is_marked_in_full_and_check_answers(fed: Federation) -> None:
-    from node.objections import ObjectionOutcome, close_objection, open_objection
+    from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
 
     subject = showcase_subject("huizhou", 2026)
     (record_key,) = _subjects(

@@ -31,31 +31,31 @@ from typing import Any
 import grpc
 import pytest
 from conftest import postgres_schema
-from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 from fedharness import Federation
 from google.protobuf.message import Message
 from sqlalchemy import text
 
-from certs.authority import init_ca, issue, revoke
-from certs.identity import member_dns_name
-from node.config import NodeConfig
-from node.exchange.client import AnswerRejected, FederationClient
-from node.exchange.envelope import (
+from creditexchange.certs.authority import init_ca, issue, revoke
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.config import NodeConfig
+from creditexchange.node.exchange.client import AnswerRejected, FederationClient
+from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
     QUERY_REQUEST,
     seal,
 )
-from node.exchange.server import NodeServer
-from node.ledger import merkle
-from node.ledger.log import origin_for
-from node.ledger.note import Signer, open_note, sign_note
-from node.provision import free_ports
-from node.sample import showcase_subject
-from node.store import open_store
-from policy.document import Period
-from policy.engine import quota_period_start
+from creditexchange.node.exchange.server import NodeServer
+from creditexchange.node.ledger import merkle
+from creditexchange.node.ledger.log import origin_for
+from creditexchange.node.ledger.note import Signer, open_note, sign_note
+from creditexchange.node.provision import free_ports
+from creditexchange.node.sample import showcase_subject
+from creditexchange.node.store import open_store
+from creditexchange.policy.document import Period
+from creditexchange.policy.engine import quota_period_start
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

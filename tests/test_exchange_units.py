@@ -20,7 +20,7 @@ import nacl.signing
 import pytest
 from sqlalchemy import Engine, text
 
-from node.exchange.envelope import (
+from creditexchange.node.exchange.envelope import (
     ANSWER,
     QUERY_REQUEST,
     Envelope,
@@ -30,11 +30,11 @@ from node.exchange.envelope import (
     pae,
     seal,
 )
-from node.exchange.replay import ReplayGuard
-from node.ledger.log import Ledger, LedgerStore, SideWrite
-from node.ledger.note import Signer
-from node.quotas import QuotaCounter
-from policy.trust import key_id
+from creditexchange.node.exchange.replay import ReplayGuard
+from creditexchange.node.ledger.log import Ledger, LedgerStore, SideWrite
+from creditexchange.node.ledger.note import Signer
+from creditexchange.node.quotas import QuotaCounter
+from creditexchange.policy.trust import key_id
 
 # -- the envelope ----------------------------------------------------------------------
 

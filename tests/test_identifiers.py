@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.identifiers import (
+from creditexchange.node.identifiers import (
     USCC_ALPHABET,
     InvalidIdentifier,
     mask_identifier,

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from node.catalog import Catalog, parse_catalog
-from node.errors import CatalogError, ImportFileError
-from node.importer import ImportSummary, import_file
-from node.lookup import subject_view
-from node.objections import ObjectionOutcome, close_objection, open_objection
-from node.store.models import ImportBatch, Record, RecordVersion, Subject
+from creditexchange.node.catalog import Catalog, parse_catalog
+from creditexchange.node.errors import CatalogError, ImportFileError
+from creditexchange.node.importer import ImportSummary, import_file
+from creditexchange.node.lookup import subject_view
+from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
+from creditexchange.node.store.models import ImportBatch, Record, RecordVersion, Subject
 
 TODAY = dt.date(2026, 11, 27)
 ENTERPRISE = "91441300MA4W7K3P2D"

@@ -21,12 +21,18 @@ from nacl.signing import SigningKey
 from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
-from node.cli import app
-from node.home import create_home
-from node.ledger import entries, merkle
-from node.ledger.log import ConcurrentWriter, Ledger, LedgerStore, VerifyReport, verify
-from node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
-from node.store.database import create_store_engine, driver_sql
+from creditexchange.node.cli import app
+from creditexchange.node.home import create_home
+from creditexchange.node.ledger import entries, merkle
+from creditexchange.node.ledger.log import (
+    ConcurrentWriter,
+    Ledger,
+    LedgerStore,
+    VerifyReport,
+    verify,
+)
+from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
+from creditexchange.node.store.database import create_store_engine, driver_sql
 
 SEED = bytes(range(32))
 ORIGIN = "credit-exchange/3plus2/huizhou/audit"
@@ -361,7 +367,7 @@ def test_subject_is_recorded_as_a_keyed_hmac_never_in_clear() -> None:
 
 def test_a_crashed_appender_loses_no_acknowledged_entry(database_url: str, tmp_path: Path) -> None:
     engine = create_store_engine(database_url)
-    from node.store.database import upgrade
+    from creditexchange.node.store.database import upgrade
 
     upgrade(engine)
     store = LedgerStore(engine, Signer("crash-test/audit", SigningKey(SEED)))
@@ -461,8 +467,8 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
 def test_a_nodes_ledger_takes_its_origin_key_and_batching_from_the_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node.config import load_config
-    from node.ledger import open_ledger
+    from creditexchange.node.config import load_config
+    from creditexchange.node.ledger import open_ledger
 
     create_home(tmp_path / "sz", "shenzhen")
     monkeypatch.setenv("CREDIT_NODE_LEDGER_MAX_BATCH", "8")

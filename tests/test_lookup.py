@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from node.catalog import Catalog
-from node.errors import NotFound
-from node.lookup import subject_view
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.errors import NotFound
+from creditexchange.node.lookup import subject_view
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ledger.merkle import (
+from creditexchange.node.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     Frontier,

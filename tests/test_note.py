@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.ledger.note import (
+from creditexchange.node.ledger.note import (
     MAX_SIGNATURES,
     Checkpoint,
     NoteError,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from node.cli import app
-from node.home import create_home
+from creditexchange.node.cli import app
+from creditexchange.node.home import create_home
 
 POLICY = Path(__file__).resolve().parent.parent / "policy"
 runner = CliRunner()
@@ -151,11 +151,11 @@ def test_a_quota_counted_in_the_store_holds_for_the_next_process(
 ) -> None:
     import datetime as dt
 
-    from node.config import load_config
-    from node.quotas import count
-    from node.store import open_store
-    from policy.document import Period
-    from policy.engine import quota_period_start
+    from creditexchange.node.config import load_config
+    from creditexchange.node.quotas import count
+    from creditexchange.node.store import open_store
+    from creditexchange.policy.document import Period
+    from creditexchange.policy.engine import quota_period_start
 
     home = tmp_path / "hz"
     create_home(home, "huizhou")

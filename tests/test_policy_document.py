@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from policy.document import PolicyError, parse_memorandum
+from creditexchange.policy.document import PolicyError, parse_memorandum
 
 SHIPPED = yaml.safe_load(
     (Path(__file__).resolve().parent.parent / "policy" / "memorandum-3plus2.yaml").read_text(

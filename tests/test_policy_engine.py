@@ -25,9 +25,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from node.catalog import Catalog, load_catalog
-from policy.canonical import canonical_json
-from policy.corpus import (
+from creditexchange.node.catalog import Catalog, load_catalog
+from creditexchange.policy.canonical import canonical_json
+from creditexchange.policy.corpus import (
     CorpusError,
     check_case,
     load_corpus,
@@ -35,9 +35,16 @@ from policy.corpus import (
     request_of,
     run_corpus,
 )
-from policy.document import SUBJECT_TYPES, Effect, Memorandum, Mode, Period, PolicyError
-from policy.document import parse_memorandum as parse
-from policy.engine import CST, Decision, DecisionRequest, Engine, quota_period_start
+from creditexchange.policy.document import (
+    SUBJECT_TYPES,
+    Effect,
+    Memorandum,
+    Mode,
+    Period,
+    PolicyError,
+)
+from creditexchange.policy.document import parse_memorandum as parse
+from creditexchange.policy.engine import CST, Decision, DecisionRequest, Engine, quota_period_start
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORANDUM = ROOT / "policy" / "memorandum-3plus2.yaml"

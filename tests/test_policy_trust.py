@@ -24,9 +24,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
-from policy.document import PolicyError, parse_memorandum
-from policy.trust import (
+from creditexchange.policy.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
+from creditexchange.policy.document import PolicyError, parse_memorandum
+from creditexchange.policy.trust import (
     NO_MEMORANDUM,
     IgnoreReason,
     MemorandumExpired,
@@ -982,7 +982,7 @@ def test_a_failed_write_leaves_the_installed_version_and_no_temporary_file(
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr("policy.trust.os.replace", failing_replace)
+    monkeypatch.setattr("creditexchange.policy.trust.os.replace", failing_replace)
     v2 = signed_by(memorandum(version=2), 0, 1, 2)
     with pytest.raises(OSError, match="No space left"):
         store.install(v2, NOW)

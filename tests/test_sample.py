@@ -21,11 +21,11 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from node.catalog import Catalog, FieldType, load_catalog, parse_catalog
-from node.identifiers import validate_resident_id, validate_uscc
-from node.importer import import_file
-from node.publicity import add_months, publicity_end
-from node.sample import (
+from creditexchange.node.catalog import Catalog, FieldType, load_catalog, parse_catalog
+from creditexchange.node.identifiers import validate_resident_id, validate_uscc
+from creditexchange.node.importer import import_file
+from creditexchange.node.publicity import add_months, publicity_end
+from creditexchange.node.sample import (
     DEFAULT_TODAY,
     FEDERATION_CITIES,
     KNOWN_REGIONS,
@@ -33,7 +33,7 @@ from node.sample import (
     write_sample,
     write_theme,
 )
-from node.validation import SUBJECT_COLUMNS, RowValidator, cell_text
+from creditexchange.node.validation import SUBJECT_COLUMNS, RowValidator, cell_text
 
 SEED = 11
 CITY_SUBJECTS = 1500

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from node.cli import exchange, store
-from node.cli.audit import audit_app
-from node.cli.certs import certs_app
-from node.cli.demo import demo
-from node.cli.policy import policy_app
+from creditexchange.node.cli import exchange, store
+from creditexchange.node.cli.audit import audit_app
+from creditexchange.node.cli.certs import certs_app
+from creditexchange.node.cli.demo import demo
+from creditexchange.node.cli.policy import policy_app
 
 app = typer.Typer(
     name="credit-node",

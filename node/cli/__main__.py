@@ -1,5 +1,5 @@
 """``python -m node.cli``: the ``credit-node`` command without the installed script."""
 
-from node.cli import main
+from creditexchange.node.cli import main
 
 main()

@@ -13,10 +13,18 @@ from typing import Annotated, Any
 
 import typer
 
-from node.cli.common import HomeOption, JsonOption, err, open_node, out, print_json, reports_errors
-from node.config import NodeConfig
-from node.ledger import entries, open_store
-from node.ledger.log import LedgerStore, now_us, verify
+from creditexchange.node.cli.common import (
+    HomeOption,
+    JsonOption,
+    err,
+    open_node,
+    out,
+    print_json,
+    reports_errors,
+)
+from creditexchange.node.config import NodeConfig
+from creditexchange.node.ledger import entries, open_store
+from creditexchange.node.ledger.log import LedgerStore, now_us, verify
 
 audit_app = typer.Typer(
     help="The audit ledger: checkpoints, entries, proofs, verification, retention.",

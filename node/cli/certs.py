@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from certs.authority import (
+from creditexchange.certs.authority import (
     CA_DAYS,
     CRL_DAYS,
     DEFAULT_CA_NAME,
@@ -28,8 +28,8 @@ from certs.authority import (
     read_index,
     revoke,
 )
-from certs.identity import member_dns_name
-from node.cli.common import JsonOption, out, print_json, reports_errors
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.cli.common import JsonOption, out, print_json, reports_errors
 
 certs_app = typer.Typer(
     help="The federation PKI: create the CA, issue node certificates, revoke, publish the CRL.",

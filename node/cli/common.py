@@ -18,11 +18,11 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from node.catalog import Catalog, load_catalog
-from node.config import NodeConfig, load_config
-from node.errors import NodeError
-from node.store import open_store
-from policy.document import PolicyError
+from creditexchange.node.catalog import Catalog, load_catalog
+from creditexchange.node.config import NodeConfig, load_config
+from creditexchange.node.errors import NodeError
+from creditexchange.node.store import open_store
+from creditexchange.policy.document import PolicyError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

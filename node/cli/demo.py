@@ -28,18 +28,18 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
-from certs.identity import member_dns_name
-from node.cli.common import err, out, reports_errors
-from node.cli.exchange import print_answer
-from node.config import load_config
-from node.errors import NodeError
-from node.exchange.client import FederationClient, QueryRefused
-from node.exchange.server import tls_material
-from node.ledger import open_store as open_ledger_store
-from node.ledger.log import verify
-from node.provision import ProvisionedNode, provision
-from node.sample import showcase_subject
-from node.store import open_store
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.cli.common import err, out, reports_errors
+from creditexchange.node.cli.exchange import print_answer
+from creditexchange.node.config import load_config
+from creditexchange.node.errors import NodeError
+from creditexchange.node.exchange.client import FederationClient, QueryRefused
+from creditexchange.node.exchange.server import tls_material
+from creditexchange.node.ledger import open_store as open_ledger_store
+from creditexchange.node.ledger.log import verify
+from creditexchange.node.provision import ProvisionedNode, provision
+from creditexchange.node.sample import showcase_subject
+from creditexchange.node.store import open_store
 
 PUBLIC = "r.status <> 'expired' AND (r.publicity_end IS NULL OR r.publicity_end >= CURRENT_DATE)"
 
@@ -103,7 +103,7 @@ def demo(
 def _start(node: ProvisionedNode) -> subprocess.Popen[bytes]:
     log = (node.home / "serve.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "serve", "--home", str(node.home)],
+        [sys.executable, "-m", "creditexchange.node.cli", "serve", "--home", str(node.home)],
         stdout=log,
         stderr=log,
         start_new_session=True,  # Ctrl-C reaches the demo, which stops the nodes in order

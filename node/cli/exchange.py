@@ -7,16 +7,23 @@ import base64
 from typing import Annotated, Any
 
 import typer
-from creditexchange.v1 import exchange_pb2
 from google.protobuf.json_format import MessageToDict
 from rich.markup import escape as esc
 
-from node.catalog import load_catalog
-from node.cli.common import HomeOption, JsonOption, err, out, print_json, reports_errors
-from node.config import load_config
-from node.exchange.client import FederationClient, QueryRefused, VerifiedAnswer
-from node.exchange.server import serve as serve_node
-from node.logs import configure as configure_logs
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.cli.common import (
+    HomeOption,
+    JsonOption,
+    err,
+    out,
+    print_json,
+    reports_errors,
+)
+from creditexchange.node.config import load_config
+from creditexchange.node.exchange.client import FederationClient, QueryRefused, VerifiedAnswer
+from creditexchange.node.exchange.server import serve as serve_node
+from creditexchange.node.logs import configure as configure_logs
+from creditexchange.v1 import exchange_pb2
 
 
 @reports_errors

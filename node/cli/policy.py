@@ -19,8 +19,8 @@ import yaml
 from nacl.signing import SigningKey
 from sqlalchemy import Engine as Database
 
-from node.catalog import load_catalog
-from node.cli.common import (
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
     err,
@@ -29,14 +29,14 @@ from node.cli.common import (
     print_json,
     reports_errors,
 )
-from node.config import load_config
-from node.errors import NodeError
-from node.keys import load_signing_key, write_new_signing_key
-from node.quotas import usage
-from policy.corpus import run_corpus
-from policy.document import Mode, PolicyError, parse_memorandum
-from policy.engine import DecisionRequest, Engine, quota_period_start
-from policy.trust import (
+from creditexchange.node.config import load_config
+from creditexchange.node.errors import NodeError
+from creditexchange.node.keys import load_signing_key, write_new_signing_key
+from creditexchange.node.quotas import usage
+from creditexchange.policy.corpus import run_corpus
+from creditexchange.policy.document import Mode, PolicyError, parse_memorandum
+from creditexchange.policy.engine import DecisionRequest, Engine, quota_period_start
+from creditexchange.policy.trust import (
     TrustStore,
     check_signatures,
     load_envelope,

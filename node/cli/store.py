@@ -9,8 +9,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from node.catalog import Catalog, SubjectType, load_catalog
-from node.cli.common import (
+from creditexchange.node.catalog import Catalog, SubjectType, load_catalog
+from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
     err,
@@ -19,19 +19,24 @@ from node.cli.common import (
     print_json,
     reports_errors,
 )
-from node.config import load_config
-from node.home import create_home
-from node.identifiers import (
+from creditexchange.node.config import load_config
+from creditexchange.node.home import create_home
+from creditexchange.node.identifiers import (
     InvalidIdentifier,
     mask_resident_id,
     validate_resident_id,
     validate_uscc,
 )
-from node.importer import ImportSummary, import_file
-from node.lookup import SubjectView, subject_view
-from node.objections import ObjectionOutcome, close_objection, open_objection
-from node.sample import write_sample
-from node.store.database import create_store_engine, current_revision, head_revision, upgrade
+from creditexchange.node.importer import ImportSummary, import_file
+from creditexchange.node.lookup import SubjectView, subject_view
+from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
+from creditexchange.node.sample import write_sample
+from creditexchange.node.store.database import (
+    create_store_engine,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 
 db_app = typer.Typer(help="The node's database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(

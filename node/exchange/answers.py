@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from creditexchange.v1 import exchange_pb2
 from sqlalchemy import Engine
 
-from node.catalog import Catalog, FieldType
-from node.identifiers import mask_identifier, mask_name, mask_resident_id
-from node.publicity import is_public
-from node.store.database import driver_sql
-from node.store.models import RecordStatus
-from policy.document import Mode
-from policy.engine import Decision
+from creditexchange.node.catalog import Catalog, FieldType
+from creditexchange.node.identifiers import mask_identifier, mask_name, mask_resident_id
+from creditexchange.node.publicity import is_public
+from creditexchange.node.store.database import driver_sql
+from creditexchange.node.store.models import RecordStatus
+from creditexchange.policy.document import Mode
+from creditexchange.policy.engine import Decision
+from creditexchange.v1 import exchange_pb2
 
 _PB_MODE = {Mode.FULL: exchange_pb2.MODE_FULL, Mode.CHECK: exchange_pb2.MODE_CHECK}
 

@@ -30,13 +30,12 @@ from typing import Any
 
 import grpc
 import nacl.signing
-from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
-from certs.identity import member_dns_name
-from node.catalog import load_catalog
-from node.config import NodeConfig
-from node.errors import NodeError
-from node.exchange.envelope import (
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.config import NodeConfig
+from creditexchange.node.errors import NodeError
+from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
@@ -46,16 +45,17 @@ from node.exchange.envelope import (
     open_envelope,
     seal,
 )
-from node.exchange.federation import Federation, FederationView
-from node.exchange.server import tls_material
-from node.keys import load_hmac_key, load_signing_key
-from node.ledger import merkle, open_ledger
-from node.ledger.entries import encode, subject_hmac
-from node.ledger.log import Ledger, Receipt, origin_for
-from node.ledger.note import Checkpoint, NoteError, Verifier, open_note
-from node.ledger.note import key_id as note_key_id
-from node.store import open_store
-from policy.trust import TrustStore
+from creditexchange.node.exchange.federation import Federation, FederationView
+from creditexchange.node.exchange.server import tls_material
+from creditexchange.node.keys import load_hmac_key, load_signing_key
+from creditexchange.node.ledger import merkle, open_ledger
+from creditexchange.node.ledger.entries import encode, subject_hmac
+from creditexchange.node.ledger.log import Ledger, Receipt, origin_for
+from creditexchange.node.ledger.note import Checkpoint, NoteError, Verifier, open_note
+from creditexchange.node.ledger.note import key_id as note_key_id
+from creditexchange.node.store import open_store
+from creditexchange.policy.trust import TrustStore
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 
 class QueryRefused(NodeError):

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import nacl.exceptions
 import nacl.signing
-from creditexchange.v1 import exchange_pb2
 
-from node.errors import NodeError
-from policy.trust import key_id
+from creditexchange.node.errors import NodeError
+from creditexchange.policy.trust import key_id
+from creditexchange.v1 import exchange_pb2
 
 Envelope = exchange_pb2.Envelope
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import nacl.signing
 
-from node.catalog import Catalog
-from node.errors import NodeError
-from policy.document import Memorandum
-from policy.engine import Engine
-from policy.trust import TrustStore, memorandum_hash
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.errors import NodeError
+from creditexchange.policy.document import Memorandum
+from creditexchange.policy.engine import Engine
+from creditexchange.policy.trust import TrustStore, memorandum_hash
 
 
 @dataclass(frozen=True)

@@ -48,17 +48,16 @@ from typing import Any, cast
 
 import grpc
 import nacl.signing
-from creditexchange.v1 import audit_pb2, exchange_pb2
 from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 
-from certs.errors import CertificateError
-from certs.identity import PeerCertificate, peer_certificate
-from certs.revocation import RevocationListExpired, RevocationWatcher
-from node.catalog import Catalog
-from node.errors import NodeError
-from node.exchange import answers
-from node.exchange.envelope import (
+from creditexchange.certs.errors import CertificateError
+from creditexchange.certs.identity import PeerCertificate, peer_certificate
+from creditexchange.certs.revocation import RevocationListExpired, RevocationWatcher
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.errors import NodeError
+from creditexchange.node.exchange import answers
+from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
@@ -68,15 +67,16 @@ from node.exchange.envelope import (
     open_envelope,
     seal,
 )
-from node.exchange.federation import Federation, FederationView
-from node.exchange.metrics import Metrics
-from node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
-from node.identifiers import InvalidIdentifier, subject_type_of
-from node.ledger.entries import encode, subject_hmac
-from node.ledger.log import Ledger, Receipt, SideWrite
-from node.quotas import QuotaCounter
-from policy.document import Mode, PolicyError
-from policy.engine import CST, Decision, DecisionRequest, quota_period_start
+from creditexchange.node.exchange.federation import Federation, FederationView
+from creditexchange.node.exchange.metrics import Metrics
+from creditexchange.node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
+from creditexchange.node.identifiers import InvalidIdentifier, subject_type_of
+from creditexchange.node.ledger.entries import encode, subject_hmac
+from creditexchange.node.ledger.log import Ledger, Receipt, SideWrite
+from creditexchange.node.quotas import QuotaCounter
+from creditexchange.policy.document import Mode, PolicyError
+from creditexchange.policy.engine import CST, Decision, DecisionRequest, quota_period_start
+from creditexchange.v1 import audit_pb2, exchange_pb2
 
 log = logging.getLogger("node.exchange")
 

@@ -24,8 +24,8 @@ import time
 
 from sqlalchemy import Engine
 
-from node.ledger.log import SideWrite
-from node.store.database import driver_sql
+from creditexchange.node.ledger.log import SideWrite
+from creditexchange.node.store.database import driver_sql
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64

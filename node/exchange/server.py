@@ -20,27 +20,27 @@ import signal
 from typing import Any, cast
 
 import grpc
-from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from certs.credentials import NodeCredentials, load_node_credentials
-from certs.errors import CertificateError
-from certs.revocation import RevocationWatcher
-from node.catalog import load_catalog
-from node.config import NodeConfig
-from node.errors import ConfigError, NodeError
-from node.exchange.federation import FederationView
-from node.exchange.metrics import Metrics
-from node.exchange.provider import Limits, Provider
-from node.exchange.replay import ReplayGuard
-from node.keys import load_hmac_key, load_signing_key
-from node.ledger import open_ledger
-from node.ledger.log import Ledger, LedgerError
-from node.quotas import QuotaCounter
-from node.store import open_store as open_database
-from policy.document import PolicyError
-from policy.trust import TrustStore
+from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
+from creditexchange.certs.errors import CertificateError
+from creditexchange.certs.revocation import RevocationWatcher
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.config import NodeConfig
+from creditexchange.node.errors import ConfigError, NodeError
+from creditexchange.node.exchange.federation import FederationView
+from creditexchange.node.exchange.metrics import Metrics
+from creditexchange.node.exchange.provider import Limits, Provider
+from creditexchange.node.exchange.replay import ReplayGuard
+from creditexchange.node.keys import load_hmac_key, load_signing_key
+from creditexchange.node.ledger import open_ledger
+from creditexchange.node.ledger.log import Ledger, LedgerError
+from creditexchange.node.quotas import QuotaCounter
+from creditexchange.node.store import open_store as open_database
+from creditexchange.policy.document import PolicyError
+from creditexchange.policy.trust import TrustStore
+from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 log = logging.getLogger("node.server")
 

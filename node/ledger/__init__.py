@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from node.config import NodeConfig
-from node.keys import load_signing_key
-from node.ledger.log import Ledger, LedgerStore, origin_for
-from node.ledger.note import Signer
+from creditexchange.node.config import NodeConfig
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.ledger.log import Ledger, LedgerStore, origin_for
+from creditexchange.node.ledger.note import Signer
 
 
 def open_store(config: NodeConfig, engine: Engine) -> LedgerStore:

@@ -16,8 +16,9 @@ import hashlib
 import hmac
 from typing import Any
 
-from creditexchange.v1 import audit_pb2
 from google.protobuf.json_format import MessageToDict
+
+from creditexchange.v1 import audit_pb2
 
 FORMAT_VERSION = 1
 AuditEntry = audit_pb2.AuditEntry

@@ -50,10 +50,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from node.errors import NodeError
-from node.ledger import merkle
-from node.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_note, sign_note
-from node.store.database import driver_sql
+from creditexchange.node.errors import NodeError
+from creditexchange.node.ledger import merkle
+from creditexchange.node.ledger.note import (
+    Checkpoint,
+    NoteError,
+    Signer,
+    Verifier,
+    open_note,
+    sign_note,
+)
+from creditexchange.node.store.database import driver_sql
 
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_WAIT = 0.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from node.store.database import create_store_engine, require_current_schema
+from creditexchange.node.store.database import create_store_engine, require_current_schema
 
 
 def open_store(url: str) -> Engine:

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
-from node.errors import StoreError
+from creditexchange.node.errors import StoreError
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,7 +59,7 @@ def create_store_engine(url: str) -> Engine:
 def _alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option(
-        "script_location", str(resources.files("node.store").joinpath("migrations"))
+        "script_location", str(resources.files("creditexchange.node.store").joinpath("migrations"))
     )
     cfg.attributes["engine"] = engine
     return cfg

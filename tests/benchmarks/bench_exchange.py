@@ -45,14 +45,14 @@ from typing import Any
 
 import grpc
 import psycopg
-from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 from sqlalchemy import text
 
-from certs.identity import member_dns_name
-from node.exchange.envelope import QUERY_REQUEST, seal
-from node.keys import load_signing_key
-from node.provision import ProvisionedNode, free_ports, provision, set_settings
-from node.store import open_store
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.node.exchange.envelope import QUERY_REQUEST, seal
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.provision import ProvisionedNode, free_ports, provision, set_settings
+from creditexchange.node.store import open_store
+from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 THEMES = ["registration", "admin_penalty", "admin_license"]
 
@@ -230,7 +230,14 @@ def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]
     for_bare = requests(requester, "huizhou", subjects, total)
 
     log = provider.home / "serve.log"
-    command = [sys.executable, "-m", "node.cli", "serve", "--home", str(provider.home)]
+    command = [
+        sys.executable,
+        "-m",
+        "creditexchange.node.cli",
+        "serve",
+        "--home",
+        str(provider.home),
+    ]
     command += ["--log-level", "WARNING"]
     if args.profile:  # cProfile of the node under load (pstats file)
         command[1:1] = ["-m", "cProfile", "-o", args.profile]

@@ -36,12 +36,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from node.catalog import Catalog, load_catalog
-from node.importer import _csv_rows, import_file
-from node.lookup import subject_view
-from node.sample import write_theme
-from node.store.database import create_store_engine, upgrade
-from node.validation import RowValidator, ValidRow
+from creditexchange.node.catalog import Catalog, load_catalog
+from creditexchange.node.importer import _csv_rows, import_file
+from creditexchange.node.lookup import subject_view
+from creditexchange.node.sample import write_theme
+from creditexchange.node.store.database import create_store_engine, upgrade
+from creditexchange.node.validation import RowValidator, ValidRow
 
 THEME = "admin_penalty"
 CHUNK = 5000

@@ -33,13 +33,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from node.config import load_config
-from node.home import create_home
-from node.keys import load_signing_key
-from node.ledger import entries
-from node.ledger.log import Ledger, LedgerStore, origin_for, verify
-from node.ledger.note import Signer
-from node.store.database import create_store_engine, upgrade
+from creditexchange.node.config import load_config
+from creditexchange.node.home import create_home
+from creditexchange.node.keys import load_signing_key
+from creditexchange.node.ledger import entries
+from creditexchange.node.ledger.log import Ledger, LedgerStore, origin_for, verify
+from creditexchange.node.ledger.note import Signer
+from creditexchange.node.store.database import create_store_engine, upgrade
 
 
 def make_bodies(n: int) -> list[bytes]:

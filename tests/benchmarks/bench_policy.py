@@ -36,10 +36,10 @@ import time
 from collections.abc import Hashable
 from pathlib import Path
 
-from node.catalog import load_catalog
-from policy.corpus import load_memorandum
-from policy.document import Mode
-from policy.engine import Decision, DecisionRequest, Engine
+from creditexchange.node.catalog import load_catalog
+from creditexchange.policy.corpus import load_memorandum
+from creditexchange.policy.document import Mode
+from creditexchange.policy.engine import Decision, DecisionRequest, Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORANDUM = ROOT / "policy" / "memorandum-3plus2.yaml"

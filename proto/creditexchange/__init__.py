@@ -1,1 +1,0 @@
-"""Generated wire contract of the credit exchange (package creditexchange.v1)."""
