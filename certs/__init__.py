@@ -3,6 +3,6 @@
 ``authority`` is the CA operator's side (create the CA, issue, revoke, publish
 the CRL), ``identity`` how a member id is written into a certificate and read
 back from a peer's, ``revocation`` how a node trusts the CRL and picks up a new
-one, ``credentials`` a node's own key and certificate checked together, and
-``errors`` the exception tree.
+one, and ``credentials`` a node's own key and certificate checked together.
+Its errors are the ``CertificateError`` branch of ``creditexchange.errors``.
 """

@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from creditexchange.certs.errors import AuthorityError
 from creditexchange.certs.identity import (
     check_member_id,
     fingerprint,
@@ -48,6 +47,7 @@ from creditexchange.certs.identity import (
     member_uri,
 )
 from creditexchange.certs.revocation import RevocationList
+from creditexchange.errors import AuthorityError
 
 DEFAULT_CA_NAME = "Credit Exchange Federation CA"
 CA_DAYS = 3650

@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from creditexchange.certs.errors import CredentialsError, PeerIdentityError
 from creditexchange.certs.identity import member_of
+from creditexchange.errors import CredentialsError, PeerIdentityError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from creditexchange.certs.errors import InvalidMemberId, PeerIdentityError
+from creditexchange.errors import InvalidMemberId, PeerIdentityError
 
 TRUST_DOMAIN = "credit-exchange"
 MEMBER_URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/member/"

@@ -27,7 +27,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from creditexchange.certs.errors import CertificateError, RevocationListError
+from creditexchange.errors import (
+    CertificateError,
+    CertificateRevoked,
+    RevocationListError,
+    RevocationListExpired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +54,6 @@ def load_ca_certificate(path: Path) -> x509.Certificate:
         return x509.load_pem_x509_certificate(_read(path, "CA certificate"))
     except ValueError as exc:
         raise RevocationListError(f"{path} is not a PEM certificate: {exc}") from None
-
-
-class CertificateRevoked(RevocationListError):
-    """The peer's certificate is on the federation's revocation list."""
-
-
-class RevocationListExpired(RevocationListError):
-    """The list in force is past its next_update: the CA must publish a new one."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from creditexchange.node.errors import CatalogError, describe_validation_error
+from creditexchange.errors import CatalogError, describe_validation_error
 
 
 class SubjectType(StrEnum):

@@ -29,7 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from creditexchange.node.errors import ConfigError
+from creditexchange.errors import ConfigError
 
 CONFIG_FILE = "node.toml"
 ENV_PREFIX = "CREDIT_NODE_"

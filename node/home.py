@@ -8,6 +8,7 @@ from typing import Any
 import tomli_w
 from pydantic import ValidationError
 
+from creditexchange.errors import ConfigError
 from creditexchange.node.config import (
     CONFIG_FILE,
     NodeConfig,
@@ -15,7 +16,6 @@ from creditexchange.node.config import (
     describe_errors,
     load_config,
 )
-from creditexchange.node.errors import ConfigError
 from creditexchange.node.keys import write_new_hmac_key, write_new_signing_key
 from creditexchange.node.store.database import create_store_engine, upgrade
 

@@ -21,6 +21,8 @@ import datetime as dt
 import re
 from typing import Final
 
+from creditexchange.errors import InvalidIdentifier
+
 USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
 _USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
@@ -72,10 +74,6 @@ _EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
 # Well-formed shapes; a value that matches only needs its check character verified.
 _USCC_SHAPE: Final = re.compile(r"[1-9ANY][0-9A-HJ-NPQRTUWXY][0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}")
 _RESIDENT_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9X]")
-
-
-class InvalidIdentifier(ValueError):
-    """An identifier that fails its standard; the message says what and where."""
 
 
 # The weighted sums are evaluated with int() in a base congruent to the weights'

@@ -45,8 +45,8 @@ from typing import IO, Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
+from creditexchange.errors import CatalogError, ImportFileError
 from creditexchange.node.catalog import Catalog, Theme
-from creditexchange.node.errors import CatalogError, ImportFileError
 from creditexchange.node.identifiers import mask_identifier
 from creditexchange.node.store.database import driver_sql
 from creditexchange.node.store.models import ImportBatch, RecordStatus

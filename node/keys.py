@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from creditexchange.node.errors import ConfigError
+from creditexchange.errors import ConfigError
 
 
 def _write_secret(path: Path, secret: bytes) -> None:

@@ -25,10 +25,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, select
 
+from creditexchange.errors import InvalidIdentifier, NotFound
 from creditexchange.node.catalog import Catalog, FieldType
-from creditexchange.node.errors import NotFound
 from creditexchange.node.identifiers import (
-    InvalidIdentifier,
     mask_identifier,
     mask_name,
     mask_resident_id,

@@ -16,7 +16,7 @@ from enum import StrEnum
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from creditexchange.node.errors import NodeError, NotFound
+from creditexchange.errors import NotFound, ObjectionError
 from creditexchange.node.store.models import Objection, Record, RecordStatus, RecordVersion
 
 
@@ -24,10 +24,6 @@ class ObjectionOutcome(StrEnum):
     CORRECTED = "corrected"
     CONFIRMED = "confirmed"
     UNRESOLVED = "unresolved"
-
-
-class ObjectionError(NodeError):
-    pass
 
 
 def _record(session: Session, theme: str, record_key: str) -> Record:

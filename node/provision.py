@@ -20,12 +20,10 @@ import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import yaml
 
 from creditexchange.certs.authority import init_ca, issue
 from creditexchange.node.catalog import load_catalog
@@ -36,7 +34,13 @@ from creditexchange.node.keys import load_signing_key
 from creditexchange.node.sample import write_sample
 from creditexchange.node.store import open_store
 from creditexchange.policy.document import parse_memorandum
-from creditexchange.policy.trust import TrustStore, sign, signing_key_entry, to_json_data
+from creditexchange.policy.trust import (
+    TrustStore,
+    shipped_memorandum_source,
+    sign,
+    signing_key_entry,
+    to_json_data,
+)
 
 MEMBERS = ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs")
 
@@ -63,16 +67,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def shipped_memorandum_data() -> dict[str, Any]:
-    text = (
-        resources.files("creditexchange.policy")
-        .joinpath("memorandum-3plus2.yaml")
-        .read_text("utf-8")
-    )
-    data: dict[str, Any] = yaml.safe_load(text)
-    return data
 
 
 def provision(
@@ -151,7 +145,7 @@ def signed_memorandum(
     the rules' references to them) unless ``keep_members``; the threshold is
     lowered to the number of members when needed.
     """
-    data = shipped_memorandum_data()
+    data = shipped_memorandum_source()
     data["version"] = version
     present = set(nodes)
     if not keep_members:

@@ -15,6 +15,7 @@ import calendar
 import datetime as dt
 from collections.abc import Mapping
 
+from creditexchange.errors import PublicityViolation
 from creditexchange.node.catalog import PublicityRule
 
 
@@ -32,10 +33,6 @@ def minimum_months(rule: PublicityRule, fields: Mapping[str, object]) -> int:
     if extended is not None and fields.get(extended.field) in extended.values:
         return max(rule.min_months, extended.min_months)
     return rule.min_months
-
-
-class PublicityViolation(ValueError):
-    """A stated publicity end outside the rule's bounds."""
 
 
 def publicity_end(

@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from creditexchange.errors import InvalidIdentifier, PublicityViolation
 from creditexchange.node.catalog import CatalogField, FieldType, SubjectType, Theme
-from creditexchange.node.identifiers import InvalidIdentifier, validate_resident_id, validate_uscc
-from creditexchange.node.publicity import PublicityViolation, publicity_end
+from creditexchange.node.identifiers import validate_resident_id, validate_uscc
+from creditexchange.node.publicity import publicity_end
 
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")
 SUBJECT_TYPES = frozenset(t.value for t in SubjectType)

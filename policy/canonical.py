@@ -29,6 +29,8 @@ Strings are kept exactly as given: no Unicode normalization (RFC 8785 §3.1).
 
 from __future__ import annotations
 
+from creditexchange.errors import CanonicalizationError
+
 __all__ = ["MAX_SAFE_INTEGER", "CanonicalizationError", "canonical_json"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -46,10 +48,6 @@ _ESCAPES.update(
         ord("\\"): "\\\\",
     }
 )
-
-
-class CanonicalizationError(ValueError):
-    """A value that has no RFC 8785 canonical form here; the message says where."""
 
 
 def canonical_json(value: object) -> bytes:

@@ -42,8 +42,6 @@ or the parsed ``.yaml`` source dumped as JSON data).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +50,13 @@ from typing import Annotated, Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from creditexchange.errors import CorpusError, PolicyError, describe_validation_error
 from creditexchange.node.catalog import Catalog
-from creditexchange.node.errors import describe_validation_error
-from creditexchange.policy.canonical import canonical_json
-from creditexchange.policy.document import Memorandum, Mode, PolicyError, parse_memorandum
+from creditexchange.policy.document import Memorandum, Mode, parse_memorandum
 from creditexchange.policy.engine import Decision, DecisionRequest, Engine, Status
+from creditexchange.policy.trust import memorandum_hash, read_memorandum_file
 
-__all__ = ["Case", "CaseResult", "Corpus", "CorpusError", "load_corpus", "run_corpus"]
-
-
-class CorpusError(PolicyError):
-    """A corpus that cannot be read; says which case and which key."""
+__all__ = ["Case", "CaseResult", "Corpus", "load_corpus", "load_memorandum", "run_corpus"]
 
 
 class _Strict(BaseModel):
@@ -151,20 +145,12 @@ def _read_yaml(path: Path, what: str) -> Any:
 
 def load_memorandum(path: Path) -> tuple[Memorandum, bytes]:
     """A memorandum (.yaml source or signed .json envelope) and its content hash."""
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorpusError(f"cannot read memorandum {path}: {exc}") from None
-    else:
-        data = _read_yaml(path, "memorandum")
-    if isinstance(data, dict) and "signed" in data:  # an envelope: its signed part
-        signed = data["signed"]
-        memorandum = parse_memorandum(signed, str(path))
-        return memorandum, hashlib.sha256(canonical_json(signed)).digest()
-    memorandum = parse_memorandum(data, str(path))
-    digest = hashlib.sha256(canonical_json(memorandum.model_dump(mode="json"))).digest()
-    return memorandum, digest
+    try:
+        envelope = read_memorandum_file(path)
+    except PolicyError as exc:
+        raise CorpusError(f"cannot read memorandum {path}: {exc}") from None
+    signed = envelope["signed"]
+    return parse_memorandum(signed, str(path)), memorandum_hash(signed)
 
 
 def load_corpus(path: Path) -> tuple[Corpus, Memorandum, bytes]:

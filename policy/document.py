@@ -24,15 +24,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from creditexchange.node.errors import describe_validation_error
+from creditexchange.errors import PolicyError, describe_validation_error
 
 SUBJECT_TYPES = ("enterprise", "individual_business", "institution", "social_org", "individual")
 MEMBER_ID = r"^[a-z][a-z0-9_-]{1,31}$"
 CODE = r"^[a-z][a-z0-9_-]*$"
-
-
-class PolicyError(Exception):
-    """A memorandum that cannot be loaded, verified or installed; says what and where."""
 
 
 class _Strict(BaseModel):

@@ -98,6 +98,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from creditexchange.errors import PolicyError
 from creditexchange.node.catalog import Catalog
 from creditexchange.policy.document import (
     SUBJECT_TYPES,
@@ -105,7 +106,6 @@ from creditexchange.policy.document import (
     Memorandum,
     Mode,
     Period,
-    PolicyError,
     Quota,
     Rule,
 )

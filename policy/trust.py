@@ -59,14 +59,22 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
+import yaml
 
-from creditexchange.policy.canonical import CanonicalizationError, canonical_json
-from creditexchange.policy.document import Memorandum, PolicyError, parse_memorandum
+from creditexchange.errors import (
+    CanonicalizationError,
+    MemorandumExpired,
+    MemorandumRefused,
+    PolicyError,
+)
+from creditexchange.policy.canonical import canonical_json
+from creditexchange.policy.document import Memorandum, parse_memorandum
 
 __all__ = [
     "NO_MEMORANDUM",
@@ -491,6 +499,39 @@ def load_envelope(
     return data, _parse_signed(data["signed"], source)
 
 
+SHIPPED_MEMORANDUM = "memorandum-3plus2.yaml"
+"""The "3+2" memorandum source that ships with the node, beside this module."""
+
+
+def shipped_memorandum_source() -> dict[str, Any]:
+    """The shipped memorandum's YAML source, as data, to fill in with keys and endpoints."""
+    text = resources.files("creditexchange.policy").joinpath(SHIPPED_MEMORANDUM).read_text("utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+def unsigned_envelope(source: Any, where: str) -> dict[str, Any]:
+    """A new envelope, with no signature yet, of a memorandum's source data (from YAML)."""
+    return {"signed": to_json_data(parse_memorandum(source, where)), "signatures": []}
+
+
+def read_memorandum_file(path: Path) -> dict[str, Any]:
+    """The envelope in a memorandum file: a signed ``.json`` envelope (:func:`load_envelope`),
+    or a new unsigned one from a ``.yaml`` source. A PolicyError names what is wrong."""
+    if path.suffix not in (".yaml", ".yml"):
+        envelope, _ = load_envelope(path)
+        return envelope
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return unsigned_envelope(data, str(path))
+
+
 def _load_self_signed(
     path_or_text: str | bytes | os.PathLike[str], what: str, remedy: str = ""
 ) -> tuple[dict[str, Any], Memorandum]:
@@ -519,19 +560,6 @@ def _parse_signed(signed: Mapping[str, Any], source: str) -> Memorandum:
 # --------------------------------------------------------------------------- expiry
 
 
-class MemorandumExpired(PolicyError):
-    """The installed memorandum has expired: cross-city answers stop (fail closed)."""
-
-    def __init__(self, version: int, expires: dt.datetime) -> None:
-        super().__init__(
-            f"memorandum version {version} expired on {_iso(expires)}; "
-            "cross-city answers stop until a new version is installed "
-            "(credit-node policy install FILE)"
-        )
-        self.version = version
-        self.expires = expires
-
-
 def is_expired(m: Memorandum, now: dt.datetime) -> bool:
     """True from the instant ``m.expires`` on (``now`` must carry a time zone)."""
     _require_aware(now)
@@ -544,20 +572,6 @@ def expired_error(m: Memorandum) -> MemorandumExpired:
 
 
 # --------------------------------------------------------------------------- updates
-
-
-class MemorandumRefused(PolicyError):
-    """An offered memorandum failed the update rules; ``rules`` names which.
-
-    Rule names: ``own-signatures`` (rule 1), ``installed-signatures``,
-    ``version``, ``federation`` (rule 2), ``expired`` (rule 3), and
-    ``already-installed`` (the installed content offered again).
-    """
-
-    def __init__(self, message: str, rules: tuple[str, ...], version: int) -> None:
-        super().__init__(message)
-        self.rules = rules
-        self.version = version
 
 
 @dataclass(frozen=True)

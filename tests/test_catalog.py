@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from creditexchange.errors import CatalogError
 from creditexchange.node.catalog import (
     Catalog,
     Category,
@@ -26,7 +27,6 @@ from creditexchange.node.catalog import (
     load_catalog,
     parse_catalog,
 )
-from creditexchange.node.errors import CatalogError
 
 ALL_SUBJECT_TYPES = {t.value for t in SubjectType}
 

@@ -34,12 +34,6 @@ from creditexchange.certs.authority import (
     revoke,
 )
 from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
-from creditexchange.certs.errors import (
-    CertificateError,
-    CredentialsError,
-    InvalidMemberId,
-    PeerIdentityError,
-)
 from creditexchange.certs.identity import (
     certificate_fingerprint,
     certificate_serial,
@@ -47,12 +41,14 @@ from creditexchange.certs.identity import (
     member_from_certificate,
     peer_certificate,
 )
-from creditexchange.certs.revocation import (
+from creditexchange.certs.revocation import RevocationList, RevocationListError, RevocationWatcher
+from creditexchange.errors import (
+    CertificateError,
     CertificateRevoked,
-    RevocationList,
-    RevocationListError,
+    CredentialsError,
+    InvalidMemberId,
+    PeerIdentityError,
     RevocationListExpired,
-    RevocationWatcher,
 )
 from creditexchange.node.cli import app
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from creditexchange.errors import ConfigError, DatabaseError
 from creditexchange.node.config import load_config
-from creditexchange.node.errors import ConfigError, StoreError
 from creditexchange.node.home import create_home
 from creditexchange.node.keys import load_signing_key
 from creditexchange.node.store import open_store
@@ -86,5 +86,5 @@ def test_a_signing_key_readable_by_others_is_refused(tmp_path: Path) -> None:
 def test_a_database_behind_the_code_is_refused_with_the_upgrade_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     create_store_engine(url)
-    with pytest.raises(StoreError, match="run 'credit-node db upgrade'"):
+    with pytest.raises(DatabaseError, match="run 'credit-node db upgrade'"):
         open_store(url)

@@ -17,7 +17,7 @@ from conftest import postgres_schema
 from fedharness import Federation
 from sqlalchemy import text
 
-from creditexchange.node.exchange.client import QueryRefused
+from creditexchange.errors import QueryRefused
 from creditexchange.node.ledger import merkle
 from creditexchange.node.sample import showcase_subject
 from creditexchange.node.store import open_store

@@ -37,8 +37,9 @@ from sqlalchemy import text
 
 from creditexchange.certs.authority import init_ca, issue, revoke
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.errors import AnswerRejected
 from creditexchange.node.config import NodeConfig
-from creditexchange.node.exchange.client import AnswerRejected, FederationClient
+from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,

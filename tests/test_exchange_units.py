@@ -20,11 +20,11 @@ import nacl.signing
 import pytest
 from sqlalchemy import Engine, text
 
+from creditexchange.errors import EnvelopeError
 from creditexchange.node.exchange.envelope import (
     ANSWER,
     QUERY_REQUEST,
     Envelope,
-    EnvelopeError,
     digest,
     open_envelope,
     pae,

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from creditexchange.errors import InvalidIdentifier
 from creditexchange.node.identifiers import (
     USCC_ALPHABET,
-    InvalidIdentifier,
     mask_identifier,
     mask_resident_id,
     resident_id_check_character,

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from creditexchange.errors import CatalogError, ImportFileError
 from creditexchange.node.catalog import Catalog, parse_catalog
-from creditexchange.node.errors import CatalogError, ImportFileError
 from creditexchange.node.importer import ImportSummary, import_file
 from creditexchange.node.lookup import subject_view
 from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection

@@ -21,16 +21,11 @@ from nacl.signing import SigningKey
 from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
+from creditexchange.errors import ConcurrentWriter
 from creditexchange.node.cli import app
 from creditexchange.node.home import create_home
 from creditexchange.node.ledger import entries, merkle
-from creditexchange.node.ledger.log import (
-    ConcurrentWriter,
-    Ledger,
-    LedgerStore,
-    VerifyReport,
-    verify,
-)
+from creditexchange.node.ledger.log import Ledger, LedgerStore, VerifyReport, verify
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 from creditexchange.node.store.database import create_store_engine, driver_sql
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
+from creditexchange.errors import NotFound
 from creditexchange.node.catalog import Catalog
-from creditexchange.node.errors import NotFound
 from creditexchange.node.lookup import subject_view
 
 

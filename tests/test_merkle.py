@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from creditexchange.errors import ProofError
 from creditexchange.node.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     Frontier,
     NodeId,
-    ProofError,
     consistency_proof,
     consistency_proof_ranges,
     extend,

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from creditexchange.errors import NoteError
 from creditexchange.node.ledger.note import (
     MAX_SIGNATURES,
     Checkpoint,
-    NoteError,
     Signer,
     Verifier,
     add_signature,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from creditexchange.policy.document import PolicyError, parse_memorandum
+from creditexchange.errors import PolicyError
+from creditexchange.policy.document import parse_memorandum
 
 SHIPPED = yaml.safe_load(
     (Path(__file__).resolve().parent.parent / "policy" / "memorandum-3plus2.yaml").read_text(

@@ -25,24 +25,17 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from creditexchange.errors import CorpusError, PolicyError
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.policy.canonical import canonical_json
 from creditexchange.policy.corpus import (
-    CorpusError,
     check_case,
     load_corpus,
     load_memorandum,
     request_of,
     run_corpus,
 )
-from creditexchange.policy.document import (
-    SUBJECT_TYPES,
-    Effect,
-    Memorandum,
-    Mode,
-    Period,
-    PolicyError,
-)
+from creditexchange.policy.document import SUBJECT_TYPES, Effect, Memorandum, Mode, Period
 from creditexchange.policy.document import parse_memorandum as parse
 from creditexchange.policy.engine import CST, Decision, DecisionRequest, Engine, quota_period_start
 

@@ -24,13 +24,17 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from creditexchange.policy.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
-from creditexchange.policy.document import PolicyError, parse_memorandum
+from creditexchange.errors import (
+    CanonicalizationError,
+    MemorandumExpired,
+    MemorandumRefused,
+    PolicyError,
+)
+from creditexchange.policy.canonical import MAX_SAFE_INTEGER, canonical_json
+from creditexchange.policy.document import parse_memorandum
 from creditexchange.policy.trust import (
     NO_MEMORANDUM,
     IgnoreReason,
-    MemorandumExpired,
-    MemorandumRefused,
     SignatureCheck,
     TrustStore,
     accept,

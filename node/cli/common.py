@@ -18,11 +18,10 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from creditexchange.errors import CreditExchangeError
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.config import NodeConfig, load_config
-from creditexchange.node.errors import NodeError
 from creditexchange.node.store import open_store
-from creditexchange.policy.document import PolicyError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -43,13 +42,13 @@ R = TypeVar("R")
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a NodeError or PolicyError into its message on stderr and exit status 2."""
+    """Turn a CreditExchangeError into its message on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (NodeError, PolicyError) as exc:
+        except CreditExchangeError as exc:
             err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
 

@@ -29,11 +29,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.errors import FederationSetupError, QueryRefused
 from creditexchange.node.cli.common import err, out, reports_errors
 from creditexchange.node.cli.exchange import print_answer
 from creditexchange.node.config import load_config
-from creditexchange.node.errors import NodeError
-from creditexchange.node.exchange.client import FederationClient, QueryRefused
+from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.server import tls_material
 from creditexchange.node.ledger import open_store as open_ledger_store
 from creditexchange.node.ledger.log import verify
@@ -42,10 +42,6 @@ from creditexchange.node.sample import showcase_subject
 from creditexchange.node.store import open_store
 
 PUBLIC = "r.status <> 'expired' AND (r.publicity_end IS NULL OR r.publicity_end >= CURRENT_DATE)"
-
-
-class DemoError(NodeError):
-    pass
 
 
 @reports_errors
@@ -66,7 +62,7 @@ def demo(
 ) -> None:
     """Start a six-member federation on loopback and show signed, audited cross-city queries."""
     if directory is not None and directory.exists() and any(directory.iterdir()):
-        raise DemoError(f"{directory} is not empty: give a new folder to --dir")
+        raise FederationSetupError(f"{directory} is not empty: give a new folder to --dir")
     root = directory or Path(tempfile.mkdtemp(prefix="credit-federation-"))
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -138,9 +134,11 @@ def _wait_ready(
         while not asyncio.run(healthy(node)):
             if processes[member].poll() is not None:
                 tail = (node.home / "serve.log").read_text(errors="replace")[-2000:]
-                raise DemoError(f"node {member} exited at start:\n{tail}")
+                raise FederationSetupError(f"node {member} exited at start:\n{tail}")
             if time.monotonic() > deadline:
-                raise DemoError(f"node {member} did not become ready; see {node.home}/serve.log")
+                raise FederationSetupError(
+                    f"node {member} did not become ready; see {node.home}/serve.log"
+                )
             time.sleep(0.2)
 
 

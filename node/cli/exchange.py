@@ -10,6 +10,7 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from rich.markup import escape as esc
 
+from creditexchange.errors import QueryRefused
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
@@ -20,7 +21,7 @@ from creditexchange.node.cli.common import (
     reports_errors,
 )
 from creditexchange.node.config import load_config
-from creditexchange.node.exchange.client import FederationClient, QueryRefused, VerifiedAnswer
+from creditexchange.node.exchange.client import FederationClient, VerifiedAnswer
 from creditexchange.node.exchange.server import serve as serve_node
 from creditexchange.node.logs import configure as configure_logs
 from creditexchange.v1 import exchange_pb2

@@ -19,6 +19,7 @@ import yaml
 from nacl.signing import SigningKey
 from sqlalchemy import Engine as Database
 
+from creditexchange.errors import PolicyError
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
@@ -30,20 +31,19 @@ from creditexchange.node.cli.common import (
     reports_errors,
 )
 from creditexchange.node.config import load_config
-from creditexchange.node.errors import NodeError
 from creditexchange.node.keys import load_signing_key, write_new_signing_key
 from creditexchange.node.quotas import usage
 from creditexchange.policy.corpus import run_corpus
-from creditexchange.policy.document import Mode, PolicyError, parse_memorandum
+from creditexchange.policy.document import Mode, parse_memorandum
 from creditexchange.policy.engine import DecisionRequest, Engine, quota_period_start
 from creditexchange.policy.trust import (
     TrustStore,
     check_signatures,
     load_envelope,
     memorandum_hash,
+    read_memorandum_file,
     sign,
     signing_key_entry,
-    to_json_data,
     verify_new,
 )
 
@@ -51,10 +51,6 @@ policy_app = typer.Typer(
     help="The sharing memorandum: keys, signatures, installation, decisions.",
     no_args_is_help=True,
 )
-
-
-class PolicyCommandError(NodeError):
-    pass
 
 
 def quota_usage(
@@ -67,23 +63,6 @@ def quota_usage(
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _read_envelope(path: Path) -> dict[str, Any]:
-    """An envelope from a signed .json file, or a fresh one from a .yaml source."""
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise PolicyCommandError(f"cannot read {path}: {exc.strerror}") from None
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PolicyCommandError(f"{path}: not valid YAML: {exc}") from None
-        memorandum = parse_memorandum(data, str(path))
-        return {"signed": to_json_data(memorandum), "signatures": []}
-    envelope, _ = load_envelope(text)
-    return envelope
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -125,7 +104,7 @@ def sign_command(
     out_path: Annotated[Path | None, typer.Option("--out", help="default: FILE as .json")] = None,
 ) -> None:
     """Add one member's signature to a memorandum (a .yaml source becomes a signed .json)."""
-    envelope = _read_envelope(file)
+    envelope = read_memorandum_file(file)
     signed = sign(envelope, SigningKey(load_signing_key(key_file).encode()))
     target = out_path or file.with_suffix(".json")
     _write_json(target, signed)
@@ -242,7 +221,7 @@ def explain(
 ) -> None:
     """Show the decision for a request and why: the rules, the fields, the reason."""
     if memorandum_file is not None:
-        envelope = _read_envelope(memorandum_file)
+        envelope = read_memorandum_file(memorandum_file)
         memorandum = parse_memorandum(envelope["signed"], str(memorandum_file))
         catalog = load_catalog()
     elif home is not None:
@@ -251,9 +230,9 @@ def explain(
         catalog = node.catalog
         provider = provider or node.config.member_id
     else:
-        raise PolicyCommandError("give --home (the installed memorandum) or --memorandum FILE")
+        raise typer.BadParameter("give --home (the installed memorandum) or --memorandum FILE")
     if provider is None:
-        raise PolicyCommandError("give --provider: whose data is asked for")
+        raise typer.BadParameter("give --provider: whose data is asked for")
     engine = Engine(memorandum, memorandum_hash(envelope["signed"]), catalog)
     now = _now()
     # On a node, the quota counters in its store say how much of each quota is used.

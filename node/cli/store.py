@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from creditexchange.errors import InvalidIdentifier
 from creditexchange.node.catalog import Catalog, SubjectType, load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
@@ -21,12 +22,7 @@ from creditexchange.node.cli.common import (
 )
 from creditexchange.node.config import load_config
 from creditexchange.node.home import create_home
-from creditexchange.node.identifiers import (
-    InvalidIdentifier,
-    mask_resident_id,
-    validate_resident_id,
-    validate_uscc,
-)
+from creditexchange.node.identifiers import mask_resident_id, validate_resident_id, validate_uscc
 from creditexchange.node.importer import ImportSummary, import_file
 from creditexchange.node.lookup import SubjectView, subject_view
 from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection

@@ -32,15 +32,14 @@ import grpc
 import nacl.signing
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.errors import AnswerRejected, EnvelopeError, NoteError, QueryRefused
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.config import NodeConfig
-from creditexchange.node.errors import NodeError
 from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
     QUERY_REQUEST,
-    EnvelopeError,
     digest,
     open_envelope,
     seal,
@@ -51,27 +50,11 @@ from creditexchange.node.keys import load_hmac_key, load_signing_key
 from creditexchange.node.ledger import merkle, open_ledger
 from creditexchange.node.ledger.entries import encode, subject_hmac
 from creditexchange.node.ledger.log import Ledger, Receipt, origin_for
-from creditexchange.node.ledger.note import Checkpoint, NoteError, Verifier, open_note
+from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
 from creditexchange.node.store import open_store
 from creditexchange.policy.trust import TrustStore
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
-
-
-class QueryRefused(NodeError):
-    """The provider refused the query; ``status`` is the gRPC status name."""
-
-    def __init__(self, provider: str, status: str, message: str, leaf_index: int | None) -> None:
-        where = f" (its audit entry {leaf_index})" if leaf_index is not None else ""
-        super().__init__(f"{provider} refused the query{where}: {status}: {message}")
-        self.provider = provider
-        self.status = status
-        self.detail = message
-        self.leaf_index = leaf_index
-
-
-class AnswerRejected(NodeError):
-    """The answer did not verify; it must not be used."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import nacl.exceptions
 import nacl.signing
 
-from creditexchange.node.errors import NodeError
+from creditexchange.errors import EnvelopeError
 from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2
 
@@ -29,10 +29,6 @@ QUERY_REQUEST = _PREFIX + "QueryRequest+protobuf"
 CHECK_REQUEST = _PREFIX + "CheckRequest+protobuf"
 BATCH_CHECK_REQUEST = _PREFIX + "BatchCheckRequest+protobuf"
 ANSWER = _PREFIX + "Answer+protobuf"
-
-
-class EnvelopeError(NodeError):
-    """An envelope is malformed or its signature does not verify; the message says which."""
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -15,8 +15,8 @@ from typing import Any
 
 import nacl.signing
 
+from creditexchange.errors import CreditExchangeError
 from creditexchange.node.catalog import Catalog
-from creditexchange.node.errors import NodeError
 from creditexchange.policy.document import Memorandum
 from creditexchange.policy.engine import Engine
 from creditexchange.policy.trust import TrustStore, memorandum_hash
@@ -41,7 +41,7 @@ class Federation:
             return overrides[member]
         found = self.memorandum.member_by_id.get(member)
         if found is None:
-            raise NodeError(
+            raise CreditExchangeError(
                 f"{member!r} is not a member of memorandum version {self.version}; "
                 f"members: {', '.join(sorted(self.memorandum.member_by_id))}"
             )

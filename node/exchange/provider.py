@@ -51,18 +51,23 @@ import nacl.signing
 from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 
-from creditexchange.certs.errors import CertificateError
 from creditexchange.certs.identity import PeerCertificate, peer_certificate
-from creditexchange.certs.revocation import RevocationListExpired, RevocationWatcher
+from creditexchange.certs.revocation import RevocationWatcher
+from creditexchange.errors import (
+    CertificateError,
+    CreditExchangeError,
+    EnvelopeError,
+    InvalidIdentifier,
+    Refused,
+    RevocationListExpired,
+)
 from creditexchange.node.catalog import Catalog
-from creditexchange.node.errors import NodeError
 from creditexchange.node.exchange import answers
 from creditexchange.node.exchange.envelope import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
     QUERY_REQUEST,
-    EnvelopeError,
     digest,
     open_envelope,
     seal,
@@ -70,17 +75,16 @@ from creditexchange.node.exchange.envelope import (
 from creditexchange.node.exchange.federation import Federation, FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
-from creditexchange.node.identifiers import InvalidIdentifier, subject_type_of
+from creditexchange.node.identifiers import subject_type_of
 from creditexchange.node.ledger.entries import encode, subject_hmac
 from creditexchange.node.ledger.log import Ledger, Receipt, SideWrite
 from creditexchange.node.quotas import QuotaCounter
-from creditexchange.policy.document import Mode, PolicyError
+from creditexchange.policy.document import Mode
 from creditexchange.policy.engine import CST, Decision, DecisionRequest, quota_period_start
 from creditexchange.v1 import audit_pb2, exchange_pb2
 
 log = logging.getLogger("node.exchange")
 
-_STATUS = {s.name: s for s in grpc.StatusCode}
 _KIND = {
     "Query": (QUERY_REQUEST, exchange_pb2.QueryRequest, audit_pb2.QUERY, Mode.FULL),
     "Check": (CHECK_REQUEST, exchange_pb2.CheckRequest, audit_pb2.CHECK, Mode.CHECK),
@@ -92,24 +96,11 @@ _KIND = {
     ),
 }
 _HEADER_LIMITS = {"purpose": 64, "legal_basis": 512, "case_reference": 128, "officer": 128}
-_MAX_MESSAGE_CHARS = 1000
 # which status a refusal takes when themes were denied for different reasons
 _PRECEDENCE = ("FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT")
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-class Refusal(Exception):
-    """The call is refused with ``code``; ``reason`` labels the refusal in metrics."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
-        if len(message) > _MAX_MESSAGE_CHARS:  # it travels in a trailer (16 KiB at most)
-            message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -229,8 +220,8 @@ class Provider:
             peer = self._peer(context)
             call.requester, call.peer_fingerprint = peer.member, peer.fingerprint
             if envelope.ByteSize() > self.limits.max_message_bytes:
-                raise Refusal(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise Refused(
+                    "RESOURCE_EXHAUSTED",
                     f"the message is {envelope.ByteSize()} bytes; this node accepts at most "
                     f"{self.limits.max_message_bytes}: split the batch",
                     "size",
@@ -250,8 +241,8 @@ class Provider:
             call.themes_asked = themes
             call.side_writes = self._check_fresh(header)
             if header.memorandum_version != federation.version:
-                raise Refusal(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                raise Refused(
+                    "FAILED_PRECONDITION",
                     f"the request was made under memorandum version {header.memorandum_version}"
                     f", this node holds version {federation.version}: fetch it (GetMemorandum) "
                     "and install it if it is newer",
@@ -267,7 +258,7 @@ class Provider:
             sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
             self._count(call, "allow", "OK", started)
             return sealed
-        except Refusal as refusal:
+        except Refused as refusal:
             await self._refuse(call, refusal, context, started)
         except asyncio.CancelledError:  # the caller went away: the call is still recorded
             await asyncio.shield(self._record_cancelled(call))
@@ -276,8 +267,8 @@ class Provider:
             log.exception("call failed", extra={"data": {"method": method}})
             await self._refuse(
                 call,
-                Refusal(
-                    grpc.StatusCode.INTERNAL,
+                Refused(
+                    "INTERNAL",
                     f"the provider failed to answer ({type(exc).__name__}); it is logged there",
                     "internal",
                 ),
@@ -301,29 +292,29 @@ class Provider:
     def _peer(self, context: Context) -> PeerCertificate:
         pem = list(context.auth_context().get("x509_pem_cert", ()))
         if not pem:
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Refused(
+                "UNAUTHENTICATED",
                 "no client certificate: connect with mutual TLS and the node's certificate",
                 "certificate",
             )
         try:
             return peer_certificate(pem[0])
         except CertificateError as exc:
-            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc), "certificate") from None
+            raise Refused("UNAUTHENTICATED", str(exc), "certificate") from None
 
     def _check_revocation(self, peer: PeerCertificate) -> None:
         try:
             self.revocations.check(peer.serial)
         except RevocationListExpired as exc:  # this node's fault, not the caller's
-            raise Refusal(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise Refused(
+                "FAILED_PRECONDITION",
                 f"this node's revocation list is out of date ({exc}); it answers no one until "
                 "its operator installs a fresh crl.pem",
                 "certificate",
             ) from None
         except CertificateError as exc:
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Refused(
+                "UNAUTHENTICATED",
                 f"the certificate of {peer.member} is refused: {exc}; the member needs a "
                 "new certificate from the federation CA",
                 "certificate",
@@ -332,9 +323,9 @@ class Provider:
     def _federation(self) -> Federation:
         try:
             return self.federation.current()
-        except (PolicyError, NodeError) as exc:
-            raise Refusal(
-                grpc.StatusCode.FAILED_PRECONDITION,
+        except CreditExchangeError as exc:
+            raise Refused(
+                "FAILED_PRECONDITION",
                 f"this node has no usable memorandum ({exc})",
                 "memorandum",
             ) from None
@@ -342,15 +333,15 @@ class Provider:
     def _check_member(self, federation: Federation, peer: PeerCertificate) -> None:
         member = federation.memorandum.member_by_id.get(peer.member)
         if member is None:
-            raise Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
+            raise Refused(
+                "PERMISSION_DENIED",
                 f"{peer.member} is not a member of memorandum version {federation.version}",
                 "member",
             )
         pinned = member.certificate_fingerprints
         if pinned and peer.fingerprint not in pinned:
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Refused(
+                "UNAUTHENTICATED",
                 f"the certificate of {peer.member} (SHA-256 {peer.fingerprint[:16]}…) is not "
                 f"one the memorandum lists for it",
                 "certificate",
@@ -373,7 +364,7 @@ class Provider:
                     f"the request is signed with the key of {', '.join(sorted(others))}, but the "
                     f"TLS peer is {member}: a member signs with its own key"
                 )
-            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, message, "signature") from None
+            raise Refused("UNAUTHENTICATED", message, "signature") from None
 
     @staticmethod
     def _parse(message_type: Any, payload: bytes) -> Any:
@@ -381,20 +372,18 @@ class Provider:
         try:
             request.ParseFromString(payload)
         except DecodeError:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise Refused(
+                "INVALID_ARGUMENT",
                 f"the payload is not a {message_type.DESCRIPTOR.name}",
                 "malformed",
             ) from None
         if not request.HasField("header"):
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT, "the request has no header", "malformed"
-            )
+            raise Refused("INVALID_ARGUMENT", "the request has no header", "malformed")
         return request
 
     def _check_header(self, header: exchange_pb2.RequestHeader, member: str, n: int) -> None:
-        def bad(message: str) -> Refusal:
-            return Refusal(grpc.StatusCode.INVALID_ARGUMENT, message, "malformed")
+        def bad(message: str) -> Refused:
+            return Refused("INVALID_ARGUMENT", message, "malformed")
 
         if header.requester != member:
             raise bad(f"the request names requester {header.requester!r}, the caller is {member}")
@@ -412,8 +401,8 @@ class Provider:
         if n == 0:
             raise bad("no subject asked")
         if n > self.limits.max_batch_subjects:
-            raise Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Refused(
+                "RESOURCE_EXHAUSTED",
                 f"{n} subjects in one batch; this node answers at most "
                 f"{self.limits.max_batch_subjects}: split the batch",
                 "size",
@@ -426,8 +415,8 @@ class Provider:
         if unknown:
             shown = ", ".join(repr(t[:40]) for t in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise Refused(
+                "INVALID_ARGUMENT",
                 f"unknown theme(s) {shown}{more}: this node's catalog has "
                 f"{', '.join(self.catalog.theme_by_code)}",
                 "malformed",
@@ -438,11 +427,11 @@ class Provider:
         """Refuse a stale or replayed request; the writes that persist its spent nonce."""
         problem = self.replay.time_problem(header.created_unix_micros, time.time_ns() // 1000)
         if problem:
-            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, problem, "time")
+            raise Refused("UNAUTHENTICATED", problem, "time")
         writes = self.replay.claim(header.requester, header.nonce, header.created_unix_micros)
         if writes is None:
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Refused(
+                "UNAUTHENTICATED",
                 "this nonce was used before: the request is a replay; a new request needs a "
                 "new nonce",
                 "replay",
@@ -453,8 +442,8 @@ class Provider:
     def _check_deadline(context: Context) -> None:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            raise Refusal(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
+            raise Refused(
+                "DEADLINE_EXCEEDED",
                 "the caller's deadline passed before the answer was ready",
                 "deadline",
             )
@@ -477,9 +466,7 @@ class Provider:
                 parsed.append(subject_type_of(subject))
             except InvalidIdentifier as exc:
                 where = f"subject {position + 1}" if len(subjects) > 1 else "the subject"
-                raise Refusal(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}", "malformed"
-                ) from None
+                raise Refused("INVALID_ARGUMENT", f"{where}: {exc}", "malformed") from None
         now = dt.datetime.now(dt.UTC)
         per_type = Counter(t for _, t in parsed)
         subject_types = list(per_type)
@@ -519,15 +506,15 @@ class Provider:
         self._record_decisions(call, federation, decisions, asked)
         if not allowed:
             if not decisions:
-                raise Refusal(
-                    grpc.StatusCode.PERMISSION_DENIED,
+                raise Refused(
+                    "PERMISSION_DENIED",
                     "no theme of the catalog holds this kind of subject",
                     "policy",
                 )
             statuses = {d.decision.status for d in decisions.values()}
             status = next((s for s in _PRECEDENCE if s in statuses), "PERMISSION_DENIED")
             reasons = "; ".join(dict.fromkeys(d.decision.reason for d in decisions.values()))
-            raise Refusal(_STATUS[status], reasons, "policy")
+            raise Refused(status, reasons, "policy")
         # Count the query against its quotas now, before anything awaits, so that
         # concurrent calls see it; _append persists it, handle gives it back if not.
         counts: Counter[str] = Counter()
@@ -647,7 +634,7 @@ class Provider:
     def _purposes(self) -> Mapping[str, object]:
         try:
             return self.federation.current().memorandum.purpose_by_code
-        except (PolicyError, NodeError):
+        except CreditExchangeError:
             return {}
 
     async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
@@ -659,13 +646,11 @@ class Provider:
     async def _refuse(
         self,
         call: _Call,
-        refusal: Refusal,
+        refusal: Refused,
         context: Context,
         started: float,
     ) -> None:
-        entry = self._entry(
-            call, audit_pb2.Outcome(status=refusal.code.name, message=refusal.message)
-        )
+        entry = self._entry(call, audit_pb2.Outcome(status=refusal.status, message=refusal.message))
         try:
             receipt = await self._append(entry, call.side_writes)
         except Exception:
@@ -675,9 +660,9 @@ class Provider:
                 "the provider could not record the call in its audit ledger; try again later",
             )
         self.metrics.refusals.labels(refusal.reason).inc()
-        self._count(call, "deny", refusal.code.name, started)
+        self._count(call, "deny", refusal.status, started)
         context.set_trailing_metadata((("audit-leaf-index", str(receipt.index)),))
-        await context.abort(refusal.code, refusal.message)
+        await context.abort(grpc.StatusCode[refusal.status], refusal.message)
 
     def _count(self, call: _Call, decision: str, status: str, started: float) -> None:
         purpose = call.header.purpose if call.header is not None else ""

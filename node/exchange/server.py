@@ -24,21 +24,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
-from creditexchange.certs.errors import CertificateError
 from creditexchange.certs.revocation import RevocationWatcher
+from creditexchange.errors import (
+    CertificateError,
+    ConfigError,
+    CreditExchangeError,
+    LedgerError,
+)
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.config import NodeConfig
-from creditexchange.node.errors import ConfigError, NodeError
 from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.provider import Limits, Provider
 from creditexchange.node.exchange.replay import ReplayGuard
 from creditexchange.node.keys import load_hmac_key, load_signing_key
 from creditexchange.node.ledger import open_ledger
-from creditexchange.node.ledger.log import Ledger, LedgerError
+from creditexchange.node.ledger.log import Ledger
 from creditexchange.node.quotas import QuotaCounter
 from creditexchange.node.store import open_store as open_database
-from creditexchange.policy.document import PolicyError
 from creditexchange.policy.trust import TrustStore
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
@@ -91,7 +94,7 @@ class _CreditExchange(exchange_pb2_grpc.CreditExchangeServicer):
             federation = self.view.current()
             # vN.json never changes once accepted: its bytes match this version and hash
             data = self.view.trust.history_path(federation.version).read_bytes()
-        except (NodeError, PolicyError, OSError) as exc:
+        except (CreditExchangeError, OSError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return exchange_pb2.GetMemorandumResponse(
             envelope_json=data, version=federation.version, hash=federation.hash
@@ -155,7 +158,7 @@ class NodeServer:
     def ledger(self) -> Ledger:
         """The running node's audit ledger (its one appender)."""
         if self._ledger is None:
-            raise NodeError("the node is not running")
+            raise CreditExchangeError("the node is not running")
         return self._ledger
 
     async def __aenter__(self) -> NodeServer:

@@ -50,33 +50,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from creditexchange.node.errors import NodeError
+from creditexchange.errors import ConcurrentWriter, LedgerError, NoteError
 from creditexchange.node.ledger import merkle
-from creditexchange.node.ledger.note import (
-    Checkpoint,
-    NoteError,
-    Signer,
-    Verifier,
-    open_note,
-    sign_note,
-)
+from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 from creditexchange.node.store.database import driver_sql
 
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_WAIT = 0.0
 """Seconds the committer waits for more appends; 0 batches what queued during a flush."""
-
-
-class LedgerError(NodeError):
-    """The ledger cannot do what was asked; the message says why."""
-
-
-class ConcurrentWriter(LedgerError):
-    """Another process advanced the log under this one; nothing was written.
-
-    :meth:`LedgerStore.commit` forgets its frontier when it raises this, so the next
-    commit starts from the real head; the :class:`Ledger` retries the batch once.
-    """
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, TypeAlias
 
+from creditexchange.errors import ProofError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -95,10 +97,6 @@ Lookup: TypeAlias = Callable[[NodeId], bytes]
 _LEAF_PREFIX: Final = b"\x00"
 _NODE_PREFIX: Final = b"\x01"
 _sha256 = hashlib.sha256
-
-
-class ProofError(ValueError):
-    """A proof, or the claim it is checked against, did not verify; the message says why."""
 
 
 # --------------------------------------------------------------------------- hashing

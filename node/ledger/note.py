@@ -48,6 +48,8 @@ from functools import cached_property
 import nacl.exceptions
 import nacl.signing
 
+from creditexchange.errors import NoteError
+
 __all__ = [
     "ALG_ED25519",
     "MAX_SIGNATURES",
@@ -81,10 +83,6 @@ _HEX_ID_RE = re.compile(r"[0-9a-f]{8}")
 # ASCII control characters (a text may hold newlines) and lone surrogates (not UTF-8)
 _FORBIDDEN_IN_LINE = re.compile("[\x00-\x1f\ud800-\udfff]")
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
-
-
-class NoteError(ValueError):
-    """A note, key string or checkpoint that is malformed or does not verify."""
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
-from creditexchange.node.errors import StoreError
+from creditexchange.errors import DatabaseError
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,7 +77,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise StoreError(f"cannot open the database: {exc.orig}") from None
+        raise DatabaseError(f"cannot open the database: {exc.orig}") from None
 
 
 def upgrade(engine: Engine) -> str:
@@ -85,14 +85,14 @@ def upgrade(engine: Engine) -> str:
     try:
         command.upgrade(_alembic_config(engine), "head")
     except OperationalError as exc:
-        raise StoreError(f"cannot migrate the database: {exc.orig}") from None
+        raise DatabaseError(f"cannot migrate the database: {exc.orig}") from None
     return head_revision()
 
 
 def require_current_schema(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current != head:
-        raise StoreError(
+        raise DatabaseError(
             f"the database schema is at revision {current or 'none'}, the node needs {head}: "
             "run 'credit-node db upgrade'"
         )

@@ -1,0 +1,263 @@
+"""The project's one exception tree, with its one root.
+
+Every error says what was expected, what was found and, where it helps, what to
+do. The command line catches :class:`CreditExchangeError` alone and turns it into
+a message and an exit status (``creditexchange.node.cli.common``); a provider
+turns one into a gRPC status (``creditexchange.node.exchange.protocol``). Nothing
+catches these to carry on as if all were well. Errors about a bad value (an
+identifier, a signed note, a proof) are also ``ValueError``\\ s.
+
+    CreditExchangeError
+    ├── ConfigError              a node setting is missing or wrong (names the setting)
+    ├── NotFound                 a subject or record that is not in the store
+    ├── InvalidIdentifier        an identifier fails its standard (what and where)
+    ├── PublicityViolation       a stated publicity end outside its theme's rule
+    ├── CatalogError             the catalog file is invalid, or a theme is unknown
+    ├── DatabaseError            the database cannot be opened or is at the wrong schema
+    ├── ImportFileError          an import file cannot be read at all (encoding, format)
+    ├── ObjectionError           an objection that cannot be opened or closed
+    ├── LedgerError              the audit ledger cannot do what was asked
+    │   └── ConcurrentWriter     another process advanced the log; nothing was written
+    ├── NoteError                a signed note or checkpoint malformed or not verifying
+    ├── ProofError               a Merkle proof that does not verify
+    ├── PolicyError              a memorandum that cannot be loaded, verified or installed
+    │   ├── CanonicalizationError   a value with no RFC 8785 canonical form
+    │   ├── CorpusError          a decision test corpus that cannot be read
+    │   ├── MemorandumExpired    the installed memorandum has expired (fail closed)
+    │   └── MemorandumRefused    an offered memorandum failed the update rules
+    ├── CertificateError         the federation PKI
+    │   ├── AuthorityError       the CA folder is missing, incomplete or would be
+    │   │                        overwritten; an unknown serial; a bad argument
+    │   ├── InvalidMemberId      a member id that is not ``^[a-z][a-z0-9-]{1,31}$``
+    │   ├── RevocationListError  a CRL that cannot be read, is not signed by the CA,
+    │   │   │                    or would roll back a newer one
+    │   │   ├── CertificateRevoked     the certificate is on the revocation list
+    │   │   └── RevocationListExpired  the list in force is past its next_update
+    │   ├── PeerIdentityError    a peer certificate that does not name exactly one member
+    │   └── CredentialsError     this node's own key / certificate / CA files do not fit
+    ├── ExchangeError            a cross-city call between members
+    │   ├── EnvelopeError        an envelope malformed, or its signature not verifying
+    │   ├── Refused              a provider refuses a call (its status, message, reason)
+    │   ├── QueryRefused         the asked provider refused (its status and message)
+    │   └── AnswerRejected       an answer that did not verify; it must not be used
+    └── FederationSetupError     provisioning or starting a local federation failed
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class CreditExchangeError(Exception):
+    """Base of every error the project reports to an operator, a peer or a program."""
+
+
+class ConfigError(CreditExchangeError):
+    pass
+
+
+class NotFound(CreditExchangeError):
+    pass
+
+
+class InvalidIdentifier(CreditExchangeError, ValueError):
+    """An identifier that fails its standard; the message says what and where."""
+
+
+class PublicityViolation(CreditExchangeError, ValueError):
+    """A stated publicity end outside the rule's bounds."""
+
+
+class CatalogError(CreditExchangeError):
+    pass
+
+
+class DatabaseError(CreditExchangeError):
+    pass
+
+
+class ImportFileError(CreditExchangeError):
+    """A file the importer cannot read at all: wrong encoding, no header, bad format."""
+
+
+class ObjectionError(CreditExchangeError):
+    pass
+
+
+class LedgerError(CreditExchangeError):
+    """The ledger cannot do what was asked; the message says why."""
+
+
+class ConcurrentWriter(LedgerError):
+    """Another process advanced the log under this one; nothing was written.
+
+    The log forgets its frontier when it raises this, so the next commit starts
+    from the real head; the appender retries the batch once.
+    """
+
+
+class NoteError(CreditExchangeError, ValueError):
+    """A note, key string or checkpoint that is malformed or does not verify."""
+
+
+class ProofError(CreditExchangeError, ValueError):
+    """A proof, or the claim it is checked against, did not verify; the message says why."""
+
+
+class PolicyError(CreditExchangeError):
+    """A memorandum that cannot be loaded, verified or installed; says what and where."""
+
+
+class CanonicalizationError(PolicyError, ValueError):
+    """A value that has no RFC 8785 canonical form here; the message says where."""
+
+
+class CorpusError(PolicyError):
+    """A corpus that cannot be read; says which case and which key."""
+
+
+class MemorandumExpired(PolicyError):
+    """The installed memorandum has expired: cross-city answers stop (fail closed)."""
+
+    def __init__(self, version: int, expires: dt.datetime) -> None:
+        shown = expires.isoformat()
+        if shown.endswith("+00:00"):
+            shown = shown[:-6] + "Z"
+        super().__init__(
+            f"memorandum version {version} expired on {shown}; "
+            "cross-city answers stop until a new version is installed "
+            "(credit-node policy install FILE)"
+        )
+        self.version = version
+        self.expires = expires
+
+
+class MemorandumRefused(PolicyError):
+    """An offered memorandum failed the update rules; ``rules`` names which.
+
+    Rule names: ``own-signatures`` (rule 1), ``installed-signatures``,
+    ``version``, ``federation`` (rule 2), ``expired`` (rule 3), and
+    ``already-installed`` (the installed content offered again).
+    """
+
+    def __init__(self, message: str, rules: tuple[str, ...], version: int) -> None:
+        super().__init__(message)
+        self.rules = rules
+        self.version = version
+
+
+class CertificateError(CreditExchangeError):
+    """Base of every error of the federation PKI."""
+
+
+class AuthorityError(CertificateError):
+    pass
+
+
+class InvalidMemberId(CertificateError):
+    pass
+
+
+class RevocationListError(CertificateError):
+    pass
+
+
+class CertificateRevoked(RevocationListError):
+    """The peer's certificate is on the federation's revocation list."""
+
+
+class RevocationListExpired(RevocationListError):
+    """The list in force is past its next_update: the CA must publish a new one."""
+
+
+class PeerIdentityError(CertificateError):
+    pass
+
+
+class CredentialsError(CertificateError):
+    pass
+
+
+class ExchangeError(CreditExchangeError):
+    """Base of the errors of cross-city calls."""
+
+
+class EnvelopeError(ExchangeError):
+    """An envelope is malformed or its signature does not verify; the message says which."""
+
+
+class Refused(ExchangeError):
+    """A provider refuses a call with ``status`` (a gRPC status name) and ``message``.
+
+    ``reason`` labels the refusal in metrics (``signature``, ``replay``, ``policy``…).
+    A refusal travels to the caller in a trailer, so its message is bounded.
+    """
+
+    MAX_MESSAGE_CHARS = 1000
+
+    def __init__(self, status: str, message: str, reason: str) -> None:
+        if len(message) > self.MAX_MESSAGE_CHARS:  # a trailer holds 16 KiB at most
+            message = message[: self.MAX_MESSAGE_CHARS - 1] + "…"
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+class QueryRefused(ExchangeError):
+    """The provider refused the query; ``status`` is the gRPC status name."""
+
+    def __init__(self, provider: str, status: str, message: str, leaf_index: int | None) -> None:
+        where = f" (its audit entry {leaf_index})" if leaf_index is not None else ""
+        super().__init__(f"{provider} refused the query{where}: {status}: {message}")
+        self.provider = provider
+        self.status = status
+        self.detail = message
+        self.leaf_index = leaf_index
+
+
+class AnswerRejected(ExchangeError):
+    """The answer did not verify; it must not be used."""
+
+
+class FederationSetupError(CreditExchangeError):
+    """Provisioning or starting a federation on this machine failed; says what to do."""
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """``themes[3](admin_penalty).fields[2](fine_amount).type``: list items named by code."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int) and not isinstance(item, bool) and parts:
+            name = None
+            if isinstance(node, list) and isinstance(node[item], dict):
+                name = next(
+                    (
+                        node[item][k]
+                        for k in ("code", "id", "name")
+                        if isinstance(node[item].get(k), str)
+                    ),
+                    None,
+                )
+            parts[-1] += f"[{item}]" + (f"({name})" if name else "")
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def describe_validation_error(exc: ValidationError, data: Any) -> str:
+    """Every problem of a refused document (catalog, memorandum, corpus), each with its
+    exact place, in one line."""
+    return "; ".join(
+        (f"{_location(tuple(e['loc']), data)}: " if e["loc"] else "")
+        + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
