@@ -32,14 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from creditexchange.errors import CatalogError, describe_validation_error
-
-
-class SubjectType(StrEnum):
-    ENTERPRISE = "enterprise"
-    INDIVIDUAL_BUSINESS = "individual_business"
-    INSTITUTION = "institution"
-    SOCIAL_ORG = "social_org"
-    INDIVIDUAL = "individual"
+from creditexchange.subjects import SubjectType
 
 
 class FieldType(StrEnum):

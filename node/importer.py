@@ -45,9 +45,10 @@ from typing import IO, Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
+from creditexchange.clock import china_today
 from creditexchange.errors import CatalogError, ImportFileError
+from creditexchange.identifiers import mask_identifier
 from creditexchange.node.catalog import Catalog, Theme
-from creditexchange.node.identifiers import mask_identifier
 from creditexchange.node.store.database import driver_sql
 from creditexchange.node.store.models import ImportBatch, RecordStatus
 from creditexchange.node.validation import (
@@ -733,7 +734,7 @@ def import_file(
     if fmt == "csv":  # a bad header refuses the file before anything is written
         with path.open(encoding=python_encoding, newline="") as f:
             _column_map(theme, _read_header(csv.reader(f), path), path)
-    today_iso = (today or dt.date.today()).isoformat()
+    today_iso = (today or china_today()).isoformat()
     plan = _Source(path, fmt, python_encoding, theme.model_dump(), department, chunk_rows)
     use_worker = size >= PARALLEL_FROM_BYTES if parallel is None else parallel
     chunks = _chunks_from_worker(plan) if use_worker else _validated_chunks(plan)

@@ -25,14 +25,16 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, select
 
+from creditexchange.clock import china_today
 from creditexchange.errors import InvalidIdentifier, NotFound
-from creditexchange.node.catalog import Catalog, FieldType
-from creditexchange.node.identifiers import (
+from creditexchange.identifiers import (
     mask_identifier,
     mask_name,
     mask_resident_id,
+    mask_subject_name,
     validate_uscc,
 )
+from creditexchange.node.catalog import Catalog, FieldType
 from creditexchange.node.publicity import is_public
 from creditexchange.node.store.models import Record, RecordStatus, Subject
 
@@ -122,7 +124,7 @@ def _shown_in_errors(subject_id: str) -> str:
 def subject_view(
     engine: Engine, catalog: Catalog, subject_id: str, *, today: dt.date | None = None
 ) -> SubjectView:
-    today = today or dt.date.today()
+    today = today or china_today()
     key = subject_id.strip().upper()
     with engine.connect() as conn:
         subject = conn.execute(
@@ -169,11 +171,10 @@ def subject_view(
                 fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
             )
         )
-    individual = subject.subject_type == "individual"
     return SubjectView(
         subject_id=mask_identifier(key, subject.subject_type),
         subject_type=subject.subject_type,
-        name=mask_name(subject.name) if individual else subject.name,
+        name=mask_subject_name(subject.name, subject.subject_type),
         records=records,
         hidden=hidden,
     )

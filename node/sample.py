@@ -48,13 +48,14 @@ from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
-from creditexchange.node.catalog import Catalog, CatalogField, FieldType, PublicityRule, Theme
-from creditexchange.node.identifiers import (
+from creditexchange.identifiers import (
     USCC_ALPHABET,
     resident_id_check_character,
     uscc_check_character,
 )
+from creditexchange.node.catalog import Catalog, CatalogField, FieldType, PublicityRule, Theme
 from creditexchange.node.publicity import add_months, minimum_months
+from creditexchange.subjects import is_individual
 
 if TYPE_CHECKING:
     from _typeshed import SupportsLenAndGetItem
@@ -724,7 +725,7 @@ class _SubjectStream:
             days_ago = max(days_ago, 6 * 365)
         established = dt.date.fromordinal(self.today_ord - days_ago)
 
-        if subject_type == "individual":
+        if is_individual(subject_type):
             x = self.person_perm(index)
             x, address = divmod(x, len(self.person_addresses))
             day, sequence = divmod(x, 999)
@@ -937,7 +938,7 @@ def _end_within(
 
 
 def _legal_rep(s: _Subject, values: Values) -> None:
-    if s.subject_type == "individual":
+    if is_individual(s.subject_type):
         return
     values["legal_representative"] = s.rep_name
     values["legal_rep_id_type"] = s.rep_id_type
@@ -1248,7 +1249,7 @@ def _admin_penalty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
     showcase = ctx.get("showcase", False) and not ctx.get("penalty_done")
     ctx["penalty_done"] = True
     draw = rng.random()
-    if s.subject_type == "individual" and draw < 0.15:
+    if is_individual(s.subject_type) and draw < 0.15:
         industry, offence = "other", _PUBLIC_ORDER
     else:
         industry = (
@@ -1301,7 +1302,7 @@ def _admin_penalty(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple[st
         values["penalty_valid_until"] = (decided + dt.timedelta(days=15)).isoformat()
     else:  # suspension (and revocation, which no template draws by default)
         licences = s.sector.licences
-        if licences and s.subject_type != "individual":
+        if licences and not is_individual(s.subject_type):
             licence = _LICENCES[rng.choice(licences)]
             values["suspended_license_name"] = licence.certificate
             values["suspended_license_number"] = licence.number(rng, s, s.established)
@@ -1549,7 +1550,7 @@ def _dishonest_debtor(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tuple
         "filing_date": filed.isoformat(),
         "publish_date": published.isoformat(),
     }
-    if s.subject_type != "individual":
+    if not is_individual(s.subject_type):
         values["legal_representative"] = s.rep_name
     g.stated_end(theme, values, 0.15)
     end_field = theme.publicity.end_field if theme.publicity else None
@@ -1579,7 +1580,7 @@ def _credit_commitment(g: _Gen, theme: Theme, s: _Subject, ctx: Context) -> tupl
             "信用修复承诺（行政处罚信息提前停止公示）",
             "development",
         )
-    elif s.subject_type == "individual":
+    elif is_individual(s.subject_type):
         kind, matter, authority_key = ("certification", "证明事项告知承诺（无犯罪记录证明）", "hr")
     else:
         kind, matter, authority_key = rng.choice(_COMMITMENTS)

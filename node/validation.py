@@ -27,12 +27,17 @@ from typing import Any, NamedTuple
 import orjson
 
 from creditexchange.errors import InvalidIdentifier, PublicityViolation
-from creditexchange.node.catalog import CatalogField, FieldType, SubjectType, Theme
-from creditexchange.node.identifiers import validate_resident_id, validate_uscc
+from creditexchange.identifiers import (
+    identifier_kind,
+    validate_resident_id,
+    validate_subject_id,
+    validate_uscc,
+)
+from creditexchange.node.catalog import CatalogField, FieldType, Theme
 from creditexchange.node.publicity import publicity_end
+from creditexchange.subjects import SUBJECT_TYPES
 
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")
-SUBJECT_TYPES = frozenset(t.value for t in SubjectType)
 MAX_NAME = 256
 MAX_KEY = 128
 _TRUE = frozenset({"true", "1", "yes", "y", "是"})
@@ -252,18 +257,9 @@ class RowValidator:
             )
         else:
             try:
-                subject_id = (
-                    validate_resident_id(subject_id)
-                    if subject_type == "individual"
-                    else validate_uscc(subject_id)
-                )
+                subject_id = validate_subject_id(subject_id, subject_type)
             except InvalidIdentifier as exc:
-                kind = (
-                    "resident identity number"
-                    if subject_type == "individual"
-                    else "unified social credit code"
-                )
-                problems = [Problem("subject_id", f"not a valid {kind}: {exc}")]
+                problems = [_invalid_subject_id(subject_type, exc)]
 
         values: dict[str, Any] = {}
         for name, required, sensitive, convert in self._specs:
@@ -343,16 +339,10 @@ class RowValidator:
         if not subject_id:
             problems.append(Problem("subject_id", "required field is empty"))
         elif subject_type in SUBJECT_TYPES:
-            validate = validate_resident_id if subject_type == "individual" else validate_uscc
             try:
-                validate(subject_id)
+                validate_subject_id(subject_id, subject_type)
             except InvalidIdentifier as exc:
-                kind = (
-                    "resident identity number"
-                    if subject_type == "individual"
-                    else "unified social credit code"
-                )
-                problems.append(Problem("subject_id", f"not a valid {kind}: {exc}"))
+                problems.append(_invalid_subject_id(subject_type, exc))
         if not subject_name:
             problems.append(Problem("subject_name", "required field is empty"))
         elif len(subject_name) > MAX_NAME:
@@ -362,6 +352,10 @@ class RowValidator:
         elif len(record_key) > MAX_KEY:
             problems.append(Problem("record_key", f"longer than {MAX_KEY} characters"))
         return problems
+
+
+def _invalid_subject_id(subject_type: str, problem: InvalidIdentifier) -> Problem:
+    return Problem("subject_id", f"not a valid {identifier_kind(subject_type)}: {problem}")
 
 
 def cell_text(value: str | int | float | bool | None) -> str:

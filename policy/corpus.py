@@ -51,9 +51,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from creditexchange.errors import CorpusError, PolicyError, describe_validation_error
-from creditexchange.node.catalog import Catalog
 from creditexchange.policy.document import Memorandum, Mode, parse_memorandum
-from creditexchange.policy.engine import Decision, DecisionRequest, Engine, Status
+from creditexchange.policy.engine import (
+    DataCatalog,
+    Decision,
+    DecisionRequest,
+    PolicyEngine,
+    Status,
+)
 from creditexchange.policy.trust import memorandum_hash, read_memorandum_file
 
 __all__ = ["Case", "CaseResult", "Corpus", "load_corpus", "load_memorandum", "run_corpus"]
@@ -200,7 +205,7 @@ def _sets(expected: list[str], got: frozenset[str] | tuple[str, ...]) -> str | N
     return ", ".join(parts)
 
 
-def check_case(engine: Engine, case: Case) -> CaseResult:
+def check_case(engine: PolicyEngine, case: Case) -> CaseResult:
     """Decide one case and compare the decision with what it expects."""
     decision = engine.decide(request_of(case))
     want = case.expect
@@ -233,8 +238,8 @@ def check_case(engine: Engine, case: Case) -> CaseResult:
     return CaseResult(case.name, not problems, message, decision)
 
 
-def run_corpus(path: Path, catalog: Catalog) -> list[CaseResult]:
+def run_corpus(path: Path, catalog: DataCatalog) -> list[CaseResult]:
     """Run every case of a corpus against its memorandum and the catalog, in order."""
     corpus, memorandum, digest = load_corpus(path)
-    engine = Engine(memorandum, digest, catalog)
+    engine = PolicyEngine(memorandum, digest, catalog)
     return [check_case(engine, case) for case in corpus.cases]

@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from creditexchange.errors import PolicyError, describe_validation_error
+from creditexchange.subjects import SUBJECT_TYPES
 
-SUBJECT_TYPES = ("enterprise", "individual_business", "institution", "social_org", "individual")
 MEMBER_ID = r"^[a-z][a-z0-9_-]{1,31}$"
 CODE = r"^[a-z][a-z0-9_-]*$"
 

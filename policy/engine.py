@@ -1,7 +1,7 @@
 """The decision engine: may this member ask that member about this subject, and what may it see?
 
-``Engine(memorandum, memorandum_hash, catalog)`` compiles the memorandum's rules
-against the node's data catalog once; ``Engine.decide(request)`` then answers
+``PolicyEngine(memorandum, memorandum_hash, catalog)`` compiles the memorandum's rules
+against the node's data catalog once; ``PolicyEngine.decide(request)`` then answers
 each query with a :class:`Decision` that names the rules behind it, the
 memorandum version and hash, the fields to reveal, mask and withhold, and a
 sentence an auditor can read.
@@ -79,7 +79,7 @@ in the rule's current period (:func:`quota_period_start`); an absent rule id
 counts as 0, a negative count is an evaluation error.
 
 Speed: rules are compiled per provider (lazily, on the first request naming it,
-or eagerly with :meth:`Engine.prepare`) into a dict keyed by ``(provider,
+or eagerly with :meth:`PolicyEngine.prepare`) into a dict keyed by ``(provider,
 requester, purpose, subject_type, theme, mode)`` whose values hold the
 pre-compiled candidate forbids and permits, so ``decide`` is one dict lookup, a
 few comparisons and a cached :class:`Decision`. Compiling per provider keeps
@@ -94,33 +94,62 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
+from creditexchange.clock import CST
 from creditexchange.errors import PolicyError
-from creditexchange.node.catalog import Catalog
-from creditexchange.policy.document import (
-    SUBJECT_TYPES,
-    Effect,
-    Memorandum,
-    Mode,
-    Period,
-    Quota,
-    Rule,
-)
+from creditexchange.policy.document import Effect, Memorandum, Mode, Period, Quota, Rule
+from creditexchange.subjects import SUBJECT_TYPES
 
 __all__ = [
-    "CST",
+    "DataCatalog",
+    "DataField",
+    "DataTheme",
     "Decision",
     "DecisionRequest",
-    "Engine",
+    "PolicyEngine",
     "Status",
     "quota_period_start",
 ]
 
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
-"""China Standard Time: the zone of rule dates and quota periods."""
+
+class DataField(Protocol):
+    """What the engine needs of a catalog field: its name, and whether it is sensitive."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sensitive(self) -> bool: ...
+
+
+class DataTheme(Protocol):
+    """What the engine needs of a catalog theme: its code, subject types and fields."""
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def subject_types(self) -> Sequence[str]: ...
+
+    @property
+    def fields(self) -> Sequence[DataField]: ...
+
+
+class DataCatalog(Protocol):
+    """What the engine needs of the node's data catalog (``node.catalog.Catalog`` is one).
+
+    The policy depends on this shape only, never on the node that defines it.
+    """
+
+    @property
+    def catalog_version(self) -> str: ...
+
+    @property
+    def themes(self) -> Sequence[DataTheme]: ...
 
 
 class Status(StrEnum):
@@ -265,13 +294,18 @@ def _names(ids: list[str] | tuple[str, ...]) -> str:
     return ", ".join(ids)
 
 
-class Engine:
+class PolicyEngine:
     """Decides queries under one memorandum and one catalog; see the module's invariants."""
 
-    def __init__(self, memorandum: Memorandum, memorandum_hash: bytes, catalog: Catalog) -> None:
+    def __init__(
+        self, memorandum: Memorandum, memorandum_hash: bytes, catalog: DataCatalog
+    ) -> None:
         self.memorandum = memorandum
         self.memorandum_hash = bytes(memorandum_hash)
         self.catalog = catalog
+        self._catalog_fields: dict[str, dict[str, DataField]] = {
+            t.code: {f.name: f for f in t.fields} for t in catalog.themes
+        }
         self.version = memorandum.version
         self._expires = memorandum.expires.astimezone(_UTC)
         self._members = frozenset(m.id for m in memorandum.members)
@@ -280,7 +314,7 @@ class Engine:
             t.code: frozenset(f.name for f in t.fields) for t in catalog.themes
         }
         self._theme_subjects: dict[str, frozenset[str]] = {
-            t.code: frozenset(s.value for s in t.subject_types) for t in catalog.themes
+            t.code: frozenset(str(s) for s in t.subject_types) for t in catalog.themes
         }
         self.quotas: Mapping[str, Quota] = {
             r.id: r.quota for r in memorandum.rules if r.quota is not None
@@ -305,12 +339,12 @@ class Engine:
 
     def _compile_rule(self, i: int, rule: Rule) -> dict[str, _Candidate]:
         where = f"rules[{i}]({rule.id})"
-        catalog = self.catalog
+        version = self.catalog.catalog_version
         for theme in rule.themes:
-            if theme not in catalog.theme_by_code:
+            if theme not in self._catalog_fields:
                 raise PolicyError(
                     f"{where}.themes: theme {theme!r} is not in the catalog "
-                    f"{catalog.catalog_version} (it has {', '.join(sorted(catalog.theme_by_code))})"
+                    f"{version} (it has {', '.join(sorted(self._catalog_fields))})"
                 )
         if rule.effect is Effect.FORBID and (
             rule.conditions.case_reference_required or rule.conditions.officer_required
@@ -320,13 +354,13 @@ class Engine:
                 "conditions belong to permits"
             )
         for theme, field_handling in rule.fields.items():
-            known = catalog.theme_by_code[theme].field_by_name
+            known = self._catalog_fields[theme]
             for kind, names in (("reveal", field_handling.reveal), ("mask", field_handling.mask)):
                 unknown = [n for n in names if n not in known]
                 if unknown:
                     raise PolicyError(
                         f"{where}.fields.{theme}.{kind}: field(s) {unknown} are not in theme "
-                        f"{theme!r} of the catalog {catalog.catalog_version}"
+                        f"{theme!r} of the catalog {version}"
                     )
             sensitive = [n for n in field_handling.reveal if known[n].sensitive]
             if sensitive:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -21,6 +20,7 @@ import grpc
 import nacl.signing
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import now_us
 from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.envelope import seal
 from creditexchange.node.exchange.server import NodeServer
@@ -121,7 +121,7 @@ class Federation:
             "requester": requester,
             "provider": provider,
             "nonce": os.urandom(32),
-            "created_unix_micros": time.time_ns() // 1000,
+            "created_unix_micros": now_us(),
             "memorandum_version": 1,
             "purpose": "public_procurement",
             "legal_basis": "政府采购法第二十二条",

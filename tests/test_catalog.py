@@ -22,11 +22,11 @@ from creditexchange.node.catalog import (
     Category,
     Department,
     FieldType,
-    SubjectType,
     Theme,
     load_catalog,
     parse_catalog,
 )
+from creditexchange.subjects import SubjectType
 
 ALL_SUBJECT_TYPES = {t.value for t in SubjectType}
 

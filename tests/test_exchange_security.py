@@ -37,6 +37,7 @@ from sqlalchemy import text
 
 from creditexchange.certs.authority import init_ca, issue, revoke
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import now_us
 from creditexchange.errors import AnswerRejected
 from creditexchange.node.config import NodeConfig
 from creditexchange.node.exchange.client import FederationClient
@@ -198,7 +199,7 @@ def _oversized(fed: Federation) -> Any:
 
 
 def _seconds_from_now(seconds: int) -> int:
-    return time.time_ns() // 1000 + seconds * 1_000_000
+    return now_us() + seconds * 1_000_000
 
 
 def _individual_in_full(fed: Federation) -> Any:

@@ -20,6 +20,7 @@ import nacl.signing
 import pytest
 from sqlalchemy import Engine, text
 
+from creditexchange.clock import now_us
 from creditexchange.errors import EnvelopeError
 from creditexchange.node.exchange.envelope import (
     ANSWER,
@@ -135,7 +136,7 @@ WINDOW_S = 300.0
 
 
 def _now_us() -> int:
-    return time.time_ns() // 1000
+    return now_us()
 
 
 def _guard(engine: Engine) -> ReplayGuard:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditexchange.errors import InvalidIdentifier
-from creditexchange.node.identifiers import (
+from creditexchange.identifiers import (
     USCC_ALPHABET,
     mask_identifier,
     mask_resident_id,

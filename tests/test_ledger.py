@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
+from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter
 from creditexchange.node.cli import app
 from creditexchange.node.home import create_home
@@ -336,11 +337,11 @@ def test_the_ledger_retries_a_batch_once_when_another_process_advanced_the_log(
 
 
 def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: LedgerStore) -> None:
-    old = time.time_ns() // 1000 - 4 * 365 * 86_400_000_000
+    old = now_us() - 4 * 365 * 86_400_000_000
     store.commit(bodies(12, "old"), recorded_us=old)
     receipt_root = store.root()[1]
     store.commit(bodies(5, "new"))
-    count, first, last = store.prune_bodies(time.time_ns() // 1000 - 3 * 365 * 86_400_000_000)
+    count, first, last = store.prune_bodies(now_us() - 3 * 365 * 86_400_000_000)
     assert (count, first, last) == (12, 0, 11)
     proof = store.inclusion_proof(3, 12)
     leaf = next(store.entries(3, 4))

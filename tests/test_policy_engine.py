@@ -25,6 +25,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from creditexchange.clock import CST
 from creditexchange.errors import CorpusError, PolicyError
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.policy.canonical import canonical_json
@@ -35,9 +36,10 @@ from creditexchange.policy.corpus import (
     request_of,
     run_corpus,
 )
-from creditexchange.policy.document import SUBJECT_TYPES, Effect, Memorandum, Mode, Period
+from creditexchange.policy.document import Effect, Memorandum, Mode, Period
 from creditexchange.policy.document import parse_memorandum as parse
-from creditexchange.policy.engine import CST, Decision, DecisionRequest, Engine, quota_period_start
+from creditexchange.policy.engine import Decision, DecisionRequest, PolicyEngine, quota_period_start
+from creditexchange.subjects import SUBJECT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORANDUM = ROOT / "policy" / "memorandum-3plus2.yaml"
@@ -52,7 +54,7 @@ def shipped() -> tuple[Memorandum, bytes]:
 
 
 SHIPPED, SHIPPED_HASH = shipped()
-SHIPPED_ENGINE = Engine(SHIPPED, SHIPPED_HASH, CATALOG)
+SHIPPED_ENGINE = PolicyEngine(SHIPPED, SHIPPED_HASH, CATALOG)
 
 
 def request(**overrides: Any) -> DecisionRequest:
@@ -128,8 +130,8 @@ def memo_data(*rules: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return data
 
 
-def engine(*rules: dict[str, Any], **overrides: Any) -> Engine:
-    return Engine(parse(memo_data(*rules, **overrides), "test"), HASH, CATALOG)
+def engine(*rules: dict[str, Any], **overrides: Any) -> PolicyEngine:
+    return PolicyEngine(parse(memo_data(*rules, **overrides), "test"), HASH, CATALOG)
 
 
 def fields_of(theme: str) -> frozenset[str]:
@@ -691,8 +693,8 @@ def test_an_error_in_evaluation_is_a_deny(overrides: dict[str, Any]) -> None:
 
 
 def test_compiling_lazily_or_eagerly_gives_the_same_decisions() -> None:
-    lazy = Engine(SHIPPED, SHIPPED_HASH, CATALOG)
-    eager = Engine(SHIPPED, SHIPPED_HASH, CATALOG)
+    lazy = PolicyEngine(SHIPPED, SHIPPED_HASH, CATALOG)
+    eager = PolicyEngine(SHIPPED, SHIPPED_HASH, CATALOG)
     for member in SHIPPED.member_by_id:
         eager.prepare(member)
     for case in CORPUS_CASES[::3]:
@@ -738,7 +740,7 @@ def test_a_federation_of_300_members_compiles_only_the_providers_asked() -> None
         ),
     )
     data["members"] = [{**data["members"][0], "id": m, "endpoint": f"{m}:7443"} for m in members]
-    e = Engine(parse(data, "test"), HASH, CATALOG)
+    e = PolicyEngine(parse(data, "test"), HASH, CATALOG)
     assert e.decide(request(requester="city007", provider="city123")).allowed
     assert e.decide(request(requester="city299", provider="city000", mode=Mode.CHECK)).allowed
     assert not e.decide(request(requester="city123", provider="city123")).allowed
@@ -961,7 +963,7 @@ def test_the_engine_agrees_with_the_reference_on_random_memoranda(
     drawn: tuple[Memorandum, list[DecisionRequest]],
 ) -> None:
     memorandum, requests = drawn
-    e = Engine(memorandum, HASH, CATALOG)
+    e = PolicyEngine(memorandum, HASH, CATALOG)
     for q in requests:
         assert summary(e.decide(q)) == reference(memorandum, CATALOG, q), q
 
@@ -1014,7 +1016,7 @@ def test_adding_a_matching_forbid_always_denies(q: DecisionRequest) -> None:
     """(b) whatever the permits say, a forbid matching the request turns it into a deny."""
     data = copy.deepcopy(SHIPPED_DATA)
     data["rules"].append(forbid_for(q))
-    with_forbid = Engine(parse(data, "test"), HASH, CATALOG)
+    with_forbid = PolicyEngine(parse(data, "test"), HASH, CATALOG)
     before = SHIPPED_ENGINE.decide(q)
     after = with_forbid.decide(q)
     assert not after.allowed

@@ -21,8 +21,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
+from creditexchange.identifiers import validate_resident_id, validate_uscc
 from creditexchange.node.catalog import Catalog, FieldType, load_catalog, parse_catalog
-from creditexchange.node.identifiers import validate_resident_id, validate_uscc
 from creditexchange.node.importer import import_file
 from creditexchange.node.publicity import add_months, publicity_end
 from creditexchange.node.sample import (

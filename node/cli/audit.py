@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from creditexchange.clock import now_us
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
@@ -24,7 +25,7 @@ from creditexchange.node.cli.common import (
 )
 from creditexchange.node.config import NodeConfig
 from creditexchange.node.ledger import entries, open_store
-from creditexchange.node.ledger.log import LedgerStore, now_us, verify
+from creditexchange.node.ledger.log import LedgerStore, verify
 
 audit_app = typer.Typer(
     help="The audit ledger: checkpoints, entries, proofs, verification, retention.",

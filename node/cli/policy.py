@@ -35,7 +35,7 @@ from creditexchange.node.keys import load_signing_key, write_new_signing_key
 from creditexchange.node.quotas import usage
 from creditexchange.policy.corpus import run_corpus
 from creditexchange.policy.document import Mode, parse_memorandum
-from creditexchange.policy.engine import DecisionRequest, Engine, quota_period_start
+from creditexchange.policy.engine import DecisionRequest, PolicyEngine, quota_period_start
 from creditexchange.policy.trust import (
     TrustStore,
     check_signatures,
@@ -54,7 +54,7 @@ policy_app = typer.Typer(
 
 
 def quota_usage(
-    store: Database, requester: str, engine: Engine, now: dt.datetime
+    store: Database, requester: str, engine: PolicyEngine, now: dt.datetime
 ) -> dict[str, int]:
     """The requester's counted queries under every rule with a quota, this period."""
     periods = {rule: quota_period_start(quota.period, now) for rule, quota in engine.quotas.items()}
@@ -233,7 +233,7 @@ def explain(
         raise typer.BadParameter("give --home (the installed memorandum) or --memorandum FILE")
     if provider is None:
         raise typer.BadParameter("give --provider: whose data is asked for")
-    engine = Engine(memorandum, memorandum_hash(envelope["signed"]), catalog)
+    engine = PolicyEngine(memorandum, memorandum_hash(envelope["signed"]), catalog)
     now = _now()
     # On a node, the quota counters in its store say how much of each quota is used.
     used = quota_usage(node.engine, requester, engine, now) if memorandum_file is None else {}

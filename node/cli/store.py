@@ -10,7 +10,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from creditexchange.errors import InvalidIdentifier
-from creditexchange.node.catalog import Catalog, SubjectType, load_catalog
+from creditexchange.identifiers import mask_resident_id, validate_resident_id, validate_uscc
+from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
@@ -22,7 +23,6 @@ from creditexchange.node.cli.common import (
 )
 from creditexchange.node.config import load_config
 from creditexchange.node.home import create_home
-from creditexchange.node.identifiers import mask_resident_id, validate_resident_id, validate_uscc
 from creditexchange.node.importer import ImportSummary, import_file
 from creditexchange.node.lookup import SubjectView, subject_view
 from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
@@ -33,6 +33,7 @@ from creditexchange.node.store.database import (
     head_revision,
     upgrade,
 )
+from creditexchange.subjects import SubjectType
 
 db_app = typer.Typer(help="The node's database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from creditexchange.identifiers import mask_name, mask_resident_id
 from creditexchange.node.catalog import Catalog, FieldType
-from creditexchange.node.identifiers import mask_identifier, mask_name, mask_resident_id
 from creditexchange.node.publicity import is_public
 from creditexchange.node.store.database import driver_sql
 from creditexchange.node.store.models import RecordStatus
@@ -282,11 +282,3 @@ def add_records(
                     shown[name] = _masked(masked_as, value)
                 else:
                     shown[name] = "" if value is None else str(value)
-
-
-def shown_subject(subject_id: str, subject_type: str) -> str:
-    return mask_identifier(subject_id, subject_type)
-
-
-def shown_name(name: str, subject_type: str) -> str:
-    return mask_name(name) if subject_type == "individual" else name

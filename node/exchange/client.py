@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import grpc
 import nacl.signing
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import now_us
 from creditexchange.errors import AnswerRejected, EnvelopeError, NoteError, QueryRefused
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.config import NodeConfig
@@ -147,7 +147,7 @@ class FederationClient:
             requester=self.member_id,
             provider=to,
             nonce=os.urandom(32),
-            created_unix_micros=time.time_ns() // 1000,
+            created_unix_micros=now_us(),
             memorandum_version=self.federation.version,
             purpose=purpose,
             legal_basis=legal_basis,
@@ -290,7 +290,7 @@ class FederationClient:
 
     async def _record(self, entry: audit_pb2.AuditEntry) -> Receipt:
         assert self._ledger is not None
-        entry.time_unix_micros = time.time_ns() // 1000
+        entry.time_unix_micros = now_us()
         return await self._ledger.append(encode(entry))
 
     # -- verifying ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import nacl.signing
 from creditexchange.errors import CreditExchangeError
 from creditexchange.node.catalog import Catalog
 from creditexchange.policy.document import Memorandum
-from creditexchange.policy.engine import Engine
+from creditexchange.policy.engine import PolicyEngine
 from creditexchange.policy.trust import TrustStore, memorandum_hash
 
 
@@ -28,7 +28,7 @@ class Federation:
 
     memorandum: Memorandum
     hash: bytes
-    engine: Engine
+    engine: PolicyEngine
     keys: dict[str, dict[str, nacl.signing.VerifyKey]]  # member -> key id -> key
     key_owner: dict[str, str]  # key id -> member
 
@@ -60,7 +60,7 @@ def compile_federation(
             # the trust store refuses a memorandum whose key ids are not their keys' ids
             keys[member.id][entry.key_id] = nacl.signing.VerifyKey(bytes.fromhex(entry.public_key))
             owner[entry.key_id] = member.id
-    return Federation(memorandum, digest, Engine(memorandum, digest, catalog), keys, owner)
+    return Federation(memorandum, digest, PolicyEngine(memorandum, digest, catalog), keys, owner)
 
 
 class FederationView:

@@ -53,6 +53,7 @@ from sqlalchemy import Engine
 
 from creditexchange.certs.identity import PeerCertificate, peer_certificate
 from creditexchange.certs.revocation import RevocationWatcher
+from creditexchange.clock import china_today, now_us
 from creditexchange.errors import (
     CertificateError,
     CreditExchangeError,
@@ -61,6 +62,7 @@ from creditexchange.errors import (
     Refused,
     RevocationListExpired,
 )
+from creditexchange.identifiers import mask_identifier, mask_subject_name, subject_type_of
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.exchange import answers
 from creditexchange.node.exchange.envelope import (
@@ -75,12 +77,11 @@ from creditexchange.node.exchange.envelope import (
 from creditexchange.node.exchange.federation import Federation, FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
-from creditexchange.node.identifiers import subject_type_of
 from creditexchange.node.ledger.entries import encode, subject_hmac
 from creditexchange.node.ledger.log import Ledger, Receipt, SideWrite
 from creditexchange.node.quotas import QuotaCounter
 from creditexchange.policy.document import Mode
-from creditexchange.policy.engine import CST, Decision, DecisionRequest, quota_period_start
+from creditexchange.policy.engine import Decision, DecisionRequest, quota_period_start
 from creditexchange.v1 import audit_pb2, exchange_pb2
 
 log = logging.getLogger("node.exchange")
@@ -425,7 +426,7 @@ class Provider:
 
     def _check_fresh(self, header: exchange_pb2.RequestHeader) -> list[SideWrite]:
         """Refuse a stale or replayed request; the writes that persist its spent nonce."""
-        problem = self.replay.time_problem(header.created_unix_micros, time.time_ns() // 1000)
+        problem = self.replay.time_problem(header.created_unix_micros, now_us())
         if problem:
             raise Refused("UNAUTHENTICATED", problem, "time")
         writes = self.replay.claim(header.requester, header.nonce, header.created_unix_micros)
@@ -532,7 +533,7 @@ class Provider:
         allowed_themes = {theme for _, theme in allowed}
         self._check_deadline(context)
         subject_ids = [s for s, _ in parsed]
-        today = dt.datetime.now(CST).date()
+        today = china_today()
         names, records = await self._reader.read(subject_ids, allowed_themes, today)
         by_subject: dict[str, dict[str, list[answers.StoredRecord]]] = {}
         for record in records:
@@ -541,7 +542,7 @@ class Provider:
             requester=call.requester,
             provider=self.member_id,
             request_digest=call.request_digest,
-            answered_unix_micros=time.time_ns() // 1000,
+            answered_unix_micros=now_us(),
             memorandum_version=federation.version,
             memorandum_hash=federation.hash,
         )
@@ -549,13 +550,13 @@ class Provider:
             held = by_subject.get(subject_id, {})
             found = subject_id in names
             shown = body.subjects.add(
-                subject_id=answers.shown_subject(subject_id, subject_type),
+                subject_id=mask_identifier(subject_id, subject_type),
                 subject_type=subject_type,
             )
             if mode is Mode.FULL:
                 shown.found = found
                 if found:
-                    shown.name = answers.shown_name(names[subject_id], subject_type)
+                    shown.name = mask_subject_name(names[subject_id], subject_type)
             for theme in themes:
                 decided = decisions.get((subject_type, theme))
                 if decided is None:
@@ -604,7 +605,7 @@ class Provider:
         answered = [d.theme for d in call.decided if d.decision.allowed]
         masked = sorted({f for d in call.decided for f in d.decision.mask})
         entry = audit_pb2.AuditEntry(
-            time_unix_micros=time.time_ns() // 1000,
+            time_unix_micros=now_us(),
             requester=call.requester,
             responder=self.member_id,
             direction=audit_pb2.INCOMING,

@@ -24,6 +24,7 @@ import time
 
 from sqlalchemy import Engine
 
+from creditexchange.clock import now_us
 from creditexchange.node.ledger.log import SideWrite
 from creditexchange.node.store.database import driver_sql
 
@@ -47,7 +48,7 @@ class ReplayGuard:
 
     def load(self) -> int:
         """Remember the nonces the store holds from inside the window; how many."""
-        horizon = time.time_ns() // 1000 - 2 * self.window_us
+        horizon = now_us() - 2 * self.window_us
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 driver_sql(
@@ -85,7 +86,7 @@ class ReplayGuard:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_S
-            horizon = time.time_ns() // 1000 - 2 * self.window_us
+            horizon = now_us() - 2 * self.window_us
             for old in [k for k, created in self._seen.items() if created < horizon]:
                 del self._seen[old]
             writes.append(SideWrite(_DELETE, (horizon,)))

@@ -43,13 +43,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter, LedgerError, NoteError
 from creditexchange.node.ledger import merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
@@ -92,10 +92,6 @@ _INSERT_NODE = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = (
     "INSERT INTO ledger_checkpoints (size, root_hash, note, signed_us) VALUES (?, ?, ?, ?)"
 )
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def origin_for(member_id: str, federation: str = "3plus2") -> str:

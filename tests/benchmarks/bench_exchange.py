@@ -48,6 +48,7 @@ import psycopg
 from sqlalchemy import text
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import now_us
 from creditexchange.node.exchange.envelope import QUERY_REQUEST, seal
 from creditexchange.node.keys import load_signing_key
 from creditexchange.node.provision import ProvisionedNode, free_ports, provision, set_settings
@@ -96,7 +97,7 @@ def requests(node: ProvisionedNode, provider: str, subjects: list[str], n: int) 
             requester=node.member,
             provider=provider,
             nonce=os.urandom(32),
-            created_unix_micros=time.time_ns() // 1000,
+            created_unix_micros=now_us(),
             memorandum_version=1,
             purpose="public_procurement",
             legal_basis="《政府采购法》第二十二条",

@@ -4,7 +4,7 @@ In one run, over the same deterministic mix of realistic requests (``--requests`
 N, default 10,000) built for the shipped "3+2" memorandum and the default
 catalog:
 
-* project: ``Engine.decide`` on every request, ``--passes`` times over (after
+* project: ``PolicyEngine.decide`` on every request, ``--passes`` times over (after
   one warm-up pass, as a running node would be);
 * baseline: the answer each request got, precomputed into a dict keyed by the
   request tuple (every field of the request, the quota counts as a frozenset),
@@ -39,7 +39,7 @@ from pathlib import Path
 from creditexchange.node.catalog import load_catalog
 from creditexchange.policy.corpus import load_memorandum
 from creditexchange.policy.document import Mode
-from creditexchange.policy.engine import Decision, DecisionRequest, Engine
+from creditexchange.policy.engine import Decision, DecisionRequest, PolicyEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORANDUM = ROOT / "policy" / "memorandum-3plus2.yaml"
@@ -210,7 +210,7 @@ def main() -> None:
     memorandum, digest = load_memorandum(MEMORANDUM)
     catalog = load_catalog()
     start = time.perf_counter()
-    engine = Engine(memorandum, digest, catalog)
+    engine = PolicyEngine(memorandum, digest, catalog)
     for member in memorandum.member_by_id:
         engine.prepare(member)
     print(

@@ -11,8 +11,10 @@ Promises kept here:
   case, surrounding blanks removed) or raise :class:`InvalidIdentifier`.
 * A valid checksum does not mean the entity exists; nothing here claims it does.
 * ``mask_resident_id`` is the only way an identity number is shown or logged
-  (``441302********3314``); :func:`mask_identifier` picks the right masking for
-  any subject id, so callers never have to decide.
+  (``441302********3314``); :func:`mask_identifier` and :func:`mask_subject_name`
+  pick the right masking for any subject, so callers never have to decide.
+* :func:`subject_type_of` is how a node learns what kind of subject it is asked
+  about: from the identifier, never from what a requester claims.
 """
 
 from __future__ import annotations
@@ -21,14 +23,29 @@ import datetime as dt
 import re
 from typing import Final
 
+from creditexchange.clock import china_today
 from creditexchange.errors import InvalidIdentifier
+from creditexchange.subjects import SubjectType, is_individual
+
+__all__ = [
+    "USCC_ALPHABET",
+    "identifier_kind",
+    "mask_identifier",
+    "mask_name",
+    "mask_resident_id",
+    "mask_subject_name",
+    "resident_id_check_character",
+    "subject_type_of",
+    "uscc_check_character",
+    "validate_resident_id",
+    "validate_subject_id",
+    "validate_uscc",
+]
 
 USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
 _USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
 _USCC_DEPARTMENTS: Final = frozenset("123456789ANY")
 
-RESIDENT_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 # GB/T 2260 province-level codes (first two digits of every address code).
 _PROVINCES: Final = frozenset(
     [
@@ -166,7 +183,7 @@ def _check_birth_date(number: str, today: dt.date | None) -> None:
         birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
         raise InvalidIdentifier("birth date (positions 7-14) is not a real date") from None
-    if not _EARLIEST_BIRTH <= birth <= (today or dt.date.today()):
+    if not _EARLIEST_BIRTH <= birth <= (today or china_today()):
         raise InvalidIdentifier("birth date (positions 7-14) is before 1900 or in the future")
 
 
@@ -182,16 +199,31 @@ def mask_name(name: str) -> str:
     return name[:1] + "*" * (len(name) - 1) if name else name
 
 
-def is_individual(subject_type: str) -> bool:
-    return subject_type == "individual"
-
-
 def mask_identifier(subject_id: str, subject_type: str) -> str:
     """How a subject id may be shown: individuals masked, organisations in clear."""
     return mask_resident_id(subject_id) if is_individual(subject_type) else subject_id
 
 
-def subject_type_of(subject_id: str) -> tuple[str, str]:
+def mask_subject_name(name: str, subject_type: str) -> str:
+    """How a subject's name may be shown: an individual's down to the family name."""
+    return mask_name(name) if is_individual(subject_type) else name
+
+
+def identifier_kind(subject_type: str) -> str:
+    """What identifies a subject of this type, in words."""
+    return (
+        "resident identity number" if is_individual(subject_type) else "unified social credit code"
+    )
+
+
+def validate_subject_id(subject_id: str, subject_type: str) -> str:
+    """The canonical identifier of a subject of ``subject_type``, or InvalidIdentifier."""
+    if is_individual(subject_type):
+        return validate_resident_id(subject_id)
+    return validate_uscc(subject_id)
+
+
+def subject_type_of(subject_id: str) -> tuple[str, SubjectType]:
     """The canonical id and the subject type it names, from the identifier alone.
 
     A resident identity number names an individual. A unified social credit code
@@ -205,7 +237,7 @@ def subject_type_of(subject_id: str) -> tuple[str, str]:
     value = subject_id.strip().upper()
     if value[:17].isdigit() and value[:1] != "9":  # no province code starts with 9
         try:
-            return validate_resident_id(value), "individual"
+            return validate_resident_id(value), SubjectType.INDIVIDUAL
         except InvalidIdentifier as problem:
             resident_problem: InvalidIdentifier | None = problem
     else:
@@ -218,7 +250,7 @@ def subject_type_of(subject_id: str) -> tuple[str, str]:
             "code or a resident identity number"
         ) from None
     if code[0] == "9":
-        return code, "individual_business" if code[1] == "2" else "enterprise"
+        return code, (SubjectType.INDIVIDUAL_BUSINESS if code[1] == "2" else SubjectType.ENTERPRISE)
     if code[0] == "5":
-        return code, "social_org"
-    return code, "institution"
+        return code, SubjectType.SOCIAL_ORG
+    return code, SubjectType.INSTITUTION
