@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from creditexchange.errors import CatalogError, describe_validation_error
+from creditexchange.identifiers import mask_name, mask_resident_id
 from creditexchange.subjects import SubjectType
 
 
@@ -45,6 +46,13 @@ class FieldType(StrEnum):
     USCC = "uscc"  # a unified social credit code, check character verified
     ID_NUMBER = "id_number"  # an identity document number; resident ids, USCCs verified
     BOOLEAN = "boolean"
+
+
+def mask_value(kind: FieldType, value: object) -> str:
+    """How a sensitive field's value is shown wherever it is shown: an identity number
+    as ``441302********3314``, anything else down to its first character."""
+    text = "" if value is None else str(value)
+    return mask_resident_id(text) if kind is FieldType.ID_NUMBER else mask_name(text)
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine
 
 from creditexchange.node.catalog import Catalog, load_catalog
-from creditexchange.node.store.database import create_store_engine, upgrade
+from creditexchange.node.database import create_database_engine, upgrade
 
 PG_URL = os.environ.get("CREDIT_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -78,7 +78,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_store_engine(database_url)
+    engine = create_database_engine(database_url)
     upgrade(engine)
     yield engine
     engine.dispose()

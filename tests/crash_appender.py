@@ -13,14 +13,14 @@ import sys
 
 from nacl.signing import SigningKey
 
-from creditexchange.node.ledger.log import Ledger, LedgerStore
+from creditexchange.node.database import create_database_engine
+from creditexchange.node.ledger import AuditLog, Ledger
 from creditexchange.node.ledger.note import Signer
-from creditexchange.node.store.database import create_store_engine
 
 
 async def main(url: str, seed_hex: str, concurrency: int) -> None:
-    store = LedgerStore(
-        create_store_engine(url), Signer("crash-test/audit", SigningKey(bytes.fromhex(seed_hex)))
+    store = AuditLog(
+        create_database_engine(url), Signer("crash-test/audit", SigningKey(bytes.fromhex(seed_hex)))
     )
     async with Ledger(store, max_batch=64) as ledger:
 

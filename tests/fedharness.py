@@ -18,17 +18,19 @@ from typing import Any, TypeVar
 
 import grpc
 import nacl.signing
+from ports import free_ports
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
+from creditexchange.devtools.provision import ProvisionedNode, provision
+from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.app.server import NodeServer
+from creditexchange.node.app.wiring import open_audit_log as open_ledger_store
+from creditexchange.node.app.wiring import open_client
+from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.envelope import seal
-from creditexchange.node.exchange.server import NodeServer
-from creditexchange.node.keys import load_signing_key
-from creditexchange.node.ledger import open_store as open_ledger_store
 from creditexchange.node.ledger.entries import decode
-from creditexchange.node.provision import ProvisionedNode, free_ports, provision
-from creditexchange.node.store import open_store
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 T = TypeVar("T")
@@ -103,7 +105,7 @@ class Federation:
         client = self.clients.get(member)
         if client is None:
             server = self.servers[member]
-            client = FederationClient(self.nodes[member].config, ledger=server.ledger)
+            client = open_client(self.nodes[member].config, ledger=server.ledger)
             self.loop.run(client.__aenter__())
             self.clients[member] = client
         return client
@@ -172,7 +174,7 @@ class Federation:
 
     def ledger_entries(self, member: str, last: int = 1) -> list[dict[str, Any]]:
         config = self.nodes[member].config
-        database = open_store(config.database_url)
+        database = open_database(config.database_url)
         try:
             store = open_ledger_store(config, database)
             size = store.size()
@@ -182,7 +184,7 @@ class Federation:
 
     def entry_at(self, member: str, index: int) -> audit_pb2.AuditEntry:
         config = self.nodes[member].config
-        database = open_store(config.database_url)
+        database = open_database(config.database_url)
         try:
             store = open_ledger_store(config, database)
             (stored,) = list(store.entries(index, index + 1))

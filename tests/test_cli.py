@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from creditexchange.devtools.sample import KNOWN_REGIONS, showcase_subject, write_sample
+from creditexchange.node.app.home import create_home
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.cli import app
-from creditexchange.node.home import create_home
-from creditexchange.node.importer import import_file
-from creditexchange.node.sample import KNOWN_REGIONS, showcase_subject, write_sample
-from creditexchange.node.store import open_store
+from creditexchange.node.database import open_database
+from creditexchange.node.records.importer import import_file
 
 runner = CliRunner()
 
@@ -50,7 +50,7 @@ def test_every_members_sample_data_imports_without_a_single_reject(
     member: str, catalog: Catalog, database_url: str, tmp_path: Path
 ) -> None:
     config = create_home(tmp_path / member, member, database_url=database_url)
-    engine = open_store(config.database_url)
+    engine = open_database(config.database_url)
     files = write_sample(catalog, member, 60, 3, tmp_path / "in")
     total = 0
     for path in files:

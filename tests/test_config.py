@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from creditexchange.errors import ConfigError, DatabaseError
-from creditexchange.node.config import load_config
-from creditexchange.node.home import create_home
-from creditexchange.node.keys import load_signing_key
-from creditexchange.node.store import open_store
-from creditexchange.node.store.database import create_store_engine
+from creditexchange.node.app.config import load_config
+from creditexchange.node.app.home import create_home
+from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.database import create_database_engine, open_database
 
 
 def test_init_writes_config_key_and_a_migrated_database(tmp_path: Path) -> None:
@@ -23,7 +22,7 @@ def test_init_writes_config_key_and_a_migrated_database(tmp_path: Path) -> None:
     assert key_mode == 0o600
     assert load_signing_key(config.signing_key_path).verify_key
     assert config.signing_key_path.with_suffix(".pub").read_text().strip()
-    open_store(config.database_url)  # at the current schema
+    open_database(config.database_url)  # at the current schema
 
 
 def test_init_never_overwrites_an_existing_node(tmp_path: Path) -> None:
@@ -85,6 +84,6 @@ def test_a_signing_key_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 def test_a_database_behind_the_code_is_refused_with_the_upgrade_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    create_store_engine(url)
+    create_database_engine(url)
     with pytest.raises(DatabaseError, match="run 'credit-node db upgrade'"):
-        open_store(url)
+        open_database(url)

@@ -17,10 +17,10 @@ from conftest import postgres_schema
 from fedharness import Federation
 from sqlalchemy import text
 
+from creditexchange.devtools.sample import showcase_subject
 from creditexchange.errors import QueryRefused
+from creditexchange.node.database import open_database
 from creditexchange.node.ledger import merkle
-from creditexchange.node.sample import showcase_subject
-from creditexchange.node.store import open_store
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,7 +46,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def _subjects(fed: Federation, member: str, sql: str) -> list[str]:
-    database = open_store(fed.nodes[member].config.database_url)
+    database = open_database(fed.nodes[member].config.database_url)
     try:
         with database.connect() as conn:
             return [row[0] for row in conn.execute(text(sql))]
@@ -290,7 +290,7 @@ def test_logs_are_json_and_never_carry_a_subject(
 ) -> None:
     import json
 
-    from creditexchange.node.logs import JsonFormatter
+    from creditexchange.node.app.logs import JsonFormatter
 
     subject = showcase_subject("huizhou", 2026)
     with caplog.at_level("INFO", logger="node.exchange"):
@@ -304,7 +304,11 @@ def test_logs_are_json_and_never_carry_a_subject(
 
 
 def test_a_record_under_objection_is_marked_in_full_and_check_answers(fed: Federation) -> None:
-    from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
+    from creditexchange.node.records.objections import (
+        ObjectionOutcome,
+        close_objection,
+        open_objection,
+    )
 
     subject = showcase_subject("huizhou", 2026)
     (record_key,) = _subjects(
@@ -313,7 +317,7 @@ def test_a_record_under_objection_is_marked_in_full_and_check_answers(fed: Feder
         f"SELECT record_key FROM records r WHERE subject_id = '{subject}' "
         f"AND theme = 'admin_penalty' AND {PUBLIC} LIMIT 1",
     )
-    database = open_store(fed.nodes["huizhou"].config.database_url)
+    database = open_database(fed.nodes["huizhou"].config.database_url)
     try:
         open_objection(database, "admin_penalty", record_key, "the company says it paid")
         full = fed.ask("shenzhen", subject, to="huizhou", themes=["admin_penalty"], **PROCUREMENT)

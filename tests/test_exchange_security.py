@@ -33,28 +33,29 @@ import pytest
 from conftest import postgres_schema
 from fedharness import Federation
 from google.protobuf.message import Message
+from ports import free_ports
 from sqlalchemy import text
 
 from creditexchange.certs.authority import init_ca, issue, revoke
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
+from creditexchange.devtools.sample import showcase_subject
 from creditexchange.errors import AnswerRejected
-from creditexchange.node.config import NodeConfig
+from creditexchange.node.app.config import NodeConfig
+from creditexchange.node.app.server import NodeServer
+from creditexchange.node.app.wiring import requester_from
+from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient
-from creditexchange.node.exchange.envelope import (
+from creditexchange.node.exchange.envelope import seal
+from creditexchange.node.exchange.protocol import (
     ANSWER,
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
     QUERY_REQUEST,
-    seal,
 )
-from creditexchange.node.exchange.server import NodeServer
 from creditexchange.node.ledger import merkle
 from creditexchange.node.ledger.log import origin_for
 from creditexchange.node.ledger.note import Signer, open_note, sign_note
-from creditexchange.node.provision import free_ports
-from creditexchange.node.sample import showcase_subject
-from creditexchange.node.store import open_store
 from creditexchange.policy.document import Period
 from creditexchange.policy.engine import quota_period_start
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
@@ -79,7 +80,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def _sql(fed: Federation, member: str, sql: str, **params: Any) -> list[Any]:
-    database = open_store(fed.nodes[member].config.database_url)
+    database = open_database(fed.nodes[member].config.database_url)
     try:
         with database.begin() as conn:
             return [row[0] for row in conn.execute(text(sql), params)]
@@ -123,7 +124,7 @@ def _signed(fed: Federation, method: str, signer: str = "shenzhen", **kw: Any) -
 
 
 def _ledger_size(fed: Federation, member: str) -> int:
-    size: int = fed.servers[member].ledger.store.size()
+    size: int = fed.servers[member].ledger.log.size()
     return size
 
 
@@ -539,7 +540,9 @@ class _ClientOnTamperedChannel(FederationClient):
     """shenzhen's real client, whose channel to huizhou runs through a :class:`_Tamper`."""
 
     def __init__(self, fed: Federation, tamper: _Tamper) -> None:
-        super().__init__(fed.nodes["shenzhen"].config, ledger=fed.servers["shenzhen"].ledger)
+        super().__init__(
+            requester_from(fed.nodes["shenzhen"].config), ledger=fed.servers["shenzhen"].ledger
+        )
         self.fed, self.tamper = fed, tamper
         self.tampered: grpc.aio.Channel | None = None
 

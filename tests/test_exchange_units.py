@@ -22,20 +22,14 @@ from sqlalchemy import Engine, text
 
 from creditexchange.clock import now_us
 from creditexchange.errors import EnvelopeError
-from creditexchange.node.exchange.envelope import (
-    ANSWER,
-    QUERY_REQUEST,
-    Envelope,
-    digest,
-    open_envelope,
-    pae,
-    seal,
-)
+from creditexchange.node.exchange.envelope import digest, open_envelope, pae, seal
+from creditexchange.node.exchange.protocol import ANSWER, QUERY_REQUEST
+from creditexchange.node.exchange.quotas import QuotaCounter
 from creditexchange.node.exchange.replay import ReplayGuard
-from creditexchange.node.ledger.log import Ledger, LedgerStore, SideWrite
+from creditexchange.node.ledger import AuditLog, Ledger, SideWrite
 from creditexchange.node.ledger.note import Signer
-from creditexchange.node.quotas import QuotaCounter
 from creditexchange.policy.trust import key_id
+from creditexchange.v1.exchange_pb2 import Envelope
 
 # -- the envelope ----------------------------------------------------------------------
 
@@ -119,7 +113,7 @@ def _record(engine: Engine, *calls: Sequence[SideWrite] | None) -> None:
 
     async def append() -> None:
         signer = Signer("units.example/audit", KEY)
-        async with Ledger(LedgerStore(engine, signer)) as ledger:
+        async with Ledger(AuditLog(engine, signer)) as ledger:
             await asyncio.gather(*(ledger.append(b"entry", writes or ()) for writes in calls))
 
     asyncio.run(append())

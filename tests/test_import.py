@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from creditexchange.errors import CatalogError, ImportFileError
 from creditexchange.node.catalog import Catalog, parse_catalog
-from creditexchange.node.importer import ImportSummary, import_file
-from creditexchange.node.lookup import subject_view
-from creditexchange.node.objections import ObjectionOutcome, close_objection, open_objection
-from creditexchange.node.store.models import ImportBatch, Record, RecordVersion, Subject
+from creditexchange.node.database.models import ImportBatch, Record, RecordVersion, Subject
+from creditexchange.node.records.importer import ImportSummary, import_file
+from creditexchange.node.records.objections import ObjectionOutcome, close_objection, open_objection
+from creditexchange.node.records.view import subject_view
 
 TODAY = dt.date(2026, 11, 27)
 ENTERPRISE = "91441300MA4W7K3P2D"

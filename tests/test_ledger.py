@@ -23,23 +23,22 @@ from typer.testing import CliRunner
 
 from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter
+from creditexchange.node.app.home import create_home
 from creditexchange.node.cli import app
-from creditexchange.node.home import create_home
-from creditexchange.node.ledger import entries, merkle
-from creditexchange.node.ledger.log import Ledger, LedgerStore, VerifyReport, verify
+from creditexchange.node.database import create_database_engine
+from creditexchange.node.ledger import AuditLog, Ledger, VerifyReport, entries, merkle, verify
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
-from creditexchange.node.store.database import create_store_engine, driver_sql
 
 SEED = bytes(range(32))
 ORIGIN = "credit-exchange/3plus2/huizhou/audit"
 
 
 @pytest.fixture
-def store(engine: Engine) -> LedgerStore:
-    return LedgerStore(engine, Signer(ORIGIN, SigningKey(SEED)))
+def store(engine: Engine) -> AuditLog:
+    return AuditLog(engine, Signer(ORIGIN, SigningKey(SEED)))
 
 
-def append_all(store: LedgerStore, bodies: list[bytes], **options: float) -> list:
+def append_all(store: AuditLog, bodies: list[bytes], **options: float) -> list:
     async def run() -> list:
         async with Ledger(store, **options) as ledger:  # type: ignore[arg-type]
             return await asyncio.gather(*(ledger.append(b) for b in bodies))
@@ -65,13 +64,16 @@ def bodies(n: int, tag: str = "e") -> list[bytes]:
     ]
 
 
-def sql(store: LedgerStore, statement: str, *params: object) -> None:
+def sql(store: AuditLog, statement: str, *params: object) -> None:
+    """Tamper with the ledger's tables directly, as someone with access to the database."""
     with store.engine.begin() as conn:
-        conn.exec_driver_sql(driver_sql(conn.dialect.name, statement), params)
+        if conn.dialect.name == "postgresql":
+            statement = statement.replace("?", "%s")
+        conn.exec_driver_sql(statement, params)
 
 
 def test_concurrent_appends_get_consecutive_indices_and_verifiable_receipts(
-    store: LedgerStore,
+    store: AuditLog,
 ) -> None:
     receipts = append_all(store, bodies(300))
     assert sorted(r.index for r in receipts) == list(range(300))
@@ -84,7 +86,7 @@ def test_concurrent_appends_get_consecutive_indices_and_verifiable_receipts(
         merkle.verify_inclusion(r.leaf_hash, r.index, cp.size, proof["proof"], cp.root_hash)
 
 
-def test_appends_are_group_committed_within_the_batch_limit(store: LedgerStore) -> None:
+def test_appends_are_group_committed_within_the_batch_limit(store: AuditLog) -> None:
     async def run() -> list[int]:
         async with Ledger(store, max_batch=16) as ledger:
             await asyncio.gather(*(ledger.append(b) for b in bodies(200)))
@@ -99,11 +101,11 @@ def test_appends_are_group_committed_within_the_batch_limit(store: LedgerStore) 
 
 
 def test_every_entry_survives_a_new_process_and_proofs_span_checkpoints(
-    store: LedgerStore, database_url: str
+    store: AuditLog, database_url: str
 ) -> None:
     first = append_all(store, bodies(37, "a"))
     second = append_all(store, bodies(58, "b"))
-    reopened = LedgerStore(create_store_engine(database_url), store.signer)
+    reopened = AuditLog(create_database_engine(database_url), store.signer)
     assert reopened.size() == 95
     old = Checkpoint.parse(open_note(first[-1].checkpoint, [store.signer.verifier()])[0])
     new = Checkpoint.parse(open_note(second[-1].checkpoint, [store.signer.verifier()])[0])
@@ -114,9 +116,9 @@ def test_every_entry_survives_a_new_process_and_proofs_span_checkpoints(
 
 
 def test_a_second_writer_cannot_interleave_and_recovers_by_reloading(
-    store: LedgerStore, database_url: str
+    store: AuditLog, database_url: str
 ) -> None:
-    other = LedgerStore(create_store_engine(database_url), store.signer)
+    other = AuditLog(create_database_engine(database_url), store.signer)
     other.frontier()
     store.commit(bodies(3, "x"))
     with pytest.raises(ConcurrentWriter, match="moved past size 0"):
@@ -126,7 +128,7 @@ def test_a_second_writer_cannot_interleave_and_recovers_by_reloading(
     assert verify(store, store.signer.verifier()).ok
 
 
-def test_the_checkpoint_is_a_c2sp_signed_note_readable_with_the_vkey(store: LedgerStore) -> None:
+def test_the_checkpoint_is_a_c2sp_signed_note_readable_with_the_vkey(store: AuditLog) -> None:
     append_all(store, bodies(5))
     note = store.latest_checkpoint()
     lines = note.split("\n")
@@ -138,53 +140,53 @@ def test_the_checkpoint_is_a_c2sp_signed_note_readable_with_the_vkey(store: Ledg
     open_note(note, [Verifier.from_vkey(vkey)])
 
 
-def test_an_empty_log_has_a_signed_checkpoint_of_size_zero(store: LedgerStore) -> None:
+def test_an_empty_log_has_a_signed_checkpoint_of_size_zero(store: AuditLog) -> None:
     cp = Checkpoint.parse(open_note(store.latest_checkpoint(), [store.signer.verifier()])[0])
     assert (cp.size, cp.root_hash) == (0, merkle.EMPTY_ROOT)
     assert verify(store, store.signer.verifier()).ok
 
 
-def _alter_body(s: LedgerStore) -> None:
+def _alter_body(s: AuditLog) -> None:
     sql(s, "UPDATE ledger_entries SET body = ? WHERE idx = 7", b"forged")
 
 
-def _delete_entry(s: LedgerStore) -> None:
+def _delete_entry(s: AuditLog) -> None:
     sql(s, "DELETE FROM ledger_entries WHERE idx = 7")
 
 
-def _swap_entries(s: LedgerStore) -> None:
+def _swap_entries(s: AuditLog) -> None:
     sql(s, "UPDATE ledger_entries SET idx = -1 WHERE idx = 6")
     sql(s, "UPDATE ledger_entries SET idx = 6 WHERE idx = 9")
     sql(s, "UPDATE ledger_entries SET idx = 9 WHERE idx = -1")
 
 
-def _truncate_tail(s: LedgerStore) -> None:
+def _truncate_tail(s: AuditLog) -> None:
     sql(s, "DELETE FROM ledger_entries WHERE idx >= 17")
 
 
-def _truncate_tail_and_head(s: LedgerStore) -> None:
+def _truncate_tail_and_head(s: AuditLog) -> None:
     sql(s, "DELETE FROM ledger_entries WHERE idx >= 17")
     sql(s, "UPDATE ledger_head SET size = 17")
 
 
-def _replace_checkpoint(s: LedgerStore) -> None:
+def _replace_checkpoint(s: AuditLog) -> None:
     forger = Signer(ORIGIN, SigningKey(bytes(32)))
     root = merkle.root_from_leaf_hashes([merkle.leaf_hash(b"x")] * 10)
     note = sign_note(Checkpoint(ORIGIN, 10, root).body(), forger)
     sql(s, "UPDATE ledger_checkpoints SET note = ?, root_hash = ? WHERE size = 10", note, root)
 
 
-def _rewrite_checkpoint_root(s: LedgerStore) -> None:
+def _rewrite_checkpoint_root(s: AuditLog) -> None:
     root = merkle.root_from_leaf_hashes([merkle.leaf_hash(b"x")] * 10)
     note = sign_note(Checkpoint(ORIGIN, 10, root).body(), s.signer)  # even with the real key
     sql(s, "UPDATE ledger_checkpoints SET note = ?, root_hash = ? WHERE size = 10", note, root)
 
 
-def _alter_tree_node(s: LedgerStore) -> None:
+def _alter_tree_node(s: AuditLog) -> None:
     sql(s, "UPDATE ledger_nodes SET hash = ? WHERE level = 2 AND idx = 1", bytes(32))
 
 
-def _append_by_sql(s: LedgerStore, frontier: merkle.Frontier, new: list[bytes]) -> None:
+def _append_by_sql(s: AuditLog, frontier: merkle.Frontier, new: list[bytes]) -> None:
     """What someone with database access but not the node's key can write: entries,
     a correctly recomputed tree and head, and no checkpoint signed by the node."""
     leaves = [merkle.leaf_hash(b) for b in new]
@@ -204,17 +206,17 @@ def _append_by_sql(s: LedgerStore, frontier: merkle.Frontier, new: list[bytes]) 
     sql(s, "UPDATE ledger_head SET size = ?, root_hash = ?", grown.size, grown.root())
 
 
-def _forge_appended_entry(s: LedgerStore) -> None:
-    _append_by_sql(s, LedgerStore(s.engine, s.signer).frontier(), bodies(1, "forged"))
+def _forge_appended_entry(s: AuditLog) -> None:
+    _append_by_sql(s, AuditLog(s.engine, s.signer).frontier(), bodies(1, "forged"))
 
 
-def _rewrite_all_rows(s: LedgerStore) -> None:
+def _rewrite_all_rows(s: AuditLog) -> None:
     for table in ("ledger_entries", "ledger_nodes", "ledger_checkpoints"):
         sql(s, f"DELETE FROM {table}")
     _append_by_sql(s, merkle.Frontier(0, ()), bodies(20, "rewritten"))
 
 
-def _drop_head_checkpoint(s: LedgerStore) -> None:
+def _drop_head_checkpoint(s: AuditLog) -> None:
     sql(s, "DELETE FROM ledger_checkpoints WHERE size = 20")
 
 
@@ -250,7 +252,7 @@ def _drop_head_checkpoint(s: LedgerStore) -> None:
     ],
 )
 def test_audit_verify_catches_tampering_and_names_where(
-    store: LedgerStore, tamper: Callable[[LedgerStore], None], named: str
+    store: AuditLog, tamper: Callable[[AuditLog], None], named: str
 ) -> None:
     for chunk in (bodies(10, "a"), bodies(10, "b")):  # checkpoints at sizes 10 and 20
         store.commit(chunk)
@@ -264,10 +266,10 @@ def test_audit_verify_catches_tampering_and_names_where(
 
 
 def test_verify_reads_one_snapshot_while_another_connection_appends(
-    store: LedgerStore, database_url: str
+    store: AuditLog, database_url: str
 ) -> None:
     store.commit(bodies(10, "a"))
-    writer = LedgerStore(create_store_engine(database_url), store.signer)
+    writer = AuditLog(create_database_engine(database_url), store.signer)
     appended: list[int] = []
 
     def append_right_after_the_head_is_read(*args: object) -> None:
@@ -286,11 +288,9 @@ def test_verify_reads_one_snapshot_while_another_connection_appends(
     assert later.ok and later.size == 17
 
 
-def test_verify_stays_ok_while_a_thread_keeps_appending(
-    store: LedgerStore, database_url: str
-) -> None:
+def test_verify_stays_ok_while_a_thread_keeps_appending(store: AuditLog, database_url: str) -> None:
     store.commit(bodies(5, "a"))
-    writer = LedgerStore(create_store_engine(database_url), store.signer)
+    writer = AuditLog(create_database_engine(database_url), store.signer)
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -319,9 +319,9 @@ def test_verify_stays_ok_while_a_thread_keeps_appending(
 
 
 def test_the_ledger_retries_a_batch_once_when_another_process_advanced_the_log(
-    store: LedgerStore, database_url: str
+    store: AuditLog, database_url: str
 ) -> None:
-    pruner = LedgerStore(create_store_engine(database_url), store.signer)
+    pruner = AuditLog(create_database_engine(database_url), store.signer)
 
     async def run() -> tuple[int, int]:
         async with Ledger(store) as ledger:
@@ -336,19 +336,25 @@ def test_the_ledger_retries_a_batch_once_when_another_process_advanced_the_log(
     assert report.ok and report.size == 3, report.problems
 
 
-def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: LedgerStore) -> None:
+def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: AuditLog) -> None:
     old = now_us() - 4 * 365 * 86_400_000_000
     store.commit(bodies(12, "old"), recorded_us=old)
     receipt_root = store.root()[1]
     store.commit(bodies(5, "new"))
-    count, first, last = store.prune_bodies(now_us() - 3 * 365 * 86_400_000_000)
-    assert (count, first, last) == (12, 0, 11)
+    pruned = store.prune(now_us() - 3 * 365 * 86_400_000_000, "huizhou")
+    assert pruned is not None
+    assert (pruned.count, pruned.first, pruned.last) == (12, 0, 11)
     proof = store.inclusion_proof(3, 12)
     leaf = next(store.entries(3, 4))
     assert leaf.body is None
     merkle.verify_inclusion(leaf.leaf_hash, 3, 12, proof["proof"], receipt_root)
+    (record,) = store.entries(pruned.recorded_as, pruned.recorded_as + 1)
+    assert record.body is not None
+    assert entries.decode(record.body)["note"].startswith("pruned the bodies of 12 entries (0-11)")
+    assert store.prune(now_us() - 3 * 365 * 86_400_000_000, "huizhou") is None
     report = verify(store, store.signer.verifier())
-    assert report.ok and report.pruned_bodies == 12 and report.checked_bodies == 5
+    # the 5 new bodies and the prune's own entry are checked; nothing else was dropped
+    assert report.ok and report.pruned_bodies == 12 and report.checked_bodies == 6
 
 
 def test_subject_is_recorded_as_a_keyed_hmac_never_in_clear() -> None:
@@ -362,11 +368,11 @@ def test_subject_is_recorded_as_a_keyed_hmac_never_in_clear() -> None:
 
 
 def test_a_crashed_appender_loses_no_acknowledged_entry(database_url: str, tmp_path: Path) -> None:
-    engine = create_store_engine(database_url)
-    from creditexchange.node.store.database import upgrade
+    engine = create_database_engine(database_url)
+    from creditexchange.node.database import upgrade
 
     upgrade(engine)
-    store = LedgerStore(engine, Signer("crash-test/audit", SigningKey(SEED)))
+    store = AuditLog(engine, Signer("crash-test/audit", SigningKey(SEED)))
     child = Path(__file__).with_name("crash_appender.py")
     rng = random.Random(7)
     acknowledged = -1
@@ -406,8 +412,8 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
     assert signer_cmd.exit_code == 0, signer_cmd.output
     vkey = signer_cmd.output.strip()
     assert vkey.startswith("credit-exchange/3plus2/huizhou/audit+")
-    engine = create_store_engine(config.database_url)
-    store = LedgerStore(
+    engine = create_database_engine(config.database_url)
+    store = AuditLog(
         engine,
         Signer(
             vkey.split("+")[0],
@@ -463,16 +469,16 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
 def test_a_nodes_ledger_takes_its_origin_key_and_batching_from_the_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from creditexchange.node.config import load_config
-    from creditexchange.node.ledger import open_ledger
+    from creditexchange.node.app.config import load_config
+    from creditexchange.node.app.wiring import open_ledger
 
     create_home(tmp_path / "sz", "shenzhen")
     monkeypatch.setenv("CREDIT_NODE_LEDGER_MAX_BATCH", "8")
     monkeypatch.setenv("CREDIT_NODE_FEDERATION", "gd21")
     config = load_config(tmp_path / "sz")
-    ledger = open_ledger(config, create_store_engine(config.database_url))
+    ledger = open_ledger(config, create_database_engine(config.database_url))
     assert ledger.max_batch == 8
-    assert ledger.store.origin == "credit-exchange/gd21/shenzhen/audit"
+    assert ledger.log.origin == "credit-exchange/gd21/shenzhen/audit"
 
     async def run() -> list[int]:
         async with ledger:
@@ -481,4 +487,4 @@ def test_a_nodes_ledger_takes_its_origin_key_and_batching_from_the_configuration
 
     assert max(asyncio.run(run())) == 8
     signing = SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip()))
-    assert ledger.store.signer.public_key == bytes(signing.verify_key)
+    assert ledger.log.signer.public_key == bytes(signing.verify_key)

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from creditexchange.errors import NotFound
 from creditexchange.node.catalog import Catalog
-from creditexchange.node.lookup import subject_view
+from creditexchange.node.records.view import subject_view
 
 
 @pytest.mark.parametrize(

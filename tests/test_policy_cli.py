@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from creditexchange.node.app.home import create_home
 from creditexchange.node.cli import app
-from creditexchange.node.home import create_home
 
 POLICY = Path(__file__).resolve().parent.parent / "policy"
 runner = CliRunner()
@@ -151,9 +151,9 @@ def test_a_quota_counted_in_the_store_holds_for_the_next_process(
 ) -> None:
     import datetime as dt
 
-    from creditexchange.node.config import load_config
-    from creditexchange.node.quotas import count
-    from creditexchange.node.store import open_store
+    from creditexchange.node.app.config import load_config
+    from creditexchange.node.database import open_database
+    from creditexchange.node.exchange.quotas import count
     from creditexchange.policy.document import Period
     from creditexchange.policy.engine import quota_period_start
 
@@ -181,7 +181,7 @@ def test_a_quota_counted_in_the_store_holds_for_the_next_process(
     code, output = cli(*ask)
     assert code == 0 and json.loads(output)["rules"] == ["regional-land-auction"], output
 
-    store = open_store(load_config(home).database_url)
+    store = open_database(load_config(home).database_url)
     today = quota_period_start(Period.DAY, dt.datetime.now(dt.UTC))
     for _ in range(500):  # the rule's daily limit, counted as the query path will
         count(store, "shenzhen", {"regional-land-auction": today})

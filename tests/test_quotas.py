@@ -7,7 +7,7 @@ import threading
 
 from sqlalchemy import Engine
 
-from creditexchange.node.quotas import count, usage
+from creditexchange.node.exchange.quotas import count, usage
 
 DAY = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 NEXT_DAY = DAY + dt.timedelta(days=1)

@@ -21,11 +21,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from creditexchange.identifiers import validate_resident_id, validate_uscc
-from creditexchange.node.catalog import Catalog, FieldType, load_catalog, parse_catalog
-from creditexchange.node.importer import import_file
-from creditexchange.node.publicity import add_months, publicity_end
-from creditexchange.node.sample import (
+from creditexchange.devtools.sample import (
     DEFAULT_TODAY,
     FEDERATION_CITIES,
     KNOWN_REGIONS,
@@ -33,7 +29,11 @@ from creditexchange.node.sample import (
     write_sample,
     write_theme,
 )
-from creditexchange.node.validation import SUBJECT_COLUMNS, RowValidator, cell_text
+from creditexchange.identifiers import validate_resident_id, validate_uscc
+from creditexchange.node.catalog import Catalog, FieldType, load_catalog, parse_catalog
+from creditexchange.node.records.importer import import_file
+from creditexchange.node.records.publicity import add_months, publicity_end
+from creditexchange.node.records.validation import SUBJECT_COLUMNS, RowValidator, cell_text
 
 SEED = 11
 CITY_SUBJECTS = 1500

@@ -1,14 +1,25 @@
-"""``credit-node``: the one command for operating a Credit Exchange Node."""
+"""``credit-node``: the one command for operating a Credit Exchange Node.
+
+Commands are thin: they parse, call the library and print. Development commands
+(``demo``, ``sample``) are found through the entry points of the
+``creditexchange.commands`` group, so the node's own modules never import them.
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import typer
 
-from creditexchange.node.cli import exchange, store
+from creditexchange.node.cli import exchange, node, records
 from creditexchange.node.cli.audit import audit_app
+from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
-from creditexchange.node.cli.demo import demo
 from creditexchange.node.cli.policy import policy_app
+
+__all__ = ["app", "main"]
+
+COMMANDS_GROUP = "creditexchange.commands"
 
 app = typer.Typer(
     name="credit-node",
@@ -16,20 +27,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command()(store.init)
-app.add_typer(store.db_app, name="db")
-app.add_typer(store.catalog_app, name="catalog")
-app.command("import")(store.import_)
-app.command()(store.show)
-app.command()(store.sample)
-app.command("check-id")(store.check_id)
-app.add_typer(store.objection_app, name="objection")
+app.command()(node.init)
+app.add_typer(node.db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+app.command("import")(records.import_)
+app.command()(records.show)
+app.command("check-id")(records.check_id)
+app.add_typer(records.objection_app, name="objection")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(certs_app, name="certs")
 app.command()(exchange.serve)
 app.command()(exchange.query)
-app.command()(demo)
+for _command in entry_points(group=COMMANDS_GROUP):
+    app.command(_command.name)(_command.load())
 
 
 def main() -> None:

@@ -14,18 +14,17 @@ from typing import Annotated, Any
 import typer
 
 from creditexchange.clock import now_us
+from creditexchange.node.app.config import NodeConfig
+from creditexchange.node.app.wiring import open_audit_log, open_node
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
     err,
-    open_node,
     out,
     print_json,
     reports_errors,
 )
-from creditexchange.node.config import NodeConfig
-from creditexchange.node.ledger import entries, open_store
-from creditexchange.node.ledger.log import LedgerStore, verify
+from creditexchange.node.ledger import AuditLog, entries, verify
 
 audit_app = typer.Typer(
     help="The audit ledger: checkpoints, entries, proofs, verification, retention.",
@@ -33,9 +32,9 @@ audit_app = typer.Typer(
 )
 
 
-def ledger_store(home: Path) -> tuple[NodeConfig, LedgerStore]:
+def audit_log(home: Path) -> tuple[NodeConfig, AuditLog]:
     node = open_node(home)
-    return node.config, open_store(node.config, node.engine)
+    return node.config, open_audit_log(node.config, node.database)
 
 
 def b64(raw: bytes) -> str:
@@ -46,16 +45,16 @@ def b64(raw: bytes) -> str:
 @reports_errors
 def checkpoint(home: HomeOption) -> None:
     """Print the latest signed checkpoint, exactly as signed (C2SP tlog-checkpoint)."""
-    _, store = ledger_store(home)
-    print(store.latest_checkpoint(), end="")
+    _, log = audit_log(home)
+    print(log.latest_checkpoint(), end="")
 
 
 @audit_app.command("vkey")
 @reports_errors
 def vkey(home: HomeOption) -> None:
     """Print the verifier key of this node's checkpoints (signed-note form)."""
-    _, store = ledger_store(home)
-    print(store.signer.vkey())
+    _, log = audit_log(home)
+    print(log.signer.vkey())
 
 
 @audit_app.command("entries")
@@ -67,8 +66,8 @@ def list_entries(
     as_json: JsonOption = False,
 ) -> None:
     """Print entries decoded, with their index, leaf hash and stored bytes."""
-    _, store = ledger_store(home)
-    stop = store.size() if end is None else end + 1
+    _, log = audit_log(home)
+    stop = log.size() if end is None else end + 1
     rows: list[dict[str, Any]] = [
         {
             "index": e.index,
@@ -78,7 +77,7 @@ def list_entries(
             "bytes": None if e.body is None else b64(e.body),
             "entry": None if e.body is None else entries.decode(e.body),
         }
-        for e in store.entries(start, stop)
+        for e in log.entries(start, stop)
     ]
     if as_json:
         print_json(rows)
@@ -120,24 +119,24 @@ def proof(
     as_json: JsonOption = False,
 ) -> None:
     """Print the RFC 9162 inclusion proof of an entry."""
-    _, store = ledger_store(home)
-    _print_proof(store.inclusion_proof(index, size), as_json)
+    _, log = audit_log(home)
+    _print_proof(log.inclusion_proof(index, size), as_json)
 
 
 @audit_app.command("consistency")
 @reports_errors
 def consistency(old: int, new: int, home: HomeOption, as_json: JsonOption = False) -> None:
     """Print the RFC 9162 consistency proof between two tree sizes."""
-    _, store = ledger_store(home)
-    _print_proof(store.consistency_proof(old, new), as_json)
+    _, log = audit_log(home)
+    _print_proof(log.consistency_proof(old, new), as_json)
 
 
 @audit_app.command("verify")
 @reports_errors
 def verify_command(home: HomeOption, as_json: JsonOption = False) -> None:
     """Recompute the whole log and check every checkpoint; exits 1 naming the first problem."""
-    _, store = ledger_store(home)
-    report = verify(store, store.signer.verifier())
+    _, log = audit_log(home)
+    report = verify(log, log.signer.verifier())
     if as_json:
         print_json(
             {
@@ -169,14 +168,10 @@ def prune(home: HomeOption) -> None:
 
     The pruning itself is recorded in the ledger.
     """
-    config, store = ledger_store(home)
+    config, log = audit_log(home)
     days = config.settings.audit_retention_days
-    cutoff = now_us() - days * 86_400_000_000
-    count, first, last = store.prune_bodies(cutoff)
-    if not count:
+    pruned = log.prune(now_us() - days * 86_400_000_000, config.member_id)
+    if pruned is None:
         out.print(f"nothing to prune: no entry body is older than {days} days")
         return
-    when = dt.datetime.fromtimestamp(cutoff / 1e6, dt.UTC).date()
-    note = f"pruned the bodies of {count} entries ({first}-{last}) recorded before {when}"
-    index, _ = store.commit([entries.maintenance(note, config.member_id, now_us())])
-    out.print(f"{note}; recorded as entry {index}")
+    out.print(f"{pruned.note}; recorded as entry {pruned.recorded_as}")

@@ -1,8 +1,9 @@
-"""What every command shares: the --home option, loading the node, printing, exit codes.
+"""What every command shares: the --home option, printing, and exit codes.
 
 Exit codes: 0 success; 1 the command ran but found problems (rejected rows,
-an invalid identifier, a failed verification); 2 it could not run (bad
-arguments, configuration, unreadable input) — the message says what to do.
+an invalid identifier, a failed verification, a refusal); 2 it could not run
+(bad arguments, configuration, unreadable input) — the message says what to do.
+Commands catch nothing but ``CreditExchangeError``, here (:func:`reports_errors`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
 
-from creditexchange.errors import CreditExchangeError
-from creditexchange.node.catalog import Catalog, load_catalog
-from creditexchange.node.config import NodeConfig, load_config
-from creditexchange.node.store import open_store
+from creditexchange.errors import CreditExchangeError, QueryRefused
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -41,32 +37,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# What an error means for the exit status, the most specific first: a refusal by the
+# asked member is an answer (1: the command ran, the answer was no); anything else
+# means the command could not do its job (2).
+_OUTCOMES: tuple[tuple[type[CreditExchangeError], str, int], ...] = (
+    (QueryRefused, "refused", 1),
+    (CreditExchangeError, "error", 2),
+)
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a CreditExchangeError into its message on stderr and exit status 2."""
+    """Turn a CreditExchangeError into its message on stderr and its exit status."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except CreditExchangeError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            label, code = next((lb, c) for kind, lb, c in _OUTCOMES if isinstance(exc, kind))
+            err.print(f"[bold red]{label}:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(code) from None
 
     return wrapper
-
-
-@dataclass
-class Node:
-    """A node home opened for a command: its configuration, store and catalog."""
-
-    config: NodeConfig
-    engine: Engine
-    catalog: Catalog
-
-
-def open_node(home: Path) -> Node:
-    config = load_config(home)
-    return Node(config, open_store(config.database_url), load_catalog(config.catalog_path))
 
 
 def print_json(data: Any) -> None:

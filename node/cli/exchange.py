@@ -10,20 +10,19 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from rich.markup import escape as esc
 
-from creditexchange.errors import QueryRefused
+from creditexchange.node.app.config import load_config
+from creditexchange.node.app.logs import configure as configure_logs
+from creditexchange.node.app.server import serve as serve_node
+from creditexchange.node.app.wiring import open_client
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
-    err,
     out,
     print_json,
     reports_errors,
 )
-from creditexchange.node.config import load_config
-from creditexchange.node.exchange.client import FederationClient, VerifiedAnswer
-from creditexchange.node.exchange.server import serve as serve_node
-from creditexchange.node.logs import configure as configure_logs
+from creditexchange.node.exchange.client import VerifiedAnswer
 from creditexchange.v1 import exchange_pb2
 
 
@@ -69,7 +68,7 @@ def query(
     config = load_config(home)
 
     async def ask() -> VerifiedAnswer:
-        async with FederationClient(config) as client:
+        async with open_client(config) as client:
             return await client.query(
                 subject,
                 to=to,
@@ -81,11 +80,7 @@ def query(
                 check=check,
             )
 
-    try:
-        answer = asyncio.run(ask())
-    except QueryRefused as refused:
-        err.print(f"[bold red]refused:[/] {refused}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    answer = asyncio.run(ask())  # a refusal ends the command with status 1 (reports_errors)
     if as_json:
         print_json(answer_json(answer))
     else:

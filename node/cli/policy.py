@@ -17,25 +17,24 @@ from typing import Annotated, Any
 import typer
 import yaml
 from nacl.signing import SigningKey
-from sqlalchemy import Engine as Database
 
 from creditexchange.errors import PolicyError
+from creditexchange.node.app.config import load_config
+from creditexchange.node.app.keys import load_signing_key, write_new_signing_key
+from creditexchange.node.app.wiring import open_node
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
     err,
-    open_node,
     out,
     print_json,
     reports_errors,
 )
-from creditexchange.node.config import load_config
-from creditexchange.node.keys import load_signing_key, write_new_signing_key
-from creditexchange.node.quotas import usage
+from creditexchange.node.exchange.quotas import usage_this_period
 from creditexchange.policy.corpus import run_corpus
 from creditexchange.policy.document import Mode, parse_memorandum
-from creditexchange.policy.engine import DecisionRequest, PolicyEngine, quota_period_start
+from creditexchange.policy.engine import DecisionRequest, PolicyEngine
 from creditexchange.policy.trust import (
     TrustStore,
     check_signatures,
@@ -51,14 +50,6 @@ policy_app = typer.Typer(
     help="The sharing memorandum: keys, signatures, installation, decisions.",
     no_args_is_help=True,
 )
-
-
-def quota_usage(
-    store: Database, requester: str, engine: PolicyEngine, now: dt.datetime
-) -> dict[str, int]:
-    """The requester's counted queries under every rule with a quota, this period."""
-    periods = {rule: quota_period_start(quota.period, now) for rule, quota in engine.quotas.items()}
-    return usage(store, requester, periods)
 
 
 def _now() -> dt.datetime:
@@ -236,7 +227,11 @@ def explain(
     engine = PolicyEngine(memorandum, memorandum_hash(envelope["signed"]), catalog)
     now = _now()
     # On a node, the quota counters in its store say how much of each quota is used.
-    used = quota_usage(node.engine, requester, engine, now) if memorandum_file is None else {}
+    used = (
+        usage_this_period(node.database, requester, engine.quotas, now)
+        if memorandum_file is None
+        else {}
+    )
     decision = engine.decide(
         DecisionRequest(
             requester=requester,

@@ -16,14 +16,16 @@ integrations use. For every query it
    said no: its status and message) or :class:`AnswerRejected` (the answer did
    not verify: it is not used).
 
-Refused and rejected queries are recorded too.
+Refused and rejected queries are recorded too. A client is made of this node's
+:class:`Requester` parts and a running ledger; ``creditexchange.node.app`` opens
+one from a node home (``open_client``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,29 +34,37 @@ import nacl.signing
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
-from creditexchange.errors import AnswerRejected, EnvelopeError, NoteError, QueryRefused
-from creditexchange.node.catalog import load_catalog
-from creditexchange.node.config import NodeConfig
-from creditexchange.node.exchange.envelope import (
-    ANSWER,
-    BATCH_CHECK_REQUEST,
-    CHECK_REQUEST,
-    QUERY_REQUEST,
-    digest,
-    open_envelope,
-    seal,
-)
+from creditexchange.errors import AnswerRejected, EnvelopeError, NoteError, ProofError, QueryRefused
+from creditexchange.node.exchange.envelope import digest, open_envelope, seal
 from creditexchange.node.exchange.federation import Federation, FederationView
-from creditexchange.node.exchange.server import tls_material
-from creditexchange.node.keys import load_hmac_key, load_signing_key
-from creditexchange.node.ledger import merkle, open_ledger
-from creditexchange.node.ledger.entries import encode, subject_hmac
-from creditexchange.node.ledger.log import Ledger, Receipt, origin_for
+from creditexchange.node.exchange.protocol import (
+    ANSWER,
+    METHODS,
+    Method,
+    call_entry,
+    leaf_index_of,
+    subject_hmacs,
+)
+from creditexchange.node.ledger import Ledger, Receipt, merkle, origin_for
+from creditexchange.node.ledger.entries import encode
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
-from creditexchange.node.store import open_store
-from creditexchange.policy.trust import TrustStore
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
+
+__all__ = ["FederationClient", "Requester", "VerifiedAnswer"]
+
+
+@dataclass(frozen=True)
+class Requester:
+    """This node as it asks: who it is, its keys, how it reaches and trusts the others."""
+
+    member_id: str
+    signing_key: nacl.signing.SigningKey
+    hmac_key: bytes  # keys the subjects' HMACs in its audit entries
+    credentials: grpc.ChannelCredentials  # its mutual-TLS certificate, key and CA
+    federation: FederationView  # the installed memorandum: keys, endpoints, version
+    peers: Mapping[str, str] = field(default_factory=dict)  # member -> host:port overrides
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,34 +82,25 @@ class VerifiedAnswer:
 
 
 class FederationClient:
-    """Ask the federation as one member: ``async with FederationClient(config) as client``."""
+    """Ask the federation as one member: ``async with FederationClient(requester, ledger=…)``.
 
-    def __init__(self, config: NodeConfig, *, ledger: Ledger | None = None) -> None:
-        self.config = config
-        self.member_id = config.member_id
-        self._own_ledger = ledger is None
+    With ``owns_ledger`` the client starts the ledger on entry and stops it on exit
+    (a command that asks once); otherwise the ledger belongs to whoever gave it
+    (a serving node, whose one appender the client shares).
+    """
+
+    def __init__(self, requester: Requester, *, ledger: Ledger, owns_ledger: bool = False) -> None:
+        self.requester = requester
+        self.member_id = requester.member_id
+        self.signing_key = requester.signing_key
+        self.hmac_key = requester.hmac_key
         self._ledger = ledger
+        self._owns_ledger = owns_ledger
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._credentials: grpc.ChannelCredentials | None = None
-        self._view: FederationView | None = None
-        self.signing_key: nacl.signing.SigningKey = load_signing_key(config.signing_key_path)
-        self.hmac_key = load_hmac_key(config.subject_hmac_key_path)
 
     async def __aenter__(self) -> FederationClient:
-        tls = tls_material(self.config)
-        self._credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls.ca_pem,
-            private_key=tls.private_key_pem,
-            certificate_chain=tls.certificate_pem,
-        )
-        self._view = FederationView(
-            TrustStore(self.config.policy_dir),
-            load_catalog(self.config.catalog_path),
-            self.member_id,
-        )
-        self._view.current()
-        if self._ledger is None:
-            self._ledger = open_ledger(self.config, open_store(self.config.database_url))
+        self.requester.federation.current()  # no memorandum, no questions: say so now
+        if self._owns_ledger:
             await self._ledger.__aenter__()
         return self
 
@@ -107,23 +108,20 @@ class FederationClient:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
-        if self._own_ledger and self._ledger is not None:
+        if self._owns_ledger:
             await self._ledger.close()
-            self._ledger = None
 
     @property
     def federation(self) -> Federation:
-        assert self._view is not None, "use 'async with FederationClient(...)'"
-        return self._view.current()
+        return self.requester.federation.current()
 
     def channel(self, member: str) -> grpc.aio.Channel:
         channel = self._channels.get(member)
         if channel is None:
-            assert self._credentials is not None
-            target = self.federation.endpoint(member, self.config.settings.peers)
+            target = self.federation.endpoint(member, self.requester.peers)
             channel = grpc.aio.secure_channel(
                 target,
-                self._credentials,
+                self.requester.credentials,
                 options=[
                     ("grpc.ssl_target_name_override", member_dns_name(member)),
                     ("grpc.max_receive_message_length", 64 << 20),
@@ -176,13 +174,9 @@ class FederationClient:
             case_reference=case_reference,
             officer=officer,
         )
-        if check:
-            request: Any = exchange_pb2.CheckRequest(
-                header=header, subject_id=subject, themes=themes
-            )
-            return await self._call(to, "Check", CHECK_REQUEST, request, [subject], timeout)
-        request = exchange_pb2.QueryRequest(header=header, subject_id=subject, themes=themes)
-        return await self._call(to, "Query", QUERY_REQUEST, request, [subject], timeout)
+        method = METHODS["Check" if check else "Query"]
+        request = method.request(header=header, subject_id=subject, themes=themes)
+        return await self._call(to, method, request, timeout)
 
     async def batch_check(
         self,
@@ -204,57 +198,39 @@ class FederationClient:
             case_reference=case_reference,
             officer=officer,
         )
-        request = exchange_pb2.BatchCheckRequest(header=header, subject_ids=subjects, themes=themes)
-        return await self._call(
-            to, "BatchCheck", BATCH_CHECK_REQUEST, request, list(subjects), timeout
-        )
+        method = METHODS["BatchCheck"]
+        request = method.request(header=header, subject_ids=subjects, themes=themes)
+        return await self._call(to, method, request, timeout)
 
     async def memorandum(self, member: str) -> exchange_pb2.GetMemorandumResponse:
         stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(member))
         response: exchange_pb2.GetMemorandumResponse = await stub.GetMemorandum(
-            exchange_pb2.GetMemorandumRequest(), timeout=self.config.settings.query_timeout_s
+            exchange_pb2.GetMemorandumRequest(), timeout=self.requester.timeout_s
         )
         return response
 
     async def _call(
-        self,
-        to: str,
-        method: str,
-        payload_type: str,
-        request: Any,
-        subjects: list[str],
-        timeout: float | None,
+        self, to: str, method: Method, request: Any, timeout: float | None
     ) -> VerifiedAnswer:
-        envelope = seal(payload_type, request.SerializeToString(), self.signing_key)
+        envelope = seal(method.payload_type, request.SerializeToString(), self.signing_key)
         request_digest = digest(envelope)
-        stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(to))
-        rpc = getattr(stub, method)
-        kind = {"Query": audit_pb2.QUERY, "Check": audit_pb2.CHECK}.get(
-            method, audit_pb2.BATCH_CHECK
-        )
-        entry = audit_pb2.AuditEntry(
+        subjects = method.subjects(request)
+        entry = call_entry(
+            direction=audit_pb2.OUTGOING,
+            method=method,
             requester=self.member_id,
             responder=to,
-            direction=audit_pb2.OUTGOING,
-            kind=kind,
-            nonce=request.header.nonce,
+            header=request.header,
             request_digest=request_digest,
-            purpose=request.header.purpose,
-            legal_basis=request.header.legal_basis,
-            case_reference=request.header.case_reference,
-            officer=request.header.officer,
-            themes_asked=list(request.themes),
+            subject_hmacs=subject_hmacs(self.hmac_key, subjects),
+            themes_asked=request.themes,
         )
-        hmacs = [subject_hmac(self.hmac_key, s) for s in subjects]
-        if kind == audit_pb2.BATCH_CHECK:
-            entry.subject_hmacs.extend(hmacs)
-        else:
-            entry.subject_hmac = hmacs[0]
-        call = rpc(envelope, timeout=timeout or self.config.settings.query_timeout_s)
+        stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(to))
+        call = getattr(stub, method.name)(envelope, timeout=timeout or self.requester.timeout_s)
         try:
             answer_envelope = await call
         except grpc.aio.AioRpcError as exc:
-            leaf = _leaf_index(exc.trailing_metadata())
+            leaf = leaf_index_of(exc.trailing_metadata())
             entry.outcome.CopyFrom(
                 audit_pb2.Outcome(status=exc.code().name, message=exc.details() or "")
             )
@@ -264,7 +240,10 @@ class FederationClient:
             raise QueryRefused(to, exc.code().name, exc.details() or "", leaf) from None
         try:
             answer, body, checks = self._verify(
-                to, answer_envelope, request_digest, expect=(kind, request.header, len(subjects))
+                to,
+                answer_envelope,
+                request_digest,
+                expect=(method.kind, request.header, len(subjects)),
             )
         except AnswerRejected as exc:
             entry.outcome.CopyFrom(audit_pb2.Outcome(status="ANSWER_REJECTED", message=str(exc)))
@@ -289,7 +268,6 @@ class FederationClient:
         return VerifiedAnswer(to, body, answer.receipt, request_digest, own, checks)
 
     async def _record(self, entry: audit_pb2.AuditEntry) -> Receipt:
-        assert self._ledger is not None
         entry.time_unix_micros = now_us()
         return await self._ledger.append(encode(entry))
 
@@ -364,7 +342,7 @@ class FederationClient:
                 list(receipt.inclusion_proof),
                 checkpoint.root_hash,
             )
-        except (NoteError, merkle.ProofError) as exc:
+        except (NoteError, ProofError) as exc:
             raise AnswerRejected(f"the receipt does not verify: {exc}") from None
         checks = (
             f"answer signed by {provider} (key {signer[:16]}…)",
@@ -373,21 +351,3 @@ class FederationClient:
             f"entry included in {provider}'s signed checkpoint of size {checkpoint.size}",
         )
         return answer, body, checks
-
-
-def _leaf_index(metadata: Any) -> int | None:
-    for key, value in metadata or ():
-        if key == "audit-leaf-index":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-__all__ = [
-    "AnswerRejected",
-    "FederationClient",
-    "QueryRefused",
-    "VerifiedAnswer",
-]

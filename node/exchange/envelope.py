@@ -8,6 +8,7 @@ each signature is over the pre-authentication encoding
 so a verifier checks the bytes it received, never a re-encoding of them. The
 digest of an envelope, ``SHA-256(PAE(type, payload))``, names the message
 whatever signatures it carries: answers and audit entries refer to requests by it.
+The payload types of the protocol's messages are in ``protocol``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,7 @@ from creditexchange.errors import EnvelopeError
 from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2
 
-Envelope = exchange_pb2.Envelope
-
-_PREFIX = "application/vnd.creditexchange.v1."
-QUERY_REQUEST = _PREFIX + "QueryRequest+protobuf"
-CHECK_REQUEST = _PREFIX + "CheckRequest+protobuf"
-BATCH_CHECK_REQUEST = _PREFIX + "BatchCheckRequest+protobuf"
-ANSWER = _PREFIX + "Answer+protobuf"
+__all__ = ["digest", "open_envelope", "pae", "seal"]
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

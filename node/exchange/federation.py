@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class Federation:
     def version(self) -> int:
         return self.memorandum.version
 
-    def endpoint(self, member: str, overrides: dict[str, str]) -> str:
+    def endpoint(self, member: str, overrides: Mapping[str, str]) -> str:
         if member in overrides:
             return overrides[member]
         found = self.memorandum.member_by_id.get(member)

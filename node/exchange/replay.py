@@ -6,11 +6,12 @@ and one whose ``(requester, nonce)`` it has seen.
 
 A nonce is spent the moment a call claims it (in memory, before the policy
 decides), and it is persisted (``request_nonces``) in the very transaction that
-appends the call's audit entry, so that no extra disk flush is paid for it and
-the nonce is durable exactly when the answer or refusal is. At start the guard
-loads the nonces still inside the window, so a replay is refused after a
-restart too. Nonces older than the window can never pass the time check again;
-they are forgotten in memory and deleted from the store.
+appends the call's audit entry (a :class:`SpentNonce`, a ledger side write), so
+that no extra disk flush is paid for it and the nonce is durable exactly when the
+answer or refusal is. At start the guard loads the nonces still inside the
+window, so a replay is refused after a restart too. Nonces older than the window
+can never pass the time check again; they are forgotten in memory and deleted
+from the store (:class:`ForgetNonces`, with the next spent nonce).
 
 Several node processes sharing one database each load the others' nonces only
 at start: a replay sent to two processes within the same window is refused by
@@ -21,22 +22,64 @@ process (or runs one) — see the README's scale notes.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Dialect, Engine, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement
 
 from creditexchange.clock import now_us
-from creditexchange.node.ledger.log import SideWrite
-from creditexchange.node.store.database import driver_sql
+from creditexchange.node.database.driver import Prepared
+from creditexchange.node.database.models import NONCES
+from creditexchange.node.ledger import SideWrite
+
+__all__ = ["MAX_NONCE_BYTES", "MIN_NONCE_BYTES", "ForgetNonces", "ReplayGuard", "SpentNonce"]
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
 _SWEEP_EVERY_S = 10.0
 
-_INSERT = (
-    "INSERT INTO request_nonces (requester, nonce, created_us) VALUES (?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
-_DELETE = "DELETE FROM request_nonces WHERE created_us < ?"
+
+def _insert_once(dialect: str) -> ClauseElement:
+    values: dict[str, Any] = {
+        "requester": bindparam("requester"),
+        "nonce": bindparam("nonce"),
+        "created_us": bindparam("created_us"),
+    }
+    if dialect == "postgresql":
+        return postgresql.insert(NONCES).values(values).on_conflict_do_nothing()
+    return sqlite.insert(NONCES).values(values).on_conflict_do_nothing()
+
+
+_SPEND = Prepared(_insert_once)
+_FORGET = Prepared(delete(NONCES).where(NONCES.c.created_us < bindparam("horizon")))
+
+
+@dataclass(frozen=True)
+class SpentNonce:
+    """A request's nonce, written in the transaction of the call's audit entry."""
+
+    requester: str
+    nonce: bytes
+    created_us: int
+
+    def write(self, cursor: Any, dialect: Dialect) -> None:
+        _SPEND.execute(
+            cursor,
+            dialect,
+            {"requester": self.requester, "nonce": self.nonce, "created_us": self.created_us},
+        )
+
+
+@dataclass(frozen=True)
+class ForgetNonces:
+    """Delete the nonces created before ``horizon_us``: they can never pass the time check."""
+
+    horizon_us: int
+
+    def write(self, cursor: Any, dialect: Dialect) -> None:
+        _FORGET.execute(cursor, dialect, {"horizon": self.horizon_us})
 
 
 class ReplayGuard:
@@ -50,12 +93,10 @@ class ReplayGuard:
         """Remember the nonces the store holds from inside the window; how many."""
         horizon = now_us() - 2 * self.window_us
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                driver_sql(
-                    conn.dialect.name,
-                    "SELECT requester, nonce, created_us FROM request_nonces WHERE created_us >= ?",
-                ),
-                (horizon,),
+            rows = conn.execute(
+                select(NONCES.c.requester, NONCES.c.nonce, NONCES.c.created_us).where(
+                    NONCES.c.created_us >= horizon
+                )
             ).all()
         for requester, nonce, created in rows:
             self._seen[(str(requester), bytes(nonce))] = int(created)
@@ -82,12 +123,12 @@ class ReplayGuard:
         if key in self._seen:
             return None
         self._seen[key] = created_us
-        writes = [SideWrite(_INSERT, (requester, nonce, created_us))]
+        writes: list[SideWrite] = [SpentNonce(requester, nonce, created_us)]
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_S
             horizon = now_us() - 2 * self.window_us
             for old in [k for k, created in self._seen.items() if created < horizon]:
                 del self._seen[old]
-            writes.append(SideWrite(_DELETE, (horizon,)))
+            writes.append(ForgetNonces(horizon))
         return writes

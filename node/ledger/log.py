@@ -1,63 +1,55 @@
 """The node's audit log: an append-only RFC 9162 Merkle log in the node's database.
 
+:class:`AuditLog` is the synchronous side of the ledger: it commits batches of
+entries, reads entries, roots and proofs, and prunes old bodies. The
+asynchronous group commit is :class:`~creditexchange.node.ledger.appender.Ledger`;
+verification is :func:`~creditexchange.node.ledger.verify.verify`.
+
 Invariants this module keeps:
 
-* **Durable before acknowledged.** ``append`` resolves only after the entry's
-  transaction has committed (SQLite ``synchronous=FULL`` in WAL mode, PostgreSQL's
-  default ``fsync``), so a crash at any moment loses nothing acknowledged.
-* **Group commit.** Concurrent appends share one transaction and one flush: the
-  committer takes whatever has queued up (at most ``max_batch``; when the last
-  batch held more than one entry, after waiting ``max_wait`` seconds for more, so
-  an idle node never waits), writes the entries, the perfect subtree hashes they
-  complete, a newly signed checkpoint and the appends' side writes, and commits once.
-* **No gap, no half batch.** Entries, tree nodes, the checkpoint and the head move
-  in one transaction; the head is advanced with ``WHERE size = <old size>``, so a
-  second writer on the same database cannot interleave. The loser's commit fails
-  with :class:`ConcurrentWriter` and writes nothing; the :class:`Ledger` then
-  reloads the head and commits the batch once more on top of it (``audit prune``
-  appends its own entry from another process, so this happens in normal use).
+* **Durable before acknowledged.** :meth:`AuditLog.commit` returns only after the
+  batch's transaction has committed (SQLite ``synchronous=FULL`` in WAL mode,
+  PostgreSQL's default ``fsync``), so a crash at any moment loses nothing
+  acknowledged.
+* **No gap, no half batch.** Entries, tree nodes, the checkpoint, the head and the
+  batch's side writes move in one transaction; the head is advanced with ``WHERE
+  size = <old size>``, so a second writer on the same database cannot interleave.
+  The loser's commit fails with :class:`ConcurrentWriter` and writes nothing.
+* **The ledger knows nothing of what else commits with it.** A write that must be
+  durable exactly when an entry is (a spent nonce, a quota count) is a
+  :class:`SideWrite` its owner provides; the log runs it in the batch's
+  transaction without knowing its table.
 * **Consistent checkpoints.** A checkpoint is only ever signed for the head of the
   one append-only tree, so any two checkpoints the node signed are consistent.
+* **Every head is signed.** A commit signs a checkpoint for exactly the head it
+  writes; rows appended or rewritten by SQL, without the key, fail verification.
 * **O(log n) reads.** Every perfect subtree hash is stored (``ledger_nodes``, the
   leaves in ``ledger_entries``); a root or proof at any size needs O(log n) of them,
   fetched in two queries.
 * **The bytes hashed are the bytes stored.** Pruning removes a body but never its
-  leaf hash, so roots and proofs still verify after it.
-* **Every head is signed.** A commit signs a checkpoint for exactly the head it
-  writes, so ``verify`` requires a checkpoint signed by the node's key at the head's
-  size with the recomputed root: rows appended or rewritten by SQL, without the
-  key, fail verification even when their tree and head are recomputed correctly.
-* **Verification reads one snapshot.** ``verify`` reads everything in one read
-  transaction (SQLite: one deferred ``BEGIN``; PostgreSQL: ``REPEATABLE READ READ
-  ONLY``), so appends committed while it runs are not mistaken for tampering.
-
-What verification cannot tell: an entry whose body was deleted (set to NULL)
-looks exactly like a pruned one. Its leaf hash remains, so the tree, the proofs
-and the checkpoints still verify, and ``verify`` counts it as pruned. Which bodies
-were dropped on purpose is recorded by the maintenance entry that ``audit prune``
-appends (its range and cutoff); an auditor compares the pruned entries with those.
+  leaf hash, so roots and proofs still verify after it; and a prune is itself an
+  entry of the log, committed in the transaction that drops the bodies
+  (:meth:`AuditLog.prune`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, insert, select, tuple_, update
 
 from creditexchange.clock import now_us
-from creditexchange.errors import ConcurrentWriter, LedgerError, NoteError
-from creditexchange.node.ledger import merkle
-from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
-from creditexchange.node.store.database import driver_sql
+from creditexchange.errors import ConcurrentWriter, LedgerError
+from creditexchange.node.database.driver import Prepared, padded
+from creditexchange.node.database.models import CHECKPOINTS, ENTRIES, HEAD, NODES
+from creditexchange.node.ledger import entries, merkle
+from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
 
-DEFAULT_MAX_BATCH = 1024
-DEFAULT_MAX_WAIT = 0.0
-"""Seconds the committer waits for more appends; 0 batches what queued during a flush."""
+__all__ = ["AuditLog", "Pruned", "Receipt", "SideWrite", "StoredEntry", "origin_for"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +62,15 @@ class Receipt:
     proof: tuple[bytes, ...] = ()  # RFC 9162 inclusion proof of the leaf in that checkpoint
 
 
-@dataclass(frozen=True)
-class SideWrite:
-    """A statement to run in the transaction that appends an entry (``?`` placeholders)."""
+class SideWrite(Protocol):
+    """A write that must be durable exactly when the entries of its batch are.
 
-    sql: str
-    params: tuple[Any, ...]
+    Its owner (the replay guard's spent nonce, the quota counter's count) says how
+    to make it; the log calls :meth:`write` in the batch's transaction, on the
+    driver's cursor, and knows nothing of the table it writes.
+    """
+
+    def write(self, cursor: Any, dialect: Dialect) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,12 +81,16 @@ class StoredEntry:
     recorded_us: int
 
 
-_MOVE_HEAD = "UPDATE ledger_head SET size = ?, root_hash = ? WHERE id = 1 AND size = ?"
-_INSERT_ENTRY = "INSERT INTO ledger_entries (idx, leaf_hash, body, recorded_us) VALUES (?, ?, ?, ?)"
-_INSERT_NODE = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
-_INSERT_CHECKPOINT = (
-    "INSERT INTO ledger_checkpoints (size, root_hash, note, signed_us) VALUES (?, ?, ?, ?)"
-)
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune dropped (entries ``first``-``last``, ``count`` bodies) and the index
+    of the entry that records it."""
+
+    count: int
+    first: int
+    last: int
+    recorded_as: int
+    note: str
 
 
 def origin_for(member_id: str, federation: str = "3plus2") -> str:
@@ -99,7 +98,90 @@ def origin_for(member_id: str, federation: str = "3plus2") -> str:
     return f"credit-exchange/{federation}/{member_id}/audit"
 
 
-class LedgerStore:
+_HEAD_SIZE = Prepared(select(HEAD.c.size).where(HEAD.c.id == 1))
+_MOVE_HEAD = Prepared(
+    update(HEAD)
+    .where(HEAD.c.id == 1, HEAD.c.size == bindparam("old_size"))
+    .values(size=bindparam("size"), root_hash=bindparam("root"))
+)
+_INSERT_ENTRY = Prepared(
+    insert(ENTRIES).values(
+        idx=bindparam("idx"),
+        leaf_hash=bindparam("leaf"),
+        body=bindparam("body"),
+        recorded_us=bindparam("us"),
+    ),
+    row=("idx", "leaf", "body", "us"),
+)
+_INSERT_NODE = Prepared(
+    insert(NODES).values(level=bindparam("level"), idx=bindparam("idx"), hash=bindparam("hash")),
+    row=("level", "idx", "hash"),
+)
+_INSERT_CHECKPOINT = Prepared(
+    insert(CHECKPOINTS).values(
+        size=bindparam("size"),
+        root_hash=bindparam("root"),
+        note=bindparam("note"),
+        signed_us=bindparam("us"),
+    )
+)
+_LATEST_CHECKPOINT = Prepared(
+    select(CHECKPOINTS.c.note).order_by(CHECKPOINTS.c.size.desc()).limit(1)
+)
+_ENTRY_PAGE = Prepared(
+    select(ENTRIES.c.idx, ENTRIES.c.leaf_hash, ENTRIES.c.body, ENTRIES.c.recorded_us)
+    .where(ENTRIES.c.idx >= bindparam("start"), ENTRIES.c.idx < bindparam("end"))
+    .order_by(ENTRIES.c.idx)
+    .limit(bindparam("page"))
+)
+
+
+@lru_cache(maxsize=64)
+def _leaves_statement(n: int) -> Prepared:
+    return Prepared(
+        select(ENTRIES.c.idx, ENTRIES.c.leaf_hash).where(
+            ENTRIES.c.idx.in_([bindparam(f"i{k}") for k in range(n)])
+        )
+    )
+
+
+@lru_cache(maxsize=64)
+def _nodes_statement(n: int) -> Prepared:
+    return Prepared(
+        select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(
+            tuple_(NODES.c.level, NODES.c.idx).in_(
+                [tuple_(bindparam(f"l{k}"), bindparam(f"i{k}")) for k in range(n)]
+            )
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _DropBodies:
+    """The side write of a prune: drop the bodies it records dropping."""
+
+    first: int
+    last: int
+    before_us: int
+
+    def write(self, cursor: Any, dialect: Dialect) -> None:
+        _DROP_BODIES.execute(
+            cursor, dialect, {"first": self.first, "last": self.last, "before": self.before_us}
+        )
+
+
+_DROP_BODIES = Prepared(
+    update(ENTRIES)
+    .where(
+        ENTRIES.c.idx.between(bindparam("first"), bindparam("last")),
+        ENTRIES.c.recorded_us < bindparam("before"),
+        ENTRIES.c.body.is_not(None),
+    )
+    .values(body=None)
+)
+
+
+class AuditLog:
     """Synchronous access to the ledger tables: the writer's and the auditor's side."""
 
     def __init__(self, engine: Engine, signer: Signer) -> None:
@@ -108,24 +190,28 @@ class LedgerStore:
         self.origin = signer.name
         self._frontier: merkle.Frontier | None = None
 
-    def _sql(self, conn: Connection, sql: str) -> str:
-        return driver_sql(conn.dialect.name, sql)
-
     # --- writing ---------------------------------------------------------------
 
     def frontier(self) -> merkle.Frontier:
         if self._frontier is None:
             with self.engine.connect() as conn:
-                size = conn.exec_driver_sql(
-                    "SELECT size FROM ledger_head WHERE id = 1"
-                ).scalar_one()
+                cursor = conn.connection.cursor()
+                size = int(_HEAD_SIZE.execute(cursor, conn.dialect).fetchone()[0])
                 lookup = self._lookup(conn, merkle.nodes_for([(0, size)]) if size else set())
                 self._frontier = merkle.frontier_from(size, lookup)
         return self._frontier
 
-    def commit(self, bodies: Sequence[bytes], recorded_us: int | None = None) -> tuple[int, str]:
+    def commit(
+        self,
+        bodies: Sequence[bytes],
+        recorded_us: int | None = None,
+        *,
+        side_writes: Sequence[SideWrite] = (),
+    ) -> tuple[int, str]:
         """Append ``bodies`` durably in one transaction; returns (first index, signed note)."""
-        first, note, _ = self.commit_with_proofs(bodies, recorded_us, proofs=False)
+        first, note, _ = self.commit_with_proofs(
+            bodies, recorded_us, proofs=False, side_writes=side_writes
+        )
         return first, note
 
     def commit_with_proofs(
@@ -138,8 +224,9 @@ class LedgerStore:
     ) -> tuple[int, str, list[list[bytes]]]:
         """As :meth:`commit`, with each entry's inclusion proof in the signed checkpoint.
 
-        ``side_writes`` are executed in the same transaction, so what they record
-        (a request's nonce, a quota count) is durable exactly when the entries are.
+        ``side_writes`` are made in the same transaction, so what they record is
+        durable exactly when the entries are. Raises :class:`ConcurrentWriter` (and
+        writes nothing) when another process advanced the log meanwhile.
         """
         old = self.frontier()
         leaves = [merkle.leaf_hash(b) for b in bodies]
@@ -147,10 +234,7 @@ class LedgerStore:
         root = new.root()
         note = sign_note(Checkpoint(self.origin, new.size, root).body(), self.signer)
         stamp = recorded_us if recorded_us is not None else now_us()
-        grouped: dict[str, list[tuple[Any, ...]]] = {}
-        for write in side_writes:
-            grouped.setdefault(write.sql, []).append(write.params)
-        dialect = self.engine.dialect.name
+        dialect = self.engine.dialect
         try:
             with self.engine.begin() as conn:
                 # The driver's own cursor, in the transaction that engine.begin()
@@ -158,26 +242,29 @@ class LedgerStore:
                 # cost more than the statements themselves.
                 cursor = conn.connection.cursor()
                 try:
-                    cursor.execute(driver_sql(dialect, _MOVE_HEAD), (new.size, root, old.size))
-                    if cursor.rowcount != 1:
+                    moved = _MOVE_HEAD.execute(
+                        cursor, dialect, {"size": new.size, "root": root, "old_size": old.size}
+                    )
+                    if moved.rowcount != 1:
                         raise ConcurrentWriter(
                             f"the log moved past size {old.size} under this writer; it reloads"
                         )
-                    cursor.executemany(
-                        driver_sql(dialect, _INSERT_ENTRY),
+                    _INSERT_ENTRY.executemany_rows(
+                        cursor,
+                        dialect,
                         [
                             (old.size + i, h, b, stamp)
                             for i, (h, b) in enumerate(zip(leaves, bodies, strict=True))
                         ],
                     )
-                    inner = [(level, idx, h) for level, idx, h in nodes if level > 0]
+                    inner = [node for node in nodes if node[0] > 0]
                     if inner:
-                        cursor.executemany(driver_sql(dialect, _INSERT_NODE), inner)
-                    cursor.execute(
-                        driver_sql(dialect, _INSERT_CHECKPOINT), (new.size, root, note, stamp)
+                        _INSERT_NODE.executemany_rows(cursor, dialect, inner)
+                    _INSERT_CHECKPOINT.execute(
+                        cursor, dialect, {"size": new.size, "root": root, "note": note, "us": stamp}
                     )
-                    for sql, rows in grouped.items():
-                        cursor.executemany(driver_sql(dialect, sql), rows)
+                    for write in side_writes:
+                        write.write(cursor, dialect)
                 finally:
                     cursor.close()
         except BaseException:
@@ -187,29 +274,54 @@ class LedgerStore:
         paths = merkle.batch_inclusion_proofs(old, nodes, new.size) if proofs else []
         return old.size, note, paths
 
+    def prune(self, before_us: int, member_id: str) -> Pruned | None:
+        """Drop the bodies of entries recorded before ``before_us`` and record that.
+
+        The maintenance entry (which entries, recorded before when) is committed in
+        the same transaction that drops the bodies: a prune is never unrecorded.
+        Leaf hashes stay, so roots and proofs still verify. None when no body is
+        that old (nothing is dropped, nothing recorded).
+        """
+        with self.engine.connect() as conn:
+            first, last, count = conn.execute(
+                select(func.min(ENTRIES.c.idx), func.max(ENTRIES.c.idx), func.count()).where(
+                    and_(ENTRIES.c.recorded_us < before_us, ENTRIES.c.body.is_not(None))
+                )
+            ).one()
+        if not count:
+            return None
+        when = dt.datetime.fromtimestamp(before_us / 1e6, dt.UTC).date()
+        note = f"pruned the bodies of {count} entries ({first}-{last}) recorded before {when}"
+        index, _ = self.commit(
+            [entries.maintenance(note, member_id, now_us())],
+            side_writes=[_DropBodies(int(first), int(last), before_us)],
+        )
+        return Pruned(int(count), int(first), int(last), index, note)
+
     # --- reading -----------------------------------------------------------------
 
-    def _lookup(self, conn: Connection, needed: set[merkle.NodeId]) -> merkle.Lookup:
+    def _lookup(self, conn: Any, needed: set[merkle.NodeId]) -> merkle.Lookup:
         """Fetch the perfect subtree hashes ``needed`` in at most two queries."""
         found: dict[merkle.NodeId, bytes] = {}
         leaves = sorted(idx for level, idx in needed if level == 0)
         inner = sorted((level, idx) for level, idx in needed if level > 0)
-        if leaves:
-            marks = ",".join("?" * len(leaves))
-            for idx, h in conn.exec_driver_sql(
-                self._sql(
-                    conn, f"SELECT idx, leaf_hash FROM ledger_entries WHERE idx IN ({marks})"
-                ),
-                tuple(leaves),
-            ):
-                found[(0, idx)] = bytes(h)
-        if inner:
-            pairs = " OR ".join("(level = ? AND idx = ?)" for _ in inner)
-            flat = tuple(x for pair in inner for x in pair)
-            for level, idx, h in conn.exec_driver_sql(
-                self._sql(conn, f"SELECT level, idx, hash FROM ledger_nodes WHERE {pairs}"), flat
-            ):
-                found[(level, idx)] = bytes(h)
+        cursor = conn.connection.cursor()
+        try:
+            if leaves:
+                values = padded(leaves, "i")
+                rows = _leaves_statement(len(values)).execute(cursor, conn.dialect, values)
+                for idx, h in rows.fetchall():
+                    found[(0, idx)] = bytes(h)
+            if inner:
+                pairs = padded(inner, "")
+                values = {}
+                for key, (level, idx) in pairs.items():
+                    values[f"l{key}"], values[f"i{key}"] = level, idx
+                rows = _nodes_statement(len(pairs)).execute(cursor, conn.dialect, values)
+                for level, idx, h in rows.fetchall():
+                    found[(level, idx)] = bytes(h)
+        finally:
+            cursor.close()
 
         def lookup(node: merkle.NodeId) -> bytes:
             try:
@@ -224,9 +336,7 @@ class LedgerStore:
 
     def size(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.exec_driver_sql("SELECT size FROM ledger_head WHERE id = 1").scalar_one()
-            )
+            return int(conn.execute(select(HEAD.c.size).where(HEAD.c.id == 1)).scalar_one())
 
     def _require_size(self, size: int | None) -> int:
         current = self.size()
@@ -275,353 +385,21 @@ class LedgerStore:
 
     def latest_checkpoint(self) -> str:
         with self.engine.connect() as conn:
-            note = conn.exec_driver_sql(
-                "SELECT note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1"
-            ).scalar()
-        if note is None:
+            row = _LATEST_CHECKPOINT.execute(conn.connection.cursor(), conn.dialect).fetchone()
+        if row is None:
             return sign_note(Checkpoint(self.origin, 0, merkle.EMPTY_ROOT).body(), self.signer)
-        return str(note)
+        return str(row[0])
 
     def entries(self, start: int, end: int, page: int = 10_000) -> Iterator[StoredEntry]:
         """Entries with start <= index < end, in order, read a page at a time."""
         with self.engine.connect() as conn:
+            cursor = conn.connection.cursor()
             while start < end:
-                rows = conn.exec_driver_sql(
-                    self._sql(
-                        conn,
-                        "SELECT idx, leaf_hash, body, recorded_us FROM ledger_entries "
-                        "WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
-                    ),
-                    (start, end, page),
-                ).all()
+                rows = _ENTRY_PAGE.execute(
+                    cursor, conn.dialect, {"start": start, "end": end, "page": page}
+                ).fetchall()
                 if not rows:
                     return
                 for idx, h, body, us in rows:
                     yield StoredEntry(idx, bytes(h), None if body is None else bytes(body), us)
                 start = rows[-1][0] + 1
-
-    def prune_bodies(self, before_us: int) -> tuple[int, int | None, int | None]:
-        """Drop the bodies of entries recorded before ``before_us``; leaf hashes stay.
-
-        Returns (count, first index, last index) of the bodies dropped.
-        """
-        with self.engine.begin() as conn:
-            first, last, count = conn.exec_driver_sql(
-                self._sql(
-                    conn,
-                    "SELECT MIN(idx), MAX(idx), COUNT(*) FROM ledger_entries "
-                    "WHERE recorded_us < ? AND body IS NOT NULL",
-                ),
-                (before_us,),
-            ).one()
-            if count:
-                conn.exec_driver_sql(
-                    self._sql(
-                        conn,
-                        "UPDATE ledger_entries SET body = NULL "
-                        "WHERE recorded_us < ? AND body IS NOT NULL",
-                    ),
-                    (before_us,),
-                )
-        return int(count), first, last
-
-
-class Ledger:
-    """The asynchronous appender: ``await ledger.append(body)`` returns a Receipt once durable.
-
-    Appends go into a list; the committer swaps the list out (at most ``max_batch``
-    at a time), commits it in a worker thread and resolves every waiter. Appends
-    that arrive during a commit form the next batch, so batches grow with load.
-    """
-
-    def __init__(
-        self,
-        store: LedgerStore,
-        *,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        max_wait: float = DEFAULT_MAX_WAIT,
-    ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        self.store = store
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self._pending: list[tuple[bytes, Sequence[SideWrite], asyncio.Future[Receipt]]] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.batches: list[int] = []  # sizes of recent batches, for metrics (bounded)
-        self.on_batch: Callable[[int], object] | None = None  # told each batch's size
-        self._busy = False  # the last batch held more than one entry: waiting pays
-
-    async def __aenter__(self) -> Ledger:
-        await asyncio.to_thread(self.store.frontier)
-        self._idle.set()
-        self._task = asyncio.create_task(self._commit_loop(), name="ledger-committer")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Commit what is queued, then stop."""
-        if self._task is None:
-            return
-        while self._pending or not self._idle.is_set():
-            self._wake.set()
-            await self._idle.wait()
-            await asyncio.sleep(0)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-
-    async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
-        """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable."""
-        if self._task is None:
-            raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
-        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, side_writes, done))
-        self._wake.set()
-        return await done
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            if self.max_wait and self._busy and len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.max_wait)  # under load: let the batch fill a little
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            if not self._pending:
-                self._wake.clear()
-            if not batch:
-                continue
-            self._idle.clear()
-            try:
-                first, note, proofs = await asyncio.to_thread(
-                    self._commit, [b for b, _, _ in batch], [w for _, ws, _ in batch for w in ws]
-                )
-            except Exception as exc:  # every waiter hears of it; nothing was acknowledged
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
-            else:
-                for i, (body, _, done) in enumerate(batch):
-                    if not done.done():
-                        done.set_result(
-                            Receipt(first + i, merkle.leaf_hash(body), note, tuple(proofs[i]))
-                        )
-                self.batches.append(len(batch))
-                del self.batches[:-1000]
-                self._busy = len(batch) > 1
-                if self.on_batch is not None:
-                    self.on_batch(len(batch))
-            finally:
-                self._idle.set()
-
-    def _commit(
-        self, bodies: list[bytes], side_writes: list[SideWrite]
-    ) -> tuple[int, str, list[list[bytes]]]:
-        """Commit one batch; if another process advanced the log, reload and retry once.
-
-        The first attempt wrote nothing (the head did not move), so retrying cannot
-        record an entry twice. A second conflict fails the batch: something else is
-        appending continuously, which a node's ledger must not share.
-        """
-        try:
-            return self.store.commit_with_proofs(bodies, side_writes=side_writes)
-        except ConcurrentWriter:  # its frontier was dropped: this reloads
-            return self.store.commit_with_proofs(bodies, side_writes=side_writes)
-
-
-# --- verification --------------------------------------------------------------------
-
-
-@dataclass
-class VerifyReport:
-    size: int = 0
-    checked_bodies: int = 0
-    pruned_bodies: int = 0
-    checkpoints: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _short(h: bytes) -> str:
-    return base64.b64encode(h).decode()[:12] + "…"
-
-
-@contextlib.contextmanager
-def _read_snapshot(engine: Engine) -> Iterator[Connection]:
-    """A connection whose reads, raw cursor included, all see one committed state.
-
-    PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction, whose snapshot is taken
-    at its first statement. SQLite: the driver opens transactions only before
-    writes, so each SELECT would see the latest commit; an explicit deferred
-    ``BEGIN`` makes the first read take a WAL snapshot that every later read shares
-    (writers are not blocked). Nothing is written either way; the transaction is
-    rolled back when the block ends.
-    """
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(
-            isolation_level="REPEATABLE READ", postgresql_readonly=True
-        ) as conn:
-            yield conn  # closing the connection rolls the transaction back
-        return
-    with engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        driver.execute("BEGIN DEFERRED")
-        try:
-            yield conn
-        finally:
-            driver.rollback()
-
-
-def verify(store: LedgerStore, verifier: Verifier, page: int = 50_000) -> VerifyReport:
-    """Recompute the whole log from the stored bytes and check everything stored.
-
-    Everything is read in one snapshot (:func:`_read_snapshot`), so appends that
-    commit meanwhile are neither seen nor reported. One pass over the leaves, a page
-    at a time: every leaf hash against its stored body; indices without a gap; every
-    tree node the page completes against the stored one. Then the head, and every
-    checkpoint's signature, origin and root against the recomputed tree. Last, the
-    head itself must be signed: a non-empty log needs a checkpoint at the head's
-    size whose root is the recomputed root, or whoever wrote the last entries did
-    not hold the node's key. Problems are listed in order; the first names the
-    first bad index or checkpoint.
-    """
-    report = VerifyReport()
-    with _read_snapshot(store.engine) as conn:
-        head_size, head_root = conn.exec_driver_sql(
-            "SELECT size, root_hash FROM ledger_head WHERE id = 1"
-        ).one()
-        checkpoints = conn.exec_driver_sql(
-            "SELECT size, root_hash, note FROM ledger_checkpoints ORDER BY size"
-        ).all()
-        report.size = head_size
-        wanted = {size: (bytes(root), note) for size, root, note in checkpoints}
-        marks = sorted(wanted)
-        roots: dict[int, bytes] = {}
-        frontier = merkle.Frontier(0, ())
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        select_page = driver_sql(
-            conn.dialect.name,
-            "SELECT idx, leaf_hash, body FROM ledger_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
-        )
-        while not report.problems:
-            cursor.execute(select_page, (frontier.size, page))
-            rows = cursor.fetchall()
-            if not rows:
-                break
-            start = frontier.size
-            leaves: list[bytes] = []
-            for offset, (idx, stored_leaf, body) in enumerate(rows):
-                if idx != start + offset:
-                    report.problems.append(
-                        f"entry {start + offset} is missing: the log jumps from entry "
-                        f"{start + offset - 1} to {idx} (entries deleted)"
-                    )
-                    break
-                leaf = bytes(stored_leaf)
-                if body is None:
-                    report.pruned_bodies += 1
-                else:
-                    report.checked_bodies += 1
-                    actual = merkle.leaf_hash(bytes(body))
-                    if actual != leaf:
-                        report.problems.append(
-                            f"entry {idx}: its stored bytes hash to {_short(actual)}, the log "
-                            f"holds {_short(leaf)} (the entry was altered)"
-                        )
-                        break
-                leaves.append(leaf)
-            if report.problems:
-                break
-            created: list[tuple[int, int, bytes]] = []
-            cut = start
-            for mark in [m for m in marks if start < m <= start + len(leaves)] + [None]:
-                upto = start + len(leaves) if mark is None else mark
-                frontier, nodes = merkle.extend(frontier, leaves[cut - start : upto - start])
-                created.extend(nodes)
-                if mark is not None:
-                    roots[mark] = frontier.root()
-                cut = upto
-            report.problems.extend(_compare_nodes(cursor, conn.dialect.name, created))
-    if not report.problems and frontier.size != head_size:
-        last = frontier.size - 1
-        report.problems.append(
-            f"the log ends after entry {last} but its head says {head_size} entries: "
-            f"entries {frontier.size}-{head_size - 1} are missing (tail truncated)"
-            if frontier.size < head_size
-            else f"the log has {frontier.size} entries but its head says {head_size}"
-        )
-    if not report.problems and frontier.root() != bytes(head_root):
-        report.problems.append(f"the head's root differs from the tree of {head_size} entries")
-    verified = frontier.size
-    for size, (root, note) in wanted.items():
-        report.checkpoints += 1
-        where = f"checkpoint at size {size}"
-        try:
-            text, _ = open_note(note, [verifier])
-            parsed = Checkpoint.parse(text)
-        except (NoteError, ValueError) as exc:
-            report.problems.append(
-                f"{where}: its signature does not verify with the node key: {exc}"
-            )
-            continue
-        if (parsed.origin, parsed.size, parsed.root_hash) != (store.origin, size, root):
-            report.problems.append(f"{where}: the signed note does not match the stored row")
-        elif size > verified:
-            report.problems.append(f"{where}: it commits to {size} entries, the log has {verified}")
-        elif roots.get(size, merkle.EMPTY_ROOT if size == 0 else None) != root:
-            report.problems.append(
-                f"{where}: its root {_short(root)} is not the root of the log's first {size} "
-                "entries (entries altered, reordered or replaced)"
-            )
-    if head_size and head_size not in wanted:  # a checkpoint there is checked just above
-        below = [m for m in marks if m < head_size]
-        nearest = f"the nearest is at size {below[-1]}" if below else "none is stored at all"
-        report.problems.append(
-            f"the head ({head_size} entries) has no checkpoint signed by the node at its size "
-            f"({nearest}): the log was appended to, rewritten or truncated in the database "
-            "without the node's key; keep the database as evidence, restore the ledger tables "
-            "from a backup and investigate"
-        )
-    return report
-
-
-def _compare_nodes(cursor: Any, dialect: str, created: list[tuple[int, int, bytes]]) -> list[str]:
-    """Compare the tree nodes a page of leaves completes with the stored ones."""
-    spans: dict[int, tuple[int, int]] = {}
-    for level, idx, _ in created:
-        if level:
-            low, high = spans.get(level, (idx, idx))
-            spans[level] = (min(low, idx), max(high, idx))
-    if not spans:
-        return []
-    where = " OR ".join("(level = ? AND idx BETWEEN ? AND ?)" for _ in spans)
-    params = tuple(x for level, (low, high) in spans.items() for x in (level, low, high))
-    cursor.execute(
-        driver_sql(dialect, f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}"), params
-    )
-    stored = {(level, idx): bytes(h) for level, idx, h in cursor.fetchall()}
-    # The smallest bad node that ends earliest pins down where the damage is.
-    bad = [
-        (((idx + 1) << level) - 1, level, idx, (level, idx) in stored)
-        for level, idx, h in created
-        if level and stored.get((level, idx)) != h
-    ]
-    if not bad:
-        return []
-    last, level, idx, present = min(bad)
-    span = f"entries {last - (1 << level) + 1}-{last}"
-    if not present:
-        return [f"the tree node over {span} (level {level}, index {idx}) is missing"]
-    return [
-        f"{span} do not match the stored tree node (level {level}, index {idx}): "
-        "entries were reordered or replaced"
-    ]

@@ -49,11 +49,14 @@ from sqlalchemy import text
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
-from creditexchange.node.exchange.envelope import QUERY_REQUEST, seal
-from creditexchange.node.keys import load_signing_key
-from creditexchange.node.provision import ProvisionedNode, free_ports, provision, set_settings
-from creditexchange.node.store import open_store
+from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
+from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.database import open_database
+from creditexchange.node.exchange.envelope import seal
+from creditexchange.node.exchange.protocol import QUERY_REQUEST
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
 
 THEMES = ["registration", "admin_penalty", "admin_license"]
 
@@ -203,6 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]:
     """One run; the provider's store is ``provider_url`` (PostgreSQL), else SQLite."""
     root = Path(args.home or tempfile.mkdtemp(prefix="bench-exchange-"))
+    from ports import free_ports  # tests/ports.py, on the path as the tests' helpers
+
     ports = free_ports(3)
     nodes = provision(
         root,
@@ -216,7 +221,7 @@ def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]
     set_settings(
         provider.home, request_window_s=3600, max_concurrent_calls=max(256, args.concurrency * 2)
     )
-    database = open_store(provider.config.database_url)
+    database = open_database(provider.config.database_url)
     with database.connect() as conn:
         subjects = [
             row[0]
@@ -284,7 +289,7 @@ def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]
     finally:
         bare.terminate()
         bare.wait(30)
-    database = open_store(provider.config.database_url)
+    database = open_database(provider.config.database_url)
     with database.connect() as conn:
         entries = conn.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one()
     database.dispose()

@@ -36,12 +36,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from creditexchange.devtools.sample import write_theme
 from creditexchange.node.catalog import Catalog, load_catalog
-from creditexchange.node.importer import _csv_rows, import_file
-from creditexchange.node.lookup import subject_view
-from creditexchange.node.sample import write_theme
-from creditexchange.node.store.database import create_store_engine, upgrade
-from creditexchange.node.validation import RowValidator, ValidRow
+from creditexchange.node.database import create_database_engine, upgrade
+from creditexchange.node.records.importer import _csv_rows, import_file
+from creditexchange.node.records.validation import RowValidator, ValidRow
+from creditexchange.node.records.view import subject_view
 
 THEME = "admin_penalty"
 CHUNK = 5000
@@ -149,13 +149,13 @@ def run_backend(
     scratch: Path,
 ) -> dict[str, Any]:
     postgres = name == "postgres"
-    base_engine = create_store_engine(baseline_url)
+    base_engine = create_database_engine(baseline_url)
     upgrade(base_engine)
     values = tuples(rows, postgres)
     base_seconds = (baseline_postgres if postgres else baseline_sqlite)(base_engine, values)
     base_engine.dispose()
 
-    engine = create_store_engine(project_url)
+    engine = create_database_engine(project_url)
     upgrade(engine)
     start = time.perf_counter()
     summary = import_file(

@@ -33,13 +33,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from creditexchange.node.config import load_config
-from creditexchange.node.home import create_home
-from creditexchange.node.keys import load_signing_key
-from creditexchange.node.ledger import entries
-from creditexchange.node.ledger.log import Ledger, LedgerStore, origin_for, verify
+from creditexchange.node.app.config import load_config
+from creditexchange.node.app.home import create_home
+from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.database import create_database_engine, upgrade
+from creditexchange.node.ledger import AuditLog, Ledger, entries, verify
+from creditexchange.node.ledger.log import origin_for
 from creditexchange.node.ledger.note import Signer
-from creditexchange.node.store.database import create_store_engine, upgrade
 
 
 def make_bodies(n: int) -> list[bytes]:
@@ -84,7 +84,7 @@ def pct(samples: list[float], q: int) -> float:
 
 
 async def run_project(
-    store: LedgerStore, bodies: list[bytes], concurrency: int, max_batch: int
+    store: AuditLog, bodies: list[bytes], concurrency: int, max_batch: int
 ) -> tuple[float, list[float], list[int]]:
     latencies: list[float] = []
     position = 0
@@ -112,7 +112,7 @@ async def run_project(
 
 
 def run_baseline(url: str, bodies: list[bytes], batches: list[int]) -> tuple[float, list[float]]:
-    engine = create_store_engine(url)
+    engine = create_database_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE plain_log (idx INTEGER PRIMARY KEY, body BLOB NOT NULL)")
     durations: list[float] = []
@@ -133,7 +133,7 @@ def run_baseline(url: str, bodies: list[bytes], batches: list[int]) -> tuple[flo
     return elapsed, durations
 
 
-def stored_bytes(store: LedgerStore) -> int:
+def stored_bytes(store: AuditLog) -> int:
     with store.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
@@ -146,9 +146,9 @@ def stored_bytes(store: LedgerStore) -> int:
 
 def big_log_proofs(scratch: Path, size: int, proofs: int) -> dict[str, Any]:
     """Inclusion proof time in a log of ``size`` entries, built with large direct commits."""
-    engine = create_store_engine(f"sqlite:///{scratch / 'big.db'}")
+    engine = create_database_engine(f"sqlite:///{scratch / 'big.db'}")
     upgrade(engine)
-    store = LedgerStore(engine, Signer("bench/big/audit", SigningKey(bytes(range(32)))))
+    store = AuditLog(engine, Signer("bench/big/audit", SigningKey(bytes(range(32)))))
     start = time.perf_counter()
     step = 200_000
     for first in range(0, size, step):
@@ -195,7 +195,7 @@ def main() -> None:
             create_home(home, "huizhou") if not (home / "node.toml").exists() else load_config(home)
         )
         signer = Signer(origin_for(config.member_id), load_signing_key(config.signing_key_path))
-        store = LedgerStore(create_store_engine(config.database_url), signer)
+        store = AuditLog(create_database_engine(config.database_url), signer)
         if store.size():
             sys.exit(f"{home} already holds a ledger of {store.size()} entries; use a new --home")
         bodies = make_bodies(n)

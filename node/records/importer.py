@@ -43,15 +43,27 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
-from creditexchange.clock import china_today
+from creditexchange.clock import china_today, utc_now
 from creditexchange.errors import CatalogError, ImportFileError
 from creditexchange.identifiers import mask_identifier
 from creditexchange.node.catalog import Catalog, Theme
-from creditexchange.node.store.database import driver_sql
-from creditexchange.node.store.models import ImportBatch, RecordStatus
-from creditexchange.node.validation import (
+from creditexchange.node.database.driver import Prepared
+from creditexchange.node.database.models import IMPORT_BATCHES
+from creditexchange.node.records import repository
+from creditexchange.node.records.validation import (
     SUBJECT_COLUMNS,
     Problem,
     RowValidator,
@@ -321,20 +333,30 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
         yield line, problems or row
 
 
+_SEEN_KEYS = Table(
+    "import_seen_keys",
+    MetaData(),
+    Column("record_key", String(128), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+"""Keys of this file already confirmed unchanged: a temporary table of the import's
+own connection, so that memory stays flat however large the file."""
+_SEE_KEY = Prepared(insert(_SEEN_KEYS).values(record_key=bindparam("key")))
+
+
 class _Writer:
-    """Writes validated chunks on one connection: one transaction per chunk."""
+    """Writes validated chunks on one connection: one transaction per chunk.
+
+    What to write is decided here (new, changed, unchanged, repeated); how records
+    and subjects are written is the records repository's.
+    """
 
     def __init__(self, conn: Connection, theme: str, source: str, batch_id: int) -> None:
         self.conn = conn
         self.theme = theme
         self.source = source
         self.batch_id = batch_id
-        self.postgres = conn.dialect.name == "postgresql"
-        self.conn.exec_driver_sql(
-            self._sql(
-                "CREATE TEMPORARY TABLE import_seen_keys (record_key VARCHAR(128) PRIMARY KEY)"
-            )
-        )
+        _SEEN_KEYS.create(conn)
 
     def close(self) -> None:
         """Drop the temporary table, also after a failure midway.
@@ -343,32 +365,18 @@ class _Writer:
         may then be gone already, if the failure came before the first commit.
         """
         self.conn.rollback()
-        self.conn.exec_driver_sql("DROP TABLE IF EXISTS import_seen_keys")
+        _SEEN_KEYS.drop(self.conn, checkfirst=True)
         self.conn.commit()
-
-    def _sql(self, sql: str) -> str:
-        return driver_sql(self.conn.dialect.name, sql)
-
-    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-        if self.postgres:
-            return f"{column} = ANY(%s)", (list(values),)
-        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
-
-    def _stamp(self, moment: dt.datetime) -> str:
-        text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-        return text + "+00:00" if self.postgres else text
-
-    def _select(self, sql: str, column: str, values: Sequence[Any]) -> list[Any]:
-        where, params = self._in(column, values)
-        return list(self.conn.exec_driver_sql(self._sql(sql.format(where=where)), params))
 
     def write(self, rows: list[ValidRow], rejects: list[Reject]) -> tuple[int, int, int]:
         """Write one chunk; returns (inserted, updated, unchanged) and appends rejects."""
-        now = self._stamp(dt.datetime.now(dt.UTC))
+        now = utc_now()
         existing: dict[str, tuple[int, str, int | None]] = {}
         if rows:
             rows = self._first_in_chunk(rows, rejects)
-            existing = self._existing(rows)
+            existing = repository.existing_records(
+                self.conn, self.theme, [r.record_key for r in rows]
+            )
             rows = self._not_seen_in_this_file(rows, existing, rejects)
             rows = self._write_subjects(rows, rejects, now)
         if not rows:
@@ -381,31 +389,18 @@ class _Writer:
             if r.record_key in existing and existing[r.record_key][1] != r.content_hash
         ]
         unchanged = [
-            (r.record_key,)
+            r.record_key
             for r in rows
             if r.record_key in existing and existing[r.record_key][1] == r.content_hash
         ]
-        self._insert(new, now)
-        if changed:
-            self._supersede(changed, now)
+        repository.insert_records(self.conn, self.theme, self.source, self.batch_id, new, now)
+        repository.replace_records(self.conn, changed, self.source, self.batch_id, now)
         if unchanged:  # remembered so that a repeat later in the file is caught
-            self.conn.exec_driver_sql(
-                self._sql("INSERT INTO import_seen_keys (record_key) VALUES (?)"), unchanged
+            _SEE_KEY.executemany(
+                self.conn.connection.cursor(), self.conn.dialect, [{"key": k} for k in unchanged]
             )
         self.conn.commit()
         return len(new), len(changed), len(unchanged)
-
-    def _existing(self, rows: list[ValidRow]) -> dict[str, tuple[int, str, int | None]]:
-        """Stored records of these keys: key -> (id, content_hash, last writing batch)."""
-        where, params = self._in("record_key", [r.record_key for r in rows])
-        result = self.conn.exec_driver_sql(
-            self._sql(
-                "SELECT id, record_key, content_hash, batch_id FROM records "
-                f"WHERE theme = ? AND {where}"
-            ),
-            (self.theme, *params),
-        )
-        return {key: (record_id, digest, batch) for record_id, key, digest, batch in result}
 
     @staticmethod
     def _first_in_chunk(rows: list[ValidRow], rejects: list[Reject]) -> list[ValidRow]:
@@ -433,9 +428,9 @@ class _Writer:
         confirmed: set[str] = set()
         if older:
             confirmed = {
-                k
-                for (k,) in self._select(
-                    "SELECT record_key FROM import_seen_keys WHERE {where}", "record_key", older
+                str(k)
+                for (k,) in self.conn.execute(
+                    select(_SEEN_KEYS.c.record_key).where(_SEEN_KEYS.c.record_key.in_(older))
                 )
             }
         repeated = written_here | confirmed
@@ -445,16 +440,9 @@ class _Writer:
         return [r for r in rows if r.record_key not in repeated]
 
     def _write_subjects(
-        self, rows: list[ValidRow], rejects: list[Reject], now: str
+        self, rows: list[ValidRow], rejects: list[Reject], now: dt.datetime
     ) -> list[ValidRow]:
-        stored = {
-            sid: (stype, name)
-            for sid, stype, name in self._select(
-                "SELECT subject_id, subject_type, name FROM subjects WHERE {where}",
-                "subject_id",
-                list({r.subject_id for r in rows}),
-            )
-        }
+        stored = repository.stored_subjects(self.conn, {r.subject_id for r in rows})
         fresh: dict[str, tuple[str, str]] = {}
         renamed: dict[str, str] = {}
         kept: list[ValidRow] = []
@@ -476,92 +464,9 @@ class _Writer:
                 fresh[r.subject_id] = (r.subject_type, r.subject_name)
             elif r.subject_id in stored and stored[r.subject_id][1] != r.subject_name:
                 renamed[r.subject_id] = r.subject_name
-        if fresh:
-            self.conn.exec_driver_sql(
-                self._sql(
-                    "INSERT INTO subjects (subject_id, subject_type, name, updated_at) "
-                    "VALUES (?, ?, ?, ?)"
-                ),
-                [(sid, stype, name, now) for sid, (stype, name) in fresh.items()],
-            )
-        if renamed:
-            self.conn.exec_driver_sql(
-                self._sql("UPDATE subjects SET name = ?, updated_at = ? WHERE subject_id = ?"),
-                [(name, now, sid) for sid, name in renamed.items()],
-            )
+        repository.add_subjects(self.conn, fresh, now)
+        repository.rename_subjects(self.conn, renamed, now)
         return kept
-
-    def _insert(self, rows: list[ValidRow], now: str) -> None:
-        if not rows:
-            return
-        active = RecordStatus.ACTIVE.value
-        values = [
-            (
-                self.theme,
-                r.record_key,
-                r.subject_id,
-                self.source,
-                r.fields_json,
-                r.decision_date,
-                r.valid_until,
-                r.publicity_end,
-                active,
-                1,
-                r.content_hash,
-                self.batch_id,
-                now,
-            )
-            for r in rows
-        ]
-        columns = (
-            "theme, record_key, subject_id, source_department, fields, decision_date, "
-            "valid_until, publicity_end, status, version, content_hash, batch_id, updated_at"
-        )
-        if self.postgres:
-            cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY records ({columns}) FROM STDIN") as copy:
-                for value in values:
-                    copy.write_row(value)
-            return
-        self.conn.exec_driver_sql(
-            f"INSERT INTO records ({columns}) VALUES ({','.join('?' * 13)})", values
-        )
-
-    def _supersede(self, changed: list[tuple[int, ValidRow]], now: str) -> None:
-        where, params = self._in("id", [record_id for record_id, _ in changed])
-        self.conn.exec_driver_sql(
-            self._sql(
-                "INSERT INTO record_versions (record_id, version, subject_id, "
-                "source_department, fields, decision_date, valid_until, publicity_end, status, "
-                "content_hash, batch_id, valid_from, superseded_at, superseded_by) "
-                "SELECT id, version, subject_id, source_department, fields, decision_date, "
-                "valid_until, publicity_end, status, content_hash, batch_id, updated_at, ?, ? "
-                f"FROM records WHERE {where}"
-            ),
-            (now, f"import batch {self.batch_id}", *params),
-        )
-        self.conn.exec_driver_sql(
-            self._sql(
-                "UPDATE records SET subject_id = ?, source_department = ?, fields = ?, "
-                "decision_date = ?, valid_until = ?, publicity_end = ?, version = version + 1, "
-                "content_hash = ?, batch_id = ?, updated_at = ? WHERE id = ?"
-            ),
-            [
-                (
-                    r.subject_id,
-                    self.source,
-                    r.fields_json,
-                    r.decision_date,
-                    r.valid_until,
-                    r.publicity_end,
-                    r.content_hash,
-                    self.batch_id,
-                    now,
-                    record_id,
-                )
-                for record_id, r in changed
-            ],
-        )
 
 
 def _repeated(row: ValidRow, first_line: int | None) -> Reject:
@@ -699,6 +604,8 @@ def _chunks_from_worker(source: _Source) -> Generator[_Chunk, None, None]:
         worker.join()
 
 
+_BATCHES = IMPORT_BATCHES
+
 PARALLEL_FROM_BYTES = 8 << 20
 """Files at least this large are validated in a worker process."""
 
@@ -741,7 +648,7 @@ def import_file(
 
     with engine.connect() as conn:
         batch_id = conn.execute(
-            insert(ImportBatch).values(
+            insert(_BATCHES).values(
                 theme=theme.code,
                 source_department=department,
                 file_name=str(path),
@@ -749,7 +656,7 @@ def import_file(
                 file_format=fmt,
                 encoding=encoding,
                 catalog_version=catalog.catalog_version,
-                started_at=dt.datetime.now(dt.UTC),
+                started_at=utc_now(),
             )
         ).inserted_primary_key[0]  # type: ignore[index]
         conn.commit()
@@ -783,10 +690,10 @@ def import_file(
             chunks.close()  # stops a validating worker that is still running
             summary.reject_report = report.close()
         conn.execute(
-            update(ImportBatch)
-            .where(ImportBatch.id == batch_id)
+            update(_BATCHES)
+            .where(_BATCHES.c.id == batch_id)
             .values(
-                finished_at=dt.datetime.now(dt.UTC),
+                finished_at=utc_now(),
                 rows_read=summary.read,
                 inserted=summary.inserted,
                 updated=summary.updated,

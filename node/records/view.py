@@ -1,9 +1,10 @@
 """Reading a subject and its current records, as the node serves them.
 
-This is the one read path: the operator's ``show`` uses it now, the query
-service will use it later. It keeps these promises:
+What an operator sees with ``credit-node show``: the records the node would
+serve (``repository.servable``), read through the records repository. It keeps
+these promises:
 
-* Only records still public are served: a record past its publicity end, or
+* Only records still public are shown: a record past its publicity end, or
   withdrawn (status ``expired``), is left out (and counted, so the operator
   can see that something is hidden).
 * A record under objection carries ``status = "objection"`` and
@@ -23,20 +24,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from creditexchange.clock import china_today
 from creditexchange.errors import InvalidIdentifier, NotFound
 from creditexchange.identifiers import (
     mask_identifier,
-    mask_name,
     mask_resident_id,
     mask_subject_name,
     validate_uscc,
 )
-from creditexchange.node.catalog import Catalog, FieldType
-from creditexchange.node.publicity import is_public
-from creditexchange.node.store.models import Record, RecordStatus, Subject
+from creditexchange.node.catalog import Catalog, mask_value
+from creditexchange.node.records import repository
+
+__all__ = ["RecordView", "SubjectView", "mask_fields", "subject_view"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class RecordView:
 
     @property
     def under_objection(self) -> bool:
-        return self.status == RecordStatus.OBJECTION
+        return self.status == repository.RecordStatus.OBJECTION
 
 
 @dataclass(frozen=True)
@@ -95,22 +96,11 @@ def mask_fields(catalog: Catalog, theme_code: str, fields: dict[str, Any]) -> di
     theme = catalog.theme_by_code.get(theme_code)
     if theme is None:  # a theme dropped from the catalog: show nothing sensitive by accident
         return {name: "***" for name in fields}
-    masked: dict[str, Any] = {}
-    for spec in theme.fields:
-        if spec.name not in fields:
-            continue
-        value = fields[spec.name]
-        if not spec.sensitive:
-            masked[spec.name] = value
-        elif spec.type is FieldType.ID_NUMBER:
-            masked[spec.name] = mask_resident_id(str(value))
-        else:
-            masked[spec.name] = mask_name(str(value))
-    return masked
-
-
-_SUBJECT = Subject.__table__
-_RECORDS = Record.__table__
+    return {
+        spec.name: mask_value(spec.type, fields[spec.name]) if spec.sensitive else fields[spec.name]
+        for spec in theme.fields
+        if spec.name in fields
+    }
 
 
 def _shown_in_errors(subject_id: str) -> str:
@@ -124,38 +114,22 @@ def _shown_in_errors(subject_id: str) -> str:
 def subject_view(
     engine: Engine, catalog: Catalog, subject_id: str, *, today: dt.date | None = None
 ) -> SubjectView:
+    """A subject and its servable records on ``today`` (China's date by default)."""
     today = today or china_today()
     key = subject_id.strip().upper()
     with engine.connect() as conn:
-        subject = conn.execute(
-            select(_SUBJECT.c.subject_type, _SUBJECT.c.name).where(_SUBJECT.c.subject_id == key)
-        ).first()
-        if subject is None:
+        found = repository.read_subjects(
+            conn.connection.driver_connection, conn.dialect, [key], None, today
+        )
+        if key not in found.subjects:
             raise NotFound(
                 f"no subject {_shown_in_errors(key)} in this node's store; check the id, or "
                 "import the department file that holds the subject's records"
             )
-        stored = conn.execute(
-            select(
-                _RECORDS.c.theme,
-                _RECORDS.c.record_key,
-                _RECORDS.c.source_department,
-                _RECORDS.c.status,
-                _RECORDS.c.version,
-                _RECORDS.c.decision_date,
-                _RECORDS.c.valid_until,
-                _RECORDS.c.publicity_end,
-                _RECORDS.c.fields,
-            )
-            .where(_RECORDS.c.subject_id == key)
-            .order_by(_RECORDS.c.theme, _RECORDS.c.decision_date.desc(), _RECORDS.c.record_key)
-        ).all()
-    records: list[RecordView] = []
-    hidden = 0
-    for r in stored:
-        if r.status == RecordStatus.EXPIRED or not is_public(r.publicity_end, today):
-            hidden += 1
-            continue
+        hidden = repository.count_withheld(conn, key, today)
+    subject_type, name = found.subjects[key]
+    records = []
+    for r in found.records:
         theme = catalog.theme_by_code.get(r.theme)
         records.append(
             RecordView(
@@ -172,9 +146,9 @@ def subject_view(
             )
         )
     return SubjectView(
-        subject_id=mask_identifier(key, subject.subject_type),
-        subject_type=subject.subject_type,
-        name=mask_subject_name(subject.name, subject.subject_type),
+        subject_id=mask_identifier(key, subject_type),
+        subject_type=subject_type,
+        name=mask_subject_name(name, subject_type),
         records=records,
         hidden=hidden,
     )

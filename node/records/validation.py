@@ -34,7 +34,7 @@ from creditexchange.identifiers import (
     validate_uscc,
 )
 from creditexchange.node.catalog import CatalogField, FieldType, Theme
-from creditexchange.node.publicity import publicity_end
+from creditexchange.node.records.publicity import publicity_end
 from creditexchange.subjects import SUBJECT_TYPES
 
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")

@@ -1,9 +1,9 @@
-"""Opening the store: engines for SQLite (WAL) and PostgreSQL, and schema migrations.
+"""Opening the database: engines for SQLite (WAL) and PostgreSQL, and schema migrations.
 
 * SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction is
   on disk, which the audit ledger relies on. Large imports commit in chunks, so
   the flush costs little.
-* A store whose schema is behind the code is refused with the command that
+* A database whose schema is behind the code is refused with the command that
   upgrades it (``credit-node db upgrade``); nothing migrates silently.
 """
 
@@ -33,21 +33,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def driver_sql(dialect_name: str, sql: str) -> str:
-    """SQL written with ``?`` placeholders, in the driver's own style.
-
-    The bulk paths (import, ledger appends) talk to the driver directly for speed;
-    this keeps one spelling of their SQL for SQLite (qmark) and psycopg (format).
-    """
-    return sql.replace("?", "%s") if dialect_name == "postgresql" else sql
-
-
-def create_store_engine(url: str) -> Engine:
-    """An engine for ``url`` with the node's connection settings."""
+def create_database_engine(url: str) -> Engine:
+    """An engine for ``url`` with the node's connection settings; the schema is not checked."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
@@ -56,10 +43,18 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def open_database(url: str) -> Engine:
+    """The database at ``url``, refused unless its schema is the one this code needs."""
+    engine = create_database_engine(url)
+    require_current_schema(engine)
+    return engine
+
+
 def _alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option(
-        "script_location", str(resources.files("creditexchange.node.store").joinpath("migrations"))
+        "script_location",
+        str(resources.files("creditexchange.node.database").joinpath("migrations")),
     )
     cfg.attributes["engine"] = engine
     return cfg

@@ -20,47 +20,46 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import grpc
-import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import text
 
 from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import china_today
+from creditexchange.devtools.provision import ProvisionedNode, provision
+from creditexchange.devtools.sample import showcase_subject
 from creditexchange.errors import FederationSetupError, QueryRefused
-from creditexchange.node.cli.common import err, out, reports_errors
+from creditexchange.node.app.config import load_config
+from creditexchange.node.app.wiring import (
+    channel_credentials,
+    open_audit_log,
+    open_client,
+    tls_credentials,
+)
+from creditexchange.node.cli.common import err, out
 from creditexchange.node.cli.exchange import print_answer
-from creditexchange.node.config import load_config
+from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient
-from creditexchange.node.exchange.server import tls_material
-from creditexchange.node.ledger import open_store as open_ledger_store
-from creditexchange.node.ledger.log import verify
-from creditexchange.node.provision import ProvisionedNode, provision
-from creditexchange.node.sample import showcase_subject
-from creditexchange.node.store import open_store
+from creditexchange.node.ledger import verify
+from creditexchange.node.records import repository
+from creditexchange.subjects import SubjectType
 
-PUBLIC = "r.status <> 'expired' AND (r.publicity_end IS NULL OR r.publicity_end >= CURRENT_DATE)"
+__all__ = ["run_demo"]
 
 
-@reports_errors
-def demo(
-    once: Annotated[bool, typer.Option("--once", help="stop after the showcase")] = False,
-    base_port: Annotated[
-        int, typer.Option(help="nodes listen on this port and the next five")
-    ] = 7501,
-    metrics_port: Annotated[
-        int, typer.Option(help="first Prometheus port (six in a row); 0: none")
-    ] = 9501,
-    subjects: Annotated[int, typer.Option(min=20, help="sample subjects per member")] = 300,
-    seed: int = 2026,
-    directory: Annotated[
-        Path | None,
-        typer.Option("--dir", help="keep the federation here (default: a temporary folder)"),
-    ] = None,
+def run_demo(
+    *,
+    once: bool,
+    base_port: int,
+    metrics_port: int,
+    subjects: int,
+    seed: int,
+    directory: Path | None,
 ) -> None:
-    """Start a six-member federation on loopback and show signed, audited cross-city queries."""
+    """Provision, start, show, then keep the federation running until interrupted."""
     if directory is not None and directory.exists() and any(directory.iterdir()):
         raise FederationSetupError(f"{directory} is not empty: give a new folder to --dir")
     root = directory or Path(tempfile.mkdtemp(prefix="credit-federation-"))
@@ -96,6 +95,9 @@ def demo(
             shutil.rmtree(root, ignore_errors=True)
 
 
+# --- the nodes as processes -----------------------------------------------------------
+
+
 def _start(node: ProvisionedNode) -> subprocess.Popen[bytes]:
     log = (node.home / "serve.log").open("ab")
     return subprocess.Popen(
@@ -112,10 +114,7 @@ def _wait_ready(
     """Wait for each node's gRPC health check to say SERVING, over mutual TLS."""
 
     async def healthy(node: ProvisionedNode) -> bool:
-        tls = tls_material(node.config)
-        credentials = grpc.ssl_channel_credentials(
-            tls.ca_pem, tls.private_key_pem, tls.certificate_pem
-        )
+        credentials = channel_credentials(tls_credentials(node.config))
         async with grpc.aio.secure_channel(
             f"127.0.0.1:{node.port}",
             credentials,
@@ -169,53 +168,49 @@ def _wait_for_interrupt(processes: dict[str, subprocess.Popen[bytes]]) -> None:
         out.print("\nstopping the federation")
 
 
-def _pick(node: ProvisionedNode, sql: str, n: int = 1) -> list[str]:
-    database = open_store(node.config.database_url)
-    try:
-        with database.connect() as conn:
-            return [row[0] for row in conn.execute(text(sql + f" LIMIT {n}"))]
-    finally:
-        database.dispose()
+# --- the showcase ---------------------------------------------------------------------
 
 
-async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
-    huizhou = nodes["huizhou"]
-    enterprise = showcase_subject("huizhou", seed)
-    individual = _pick(
-        huizhou,
-        "SELECT r.subject_id FROM records r JOIN subjects s ON s.subject_id = r.subject_id "
-        f"WHERE s.subject_type = 'individual' AND r.theme = 'dishonest_debtor' AND {PUBLIC}",
+@dataclass(frozen=True)
+class _Examples:
+    """The subjects the showcase asks about, picked from the members' own stores."""
+
+    enterprise: str  # a Huizhou enterprise with records in every theme asked about
+    individual: list[str]  # a Huizhou person on the dishonest judgment debtors list
+    bidders: list[str]  # Huizhou enterprises, two of them with penalties
+    graded: list[str]  # an enterprise Shenzhen Customs has graded
+
+
+def _examples(nodes: dict[str, ProvisionedNode], seed: int) -> _Examples:
+    def pick(member: str, **where: Any) -> list[str]:
+        database = open_database(nodes[member].config.database_url)
+        try:
+            with database.connect() as conn:
+                return repository.find_subjects(conn, china_today(), **where)
+        finally:
+            database.dispose()
+
+    enterprise = SubjectType.ENTERPRISE.value
+    return _Examples(
+        enterprise=showcase_subject("huizhou", seed),
+        individual=pick(
+            "huizhou", subject_type=SubjectType.INDIVIDUAL.value, theme="dishonest_debtor"
+        ),
+        bidders=pick("huizhou", subject_type=enterprise, theme="admin_penalty", limit=2)
+        + pick("huizhou", subject_type=enterprise, limit=4),
+        graded=pick("customs", theme="customs_credit_grade"),
     )
-    bidders = _pick(
-        huizhou,
-        "SELECT DISTINCT r.subject_id FROM records r JOIN subjects s ON s.subject_id = "
-        "r.subject_id WHERE s.subject_type = 'enterprise' AND r.theme = 'admin_penalty' "
-        f"AND {PUBLIC}",
-        2,
-    ) + _pick(huizhou, "SELECT subject_id FROM subjects WHERE subject_type = 'enterprise'", 4)
-    graded = _pick(
-        nodes["customs"], "SELECT subject_id FROM records WHERE theme = 'customs_credit_grade'"
-    )
 
-    async def step(
-        title: str, requester: str, ask: Callable[[FederationClient], Awaitable[Any]]
-    ) -> None:
-        out.rule(title)
-        async with FederationClient(nodes[requester].config) as client:
-            try:
-                answer = await ask(client)
-            except QueryRefused as refused:
-                out.print(f"[bold red]refused[/] {refused}")
-                out.print(
-                    f"  [dim]both ledgers recorded the refusal ({refused.provider}'s entry "
-                    f"{refused.leaf_index}); nothing about the subject left {refused.provider}[/]"
-                )
-                return
-        print_answer(answer, max_records=2)
 
-    def procurement(client: FederationClient, themes: list[str]) -> Awaitable[Any]:
-        return client.query(
-            enterprise,
+Ask = Callable[[FederationClient], Awaitable[Any]]
+
+
+def _steps(examples: _Examples) -> list[tuple[str, str, Ask]]:
+    """(title, who asks, the question) for each step of the showcase."""
+
+    def procurement(themes: list[str]) -> Ask:
+        return lambda c: c.query(
+            examples.enterprise,
             to="huizhou",
             themes=themes,
             purpose="public_procurement",
@@ -224,77 +219,106 @@ async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
             officer="shenzhen-procurement/wang",
         )
 
-    await step(
-        "3. an allowed query: Shenzhen procurement asks Huizhou about a bidder",
-        "shenzhen",
-        lambda c: procurement(c, ["registration", "admin_penalty"]),
-    )
-    await step(
-        "4. a masked answer: the licence's legal representative id is masked by the memorandum",
-        "shenzhen",
-        lambda c: procurement(c, ["admin_license"]),
-    )
-    await step(
-        "5. a denied purpose: Heyuan asks for full records for bank credit (+2 get checks only)",
-        "heyuan",
-        lambda c: c.query(
-            enterprise,
-            to="huizhou",
-            purpose="bank_credit",
-            legal_basis="《征信业管理条例》",
-            case_reference="HY-LOAN-2026-031",
-            officer="heyuan-bank/li",
-            themes=["admin_penalty"],
+    steps: list[tuple[str, str, Ask]] = [
+        (
+            "3. an allowed query: Shenzhen procurement asks Huizhou about a bidder",
+            "shenzhen",
+            procurement(["registration", "admin_penalty"]),
         ),
-    )
-    if individual:
-        await step(
-            "6. hit / no-hit on an individual: Dongguan civil-service hiring checks a list",
-            "dongguan",
+        (
+            "4. a masked answer: the licence's legal representative id is masked by the memorandum",
+            "shenzhen",
+            procurement(["admin_license"]),
+        ),
+        (
+            "5. a denied purpose: Heyuan asks for full records for bank credit "
+            "(+2 get checks only)",
+            "heyuan",
             lambda c: c.query(
-                individual[0],
+                examples.enterprise,
                 to="huizhou",
-                purpose="civil_service_hiring",
-                legal_basis="《公务员法》第二十六条",
-                case_reference="DG-GWY-2026-88",
-                officer="dongguan-hr/chen",
-                themes=["dishonest_debtor", "serious_dishonesty"],
-                check=True,
-            ),
-        )
-    await step(
-        "7. a batch check: Shenzhen's land auction screens six bidders in one call",
-        "shenzhen",
-        lambda c: c.batch_check(
-            bidders,
-            to="huizhou",
-            purpose="land_auction",
-            legal_basis="《招标拍卖挂牌出让国有建设用地使用权规定》",
-            case_reference="SZ-TD-2026-14",
-            officer="shenzhen-land-auction",
-            themes=["admin_penalty", "serious_dishonesty"],
-        ),
-    )
-    if graded:
-        await step(
-            "8. customs data: Huizhou's bank loan review asks Shenzhen Customs for a credit grade",
-            "huizhou",
-            lambda c: c.query(
-                graded[0],
-                to="customs",
                 purpose="bank_credit",
-                legal_basis="《海关注册登记和备案企业信用管理办法》",
-                case_reference="HZ-LOAN-2026-204",
-                officer="huizhou-bank/zhao",
-                themes=["customs_credit_grade"],
+                legal_basis="《征信业管理条例》",
+                case_reference="HY-LOAN-2026-031",
+                officer="heyuan-bank/li",
+                themes=["admin_penalty"],
+            ),
+        ),
+    ]
+    if examples.individual:
+        steps.append(
+            (
+                "6. hit / no-hit on an individual: Dongguan civil-service hiring checks a list",
+                "dongguan",
+                lambda c: c.query(
+                    examples.individual[0],
+                    to="huizhou",
+                    purpose="civil_service_hiring",
+                    legal_basis="《公务员法》第二十六条",
+                    case_reference="DG-GWY-2026-88",
+                    officer="dongguan-hr/chen",
+                    themes=["dishonest_debtor", "serious_dishonesty"],
+                    check=True,
+                ),
+            )
+        )
+    steps.append(
+        (
+            "7. a batch check: Shenzhen's land auction screens six bidders in one call",
+            "shenzhen",
+            lambda c: c.batch_check(
+                examples.bidders,
+                to="huizhou",
+                purpose="land_auction",
+                legal_basis="《招标拍卖挂牌出让国有建设用地使用权规定》",
+                case_reference="SZ-TD-2026-14",
+                officer="shenzhen-land-auction",
+                themes=["admin_penalty", "serious_dishonesty"],
             ),
         )
+    )
+    if examples.graded:
+        steps.append(
+            (
+                "8. customs data: Huizhou's bank loan review asks Shenzhen Customs for a credit "
+                "grade",
+                "huizhou",
+                lambda c: c.query(
+                    examples.graded[0],
+                    to="customs",
+                    purpose="bank_credit",
+                    legal_basis="《海关注册登记和备案企业信用管理办法》",
+                    case_reference="HZ-LOAN-2026-204",
+                    officer="huizhou-bank/zhao",
+                    themes=["customs_credit_grade"],
+                ),
+            )
+        )
+    return steps
+
+
+async def _ask(node: ProvisionedNode, title: str, ask: Ask) -> None:
+    out.rule(title)
+    async with open_client(node.config) as client:
+        try:
+            answer = await ask(client)
+        except QueryRefused as refused:
+            out.print(f"[bold red]refused[/] {refused}")
+            out.print(
+                f"  [dim]both ledgers recorded the refusal ({refused.provider}'s entry "
+                f"{refused.leaf_index}); nothing about the subject left {refused.provider}[/]"
+            )
+            return
+    print_answer(answer, max_records=2)
+
+
+def _audit(node: ProvisionedNode) -> None:
     out.rule("9. an auditor verifies Huizhou's audit ledger from its database")
-    config = load_config(huizhou.home)
-    database = open_store(config.database_url)
+    config = load_config(node.home)
+    database = open_database(config.database_url)
     try:
-        store = open_ledger_store(config, database)
-        report = verify(store, store.signer.verifier())
+        log = open_audit_log(config, database)
+        report = verify(log, log.signer.verifier())
     finally:
         database.dispose()
     out.print(
@@ -302,6 +326,12 @@ async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
     )
     for problem in report.problems[:5]:
         out.print(f"  [red]{problem}[/]")
+
+
+async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
+    for title, requester, ask in _steps(_examples(nodes, seed)):
+        await _ask(nodes[requester], title, ask)
+    _audit(nodes["huizhou"])
 
 
 def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
@@ -313,7 +343,7 @@ def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
         "--purpose public_procurement --legal-basis 政府采购法 --case C-1 --officer me "
         f"--home {shenzhen}"
     )
-    out.print(f"  credit-node audit list --home {nodes['huizhou'].home}")
+    out.print(f"  credit-node audit entries --home {nodes['huizhou'].home}")
     out.print(f"  credit-node audit verify --home {nodes['huizhou'].home}")
     if os.environ.get("CREDIT_NODE_HOME"):
         out.print("[dim](CREDIT_NODE_HOME is set in your shell; --home overrides it)[/]")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,13 @@ from typing import Any
 import tomli_w
 
 from creditexchange.certs.authority import init_ca, issue
+from creditexchange.devtools.sample import write_sample
+from creditexchange.node.app.config import CONFIG_FILE, NodeConfig, load_config
+from creditexchange.node.app.home import create_home
+from creditexchange.node.app.keys import load_signing_key
 from creditexchange.node.catalog import load_catalog
-from creditexchange.node.config import CONFIG_FILE, NodeConfig, load_config
-from creditexchange.node.home import create_home
-from creditexchange.node.importer import FORMATS, import_file
-from creditexchange.node.keys import load_signing_key
-from creditexchange.node.sample import write_sample
-from creditexchange.node.store import open_store
+from creditexchange.node.database import open_database
+from creditexchange.node.records.importer import FORMATS, import_file
 from creditexchange.policy.document import parse_memorandum
 from creditexchange.policy.trust import (
     TrustStore,
@@ -55,18 +54,6 @@ class ProvisionedNode:
     @property
     def config(self) -> NodeConfig:
         return load_config(self.home)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` TCP ports free on the loopback interface right now."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def provision(
@@ -123,7 +110,7 @@ def provision(
     for node in nodes.values():
         config = node.config
         files = write_sample(catalog, node.member, subjects, seed, config.home / "incoming")
-        database = open_store(config.database_url)
+        database = open_database(config.database_url)
         accepted = 0
         for path in files:
             if path.suffix in FORMATS:

@@ -9,15 +9,15 @@ import tomli_w
 from pydantic import ValidationError
 
 from creditexchange.errors import ConfigError
-from creditexchange.node.config import (
+from creditexchange.node.app.config import (
     CONFIG_FILE,
     NodeConfig,
     NodeSettings,
     describe_errors,
     load_config,
 )
-from creditexchange.node.keys import write_new_hmac_key, write_new_signing_key
-from creditexchange.node.store.database import create_store_engine, upgrade
+from creditexchange.node.app.keys import write_new_hmac_key, write_new_signing_key
+from creditexchange.node.database import create_database_engine, upgrade
 
 
 def create_home(
@@ -58,5 +58,5 @@ def create_home(
     config = load_config(home)
     write_new_signing_key(config.signing_key_path)
     write_new_hmac_key(config.subject_hmac_key_path)
-    upgrade(create_store_engine(config.database_url))
+    upgrade(create_database_engine(config.database_url))
     return config

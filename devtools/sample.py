@@ -54,7 +54,7 @@ from creditexchange.identifiers import (
     uscc_check_character,
 )
 from creditexchange.node.catalog import Catalog, CatalogField, FieldType, PublicityRule, Theme
-from creditexchange.node.publicity import add_months, minimum_months
+from creditexchange.node.records.publicity import add_months, minimum_months
 from creditexchange.subjects import is_individual
 
 if TYPE_CHECKING:

@@ -1,0 +1,174 @@
+"""``credit-node serve``: a serving node, opened from its home.
+
+:class:`NodeServer` opens everything a serving node holds — the database, the
+audit ledger, the replay guard, the quota counters, the installed memorandum,
+the revocation list — starts the gRPC services behind mutual TLS
+(``exchange.server``), serves metrics, and closes them in the reverse order,
+after the last queued audit entry is durable. It refuses to start without a
+memorandum or a valid revocation list (fail closed), saying how to install one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from creditexchange.certs.revocation import RevocationWatcher
+from creditexchange.errors import CertificateError, ConfigError, ExchangeError
+from creditexchange.node.app.config import NodeConfig
+from creditexchange.node.app.keys import load_hmac_key, load_signing_key
+from creditexchange.node.app.wiring import federation_view, open_ledger, tls_credentials
+from creditexchange.node.catalog import load_catalog
+from creditexchange.node.database import open_database
+from creditexchange.node.exchange.checks import Checks, Limits
+from creditexchange.node.exchange.deciding import Decider
+from creditexchange.node.exchange.metrics import Metrics
+from creditexchange.node.exchange.provider import Provider
+from creditexchange.node.exchange.quotas import QuotaCounter
+from creditexchange.node.exchange.readers import open_reader
+from creditexchange.node.exchange.replay import ReplayGuard
+from creditexchange.node.exchange.server import (
+    SERVICE_NAMES,
+    SERVING,
+    grpc_server,
+    server_credentials,
+)
+from creditexchange.node.ledger import Ledger
+
+__all__ = ["NodeServer", "serve"]
+
+log = logging.getLogger("node.server")
+
+
+class NodeServer:
+    """A serving node; ``async with NodeServer(config) as server: await server.wait()``."""
+
+    def __init__(self, config: NodeConfig, *, port: int | None = None) -> None:
+        self.config = config
+        self.requested_port = config.settings.grpc_port if port is None else port
+        self.port = 0
+        self.metrics = Metrics()
+        self._server: grpc.aio.Server | None = None
+        self._ledger: Ledger | None = None
+        self._provider: Provider | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The running node's audit ledger (its one appender)."""
+        if self._ledger is None:
+            raise ExchangeError("the node is not running")
+        return self._ledger
+
+    async def __aenter__(self) -> NodeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open everything and serve; whatever fails half-way is closed again."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def _start(self) -> None:
+        config, settings = self.config, self.config.settings
+        tls = tls_credentials(config)
+        catalog = load_catalog(config.catalog_path)
+        database = open_database(config.database_url)
+        view = federation_view(config, catalog)
+        view.current()  # refuse to start without a memorandum, saying how to install one
+        try:  # no revocation list, no service: a node never serves without one (fail closed)
+            revocations = RevocationWatcher(config.tls_crl_path, config.tls_ca_path)
+        except CertificateError as exc:
+            raise ConfigError(
+                f"{exc}; copy the federation CA's crl.pem there ('credit-node certs crl' "
+                "publishes a fresh one)"
+            ) from None
+        self._ledger = open_ledger(config, database)
+        await self._ledger.__aenter__()
+        self._ledger.on_batch = self.metrics.ledger_batch.observe
+        replay = ReplayGuard(database, settings.request_window_s)
+        replay.load()
+        quotas = QuotaCounter(database)
+        checks = Checks(
+            member_id=config.member_id,
+            catalog=catalog,
+            federation=view,
+            replay=replay,
+            revocations=revocations,
+            limits=Limits(
+                max_message_bytes=settings.max_message_bytes,
+                max_batch_subjects=settings.max_batch_subjects,
+            ),
+        )
+        self._provider = provider = Provider(
+            member_id=config.member_id,
+            checks=checks,
+            decider=Decider(config.member_id, catalog, quotas),
+            reader=open_reader(database),
+            ledger=self._ledger,
+            quotas=quotas,
+            signing_key=load_signing_key(config.signing_key_path),
+            hmac_key=load_hmac_key(config.subject_hmac_key_path),
+            metrics=self.metrics,
+        )
+        server, health = grpc_server(
+            provider,
+            view,
+            self._ledger.log,
+            max_concurrent_calls=settings.max_concurrent_calls,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        address = f"{settings.grpc_host}:{self.requested_port}"
+        self.port = server.add_secure_port(address, server_credentials(tls))
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {address}: is another process using the port?")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES[:2]):
+            await health.set(name, SERVING)
+        if settings.metrics_port:
+            self.metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info(
+            "serving",
+            extra={
+                "data": {
+                    "member": config.member_id,
+                    "address": f"{settings.grpc_host}:{self.port}",
+                    "memorandum_version": view.current().version,
+                    "metrics_port": settings.metrics_port,
+                }
+            },
+        )
+
+    async def wait(self) -> None:
+        """Serve until SIGINT or SIGTERM, or :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopped.set)
+        await self._stopped.wait()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stopped.set()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._provider is not None:
+            self._provider.close()
+            self._provider = None
+        if self._ledger is not None:
+            await self._ledger.close()
+            self._ledger = None
+
+
+async def serve(config: NodeConfig) -> None:
+    async with NodeServer(config) as server:
+        await server.wait()

@@ -1,0 +1,131 @@
+"""Opening a node's parts from its home: the one place that turns settings and key
+files into running objects.
+
+Everything below the application (the ledger, the exchange, the records) is
+built from explicit parts and never reads a configuration; these functions read
+one and hand the parts over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from sqlalchemy import Engine
+
+from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
+from creditexchange.errors import CertificateError, ConfigError
+from creditexchange.node.app.config import NodeConfig, load_config
+from creditexchange.node.app.keys import load_hmac_key, load_signing_key
+from creditexchange.node.catalog import Catalog, load_catalog
+from creditexchange.node.database import open_database
+from creditexchange.node.exchange.client import FederationClient, Requester
+from creditexchange.node.exchange.federation import FederationView
+from creditexchange.node.ledger import AuditLog, Ledger, origin_for
+from creditexchange.node.ledger.note import Signer
+from creditexchange.policy.trust import TrustStore
+
+__all__ = [
+    "OpenedNode",
+    "federation_view",
+    "open_audit_log",
+    "open_client",
+    "open_ledger",
+    "open_node",
+    "requester_from",
+    "tls_credentials",
+]
+
+
+@dataclass
+class OpenedNode:
+    """A node home opened for a command: its configuration, database and catalog."""
+
+    config: NodeConfig
+    database: Engine
+    catalog: Catalog
+
+
+def open_node(home: Path) -> OpenedNode:
+    config = load_config(home)
+    return OpenedNode(config, open_database(config.database_url), load_catalog(config.catalog_path))
+
+
+def open_audit_log(config: NodeConfig, database: Engine) -> AuditLog:
+    """The node's audit log: its origin from the federation and member id, its
+    checkpoints signed with the node's signing key."""
+    origin = origin_for(config.member_id, config.settings.federation)
+    return AuditLog(database, Signer(origin, load_signing_key(config.signing_key_path)))
+
+
+def open_ledger(config: NodeConfig, database: Engine) -> Ledger:
+    """The appender, batching as ``ledger_max_batch`` and ``ledger_max_wait_ms`` say;
+    use as ``async with open_ledger(...) as ledger``."""
+    return Ledger(
+        open_audit_log(config, database),
+        max_batch=config.settings.ledger_max_batch,
+        max_wait=config.settings.ledger_max_wait_ms / 1000,
+    )
+
+
+def tls_credentials(config: NodeConfig) -> NodeCredentials:
+    """The node's own certificate, key and CA, cross-checked; a ConfigError says what to fix."""
+    hint = (
+        f"issue one with 'credit-node certs issue {config.member_id} --ca CA_DIR' and set "
+        "tls_cert / tls_key / tls_ca in node.toml"
+    )
+    try:
+        credentials = load_node_credentials(
+            config.tls_cert_path, config.tls_key_path, config.tls_ca_path
+        )
+    except CertificateError as exc:
+        raise ConfigError(f"{exc}; {hint}") from None
+    if credentials.member != config.member_id:
+        raise ConfigError(
+            f"{config.tls_cert_path} is the certificate of {credentials.member}, this node is "
+            f"{config.member_id}; {hint}"
+        )
+    return credentials
+
+
+def channel_credentials(tls: NodeCredentials) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem,
+        private_key=tls.private_key_pem,
+        certificate_chain=tls.certificate_pem,
+    )
+
+
+def federation_view(config: NodeConfig, catalog: Catalog | None = None) -> FederationView:
+    """The node's view of the installed memorandum (not read until first asked)."""
+    return FederationView(
+        TrustStore(config.policy_dir),
+        catalog if catalog is not None else load_catalog(config.catalog_path),
+        config.member_id,
+    )
+
+
+def requester_from(config: NodeConfig) -> Requester:
+    """This node as it asks the others."""
+    return Requester(
+        member_id=config.member_id,
+        signing_key=load_signing_key(config.signing_key_path),
+        hmac_key=load_hmac_key(config.subject_hmac_key_path),
+        credentials=channel_credentials(tls_credentials(config)),
+        federation=federation_view(config),
+        peers=dict(config.settings.peers),
+        timeout_s=config.settings.query_timeout_s,
+    )
+
+
+def open_client(config: NodeConfig, *, ledger: Ledger | None = None) -> FederationClient:
+    """A client asking as this node: ``async with open_client(config) as client``.
+
+    Without ``ledger`` it records its OUTGOING entries in a ledger of its own,
+    started and stopped with it; a serving node passes its running one.
+    """
+    if ledger is not None:
+        return FederationClient(requester_from(config), ledger=ledger)
+    own = open_ledger(config, open_database(config.database_url))
+    return FederationClient(requester_from(config), ledger=own, owns_ledger=True)

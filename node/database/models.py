@@ -1,0 +1,262 @@
+"""The node's tables, every one of them (SQLAlchemy 2 declarative models).
+
+The schema itself is owned by the Alembic migrations in ``migrations/``; these
+models describe it, table for table and column for column (a test compares them
+with a migrated database), and every query of the node is written against them.
+
+* ``records`` holds the *current* version of every record, unique per
+  (theme, record_key); every earlier version is kept in ``record_versions``, so
+  a correction never loses what was served before. Only the records repository
+  (``creditexchange.node.records.repository``) writes either.
+* Subject lookups go through the (subject_id, theme) index and never scan.
+* ``fields`` is the record's catalog fields as compact JSON with sorted keys,
+  exactly as validated; ``content_hash`` is a digest of what the import compares,
+  so re-importing the same data changes nothing.
+* The ledger's tables (``ledger_*``) are written only by the audit log
+  (``creditexchange.node.ledger``); ``quota_usage`` and ``request_nonces`` by the
+  exchange's quota counter and replay guard, in the ledger's transactions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "CHECKPOINTS",
+    "ENTRIES",
+    "HEAD",
+    "IMPORT_BATCHES",
+    "NODES",
+    "NONCES",
+    "OBJECTIONS",
+    "QUOTA_USAGE",
+    "RECORDS",
+    "RECORD_VERSIONS",
+    "SUBJECTS",
+    "Base",
+    "ImportBatch",
+    "LedgerCheckpoint",
+    "LedgerEntry",
+    "LedgerHead",
+    "LedgerNode",
+    "Objection",
+    "QuotaUsage",
+    "Record",
+    "RecordVersion",
+    "RequestNonce",
+    "Subject",
+]
+
+# SQLite only gives autoincrementing row ids to INTEGER PRIMARY KEY columns.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Stamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# --- the credit store -------------------------------------------------------------
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    subject_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[dt.datetime] = mapped_column(Stamp)
+
+
+class ImportBatch(Base):
+    __tablename__ = "import_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    theme: Mapped[str] = mapped_column(String(64))
+    source_department: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(String(1024))
+    file_digest: Mapped[str] = mapped_column(String(64), index=True)
+    file_format: Mapped[str] = mapped_column(String(16))
+    encoding: Mapped[str] = mapped_column(String(32))
+    catalog_version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime] = mapped_column(Stamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Stamp)
+    rows_read: Mapped[int] = mapped_column(Integer, server_default="0")
+    inserted: Mapped[int] = mapped_column(Integer, server_default="0")
+    updated: Mapped[int] = mapped_column(Integer, server_default="0")
+    unchanged: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Record(Base):
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("theme", "record_key", name="uq_records_theme_key"),
+        Index("ix_records_subject_theme", "subject_id", "theme"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    theme: Mapped[str] = mapped_column(String(64))
+    record_key: Mapped[str] = mapped_column(String(128))
+    subject_id: Mapped[str] = mapped_column(String(18))
+    source_department: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[str] = mapped_column(Text)
+    decision_date: Mapped[dt.date | None] = mapped_column(Date)
+    valid_until: Mapped[dt.date | None] = mapped_column(Date)
+    publicity_end: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("import_batches.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(Stamp)
+
+
+class RecordVersion(Base):
+    """An earlier version of a record, kept when an import or a status change replaced it."""
+
+    __tablename__ = "record_versions"
+    __table_args__ = (UniqueConstraint("record_id", "version", name="uq_record_versions"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(BigId, ForeignKey("records.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    subject_id: Mapped[str] = mapped_column(String(18))
+    source_department: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[str] = mapped_column(Text)
+    decision_date: Mapped[dt.date | None] = mapped_column(Date)
+    valid_until: Mapped[dt.date | None] = mapped_column(Date)
+    publicity_end: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("import_batches.id"))
+    valid_from: Mapped[dt.datetime] = mapped_column(Stamp)
+    superseded_at: Mapped[dt.datetime] = mapped_column(Stamp)
+    superseded_by: Mapped[str] = mapped_column(String(64))  # "import batch 7", "objection 3"
+
+
+class Objection(Base):
+    """A subject's objection (信用异议) to a record; while open, the record says so."""
+
+    __tablename__ = "objections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(BigId, ForeignKey("records.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[dt.datetime] = mapped_column(Stamp)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(Stamp)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # corrected/confirmed/unresolved
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+# --- the audit ledger ---------------------------------------------------------------
+
+
+class LedgerEntry(Base):
+    """A leaf of the log: the entry's bytes (NULL once pruned) and their leaf hash."""
+
+    __tablename__ = "ledger_entries"
+
+    idx: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    recorded_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerNode(Base):
+    """The hash of a perfect subtree above the leaves: (level, index) -> hash."""
+
+    __tablename__ = "ledger_nodes"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the log at ``size``."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    signed_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerHead(Base):
+    """The one row (id 1) saying how many entries the log has and its root."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+# --- the exchange's counters --------------------------------------------------------
+
+
+class QuotaUsage(Base):
+    """Queries a requester made under a memorandum rule in one quota period."""
+
+    __tablename__ = "quota_usage"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    requester: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False
+    )  # unix seconds, UTC
+    used: Mapped[int] = mapped_column(BigInteger)
+
+
+class RequestNonce(Base):
+    """A signed request's nonce, spent: replay protection across restarts."""
+
+    __tablename__ = "request_nonces"
+    __table_args__ = (
+        Index("ix_request_nonces_created", "created_us"),
+        {"sqlite_with_rowid": False},
+    )
+
+    requester: Mapped[str] = mapped_column(String(32), primary_key=True)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(64), primary_key=True)
+    created_us: Mapped[int] = mapped_column(BigInteger)  # the request's own time, UTC
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# The tables, for Core statements.
+SUBJECTS = _table(Subject)
+IMPORT_BATCHES = _table(ImportBatch)
+RECORDS = _table(Record)
+RECORD_VERSIONS = _table(RecordVersion)
+OBJECTIONS = _table(Objection)
+ENTRIES = _table(LedgerEntry)
+NODES = _table(LedgerNode)
+CHECKPOINTS = _table(LedgerCheckpoint)
+HEAD = _table(LedgerHead)
+QUOTA_USAGE = _table(QuotaUsage)
+NONCES = _table(RequestNonce)

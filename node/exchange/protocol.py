@@ -1,0 +1,194 @@
+"""The exchange protocol as both sides speak it: methods, payload types, trailers,
+statuses and the audit entry of a call.
+
+The provider (``provider``) and the requester (``client``) take everything they
+must agree on from here, so that they cannot drift apart:
+
+* :data:`METHODS`: each signed method's payload type, request message, audit
+  kind and policy mode;
+* :data:`LEAF_INDEX_TRAILER`: the trailing metadata that carries a refusal's
+  audit entry index to the caller;
+* :func:`call_entry`: the audit entry of a call, as either side records it (who
+  asked whom, the request's header and digest, the subjects as keyed HMACs: one
+  for a query or a check, the list for a batch);
+* :func:`grpc_code` and :func:`status_of`: how the project's errors and statuses
+  travel as gRPC status codes, in one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+
+from creditexchange.clock import now_us
+from creditexchange.errors import (
+    CertificateError,
+    CreditExchangeError,
+    EnvelopeError,
+    InvalidIdentifier,
+    LedgerError,
+    Refused,
+    RevocationListExpired,
+)
+from creditexchange.node.ledger.entries import subject_hmac
+from creditexchange.policy.document import Mode
+from creditexchange.v1 import audit_pb2, exchange_pb2
+
+__all__ = [
+    "ANSWER",
+    "BATCH_CHECK_REQUEST",
+    "CHECK_REQUEST",
+    "LEAF_INDEX_TRAILER",
+    "METHODS",
+    "QUERY_REQUEST",
+    "Method",
+    "call_entry",
+    "grpc_code",
+    "leaf_index_of",
+    "status_of",
+    "subject_hmacs",
+]
+
+_PREFIX = "application/vnd.creditexchange.v1."
+QUERY_REQUEST: Final = _PREFIX + "QueryRequest+protobuf"
+CHECK_REQUEST: Final = _PREFIX + "CheckRequest+protobuf"
+BATCH_CHECK_REQUEST: Final = _PREFIX + "BatchCheckRequest+protobuf"
+ANSWER: Final = _PREFIX + "Answer+protobuf"
+"""The payload type of every signed answer."""
+
+LEAF_INDEX_TRAILER: Final = "audit-leaf-index"
+"""Trailing metadata of a refused call: the index of the refusal's audit entry."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A signed method of the ``CreditExchange`` service."""
+
+    name: str
+    payload_type: str  # of the request envelope
+    request: type[Any]  # the request message
+    kind: audit_pb2.Kind  # its audit entries' kind
+    mode: Mode  # what the policy is asked: full records, or hit / no-hit
+    batch: bool  # many subjects (subject_ids) rather than one (subject_id)
+
+    def subjects(self, request: Any) -> list[str]:
+        """The subjects a request of this method asks about."""
+        return list(request.subject_ids) if self.batch else [request.subject_id]
+
+
+METHODS: Final[Mapping[str, Method]] = {
+    m.name: m
+    for m in (
+        Method(
+            "Query",
+            QUERY_REQUEST,
+            exchange_pb2.QueryRequest,
+            audit_pb2.QUERY,
+            Mode.FULL,
+            batch=False,
+        ),
+        Method(
+            "Check",
+            CHECK_REQUEST,
+            exchange_pb2.CheckRequest,
+            audit_pb2.CHECK,
+            Mode.CHECK,
+            batch=False,
+        ),
+        Method(
+            "BatchCheck",
+            BATCH_CHECK_REQUEST,
+            exchange_pb2.BatchCheckRequest,
+            audit_pb2.BATCH_CHECK,
+            Mode.CHECK,
+            batch=True,
+        ),
+    )
+}
+
+
+def call_entry(
+    *,
+    direction: audit_pb2.Direction,
+    method: Method,
+    requester: str,
+    responder: str,
+    header: exchange_pb2.RequestHeader | None,
+    request_digest: bytes,
+    subject_hmacs: Iterable[bytes],
+    themes_asked: Iterable[str],
+) -> audit_pb2.AuditEntry:
+    """The audit entry of a call, with what both sides know of it.
+
+    The subjects are keyed HMACs (``ledger.entries.subject_hmac``), never in
+    clear: one for a query or a check, every one of them for a batch. The caller
+    adds what only it knows (the decision, the outcome, the receipts) and encodes
+    it with ``ledger.entries.encode``; the entry's time is when it is built.
+    """
+    header = header or exchange_pb2.RequestHeader()
+    entry = audit_pb2.AuditEntry(
+        time_unix_micros=now_us(),
+        requester=requester,
+        responder=responder,
+        direction=direction,
+        kind=method.kind,
+        nonce=header.nonce,
+        request_digest=request_digest,
+        purpose=header.purpose,
+        legal_basis=header.legal_basis,
+        case_reference=header.case_reference,
+        officer=header.officer,
+        themes_asked=list(themes_asked),
+    )
+    hmacs = list(subject_hmacs)
+    if method.batch:
+        entry.subject_hmacs.extend(hmacs)
+    elif hmacs:
+        entry.subject_hmac = hmacs[0]
+    return entry
+
+
+def subject_hmacs(key: bytes, subjects: Iterable[str]) -> list[bytes]:
+    """The subjects of a call as the audit ledger holds them."""
+    return [subject_hmac(key, s) for s in subjects]
+
+
+def leaf_index_of(metadata: Any) -> int | None:
+    """A refusal's audit entry index, from a call's trailing metadata (None if absent)."""
+    for key, value in metadata or ():
+        if key == LEAF_INDEX_TRAILER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# --- statuses -----------------------------------------------------------------------
+
+_CODES: Final = {code.name: code for code in grpc.StatusCode}
+
+# Which status an error is answered with, most specific class first.
+_STATUS_OF_ERROR: Final[tuple[tuple[type[CreditExchangeError], str], ...]] = (
+    (RevocationListExpired, "FAILED_PRECONDITION"),  # this node's own list is stale
+    (CertificateError, "UNAUTHENTICATED"),
+    (EnvelopeError, "UNAUTHENTICATED"),
+    (InvalidIdentifier, "INVALID_ARGUMENT"),
+    (LedgerError, "OUT_OF_RANGE"),  # an index or size outside the log
+    (CreditExchangeError, "FAILED_PRECONDITION"),  # this node cannot answer as it stands
+)
+
+
+def status_of(error: CreditExchangeError) -> str:
+    """The gRPC status name a provider answers ``error`` with."""
+    if isinstance(error, Refused):
+        return error.status
+    return next(status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind))
+
+
+def grpc_code(status: str) -> grpc.StatusCode:
+    """The gRPC code of a status name (``PERMISSION_DENIED``…): the names are gRPC's."""
+    return _CODES[status]

@@ -1,0 +1,140 @@
+"""The asynchronous appender of the audit ledger: group commit.
+
+``await ledger.append(body)`` returns the entry's :class:`Receipt` once it is
+durable. Invariants:
+
+* **Durable before acknowledged.** An append resolves only after the transaction
+  holding its entry has committed (:meth:`AuditLog.commit_with_proofs`).
+* **Group commit.** Concurrent appends share one transaction and one flush: the
+  committer takes whatever has queued up (at most ``max_batch``; when the last
+  batch held more than one entry, after waiting ``max_wait`` seconds for more, so
+  an idle node never waits), and commits it with the appends' side writes.
+* **One retry after a concurrent writer.** When another process advanced the log
+  (``audit prune`` appends its own entry from another process, so this happens in
+  normal use), the first attempt wrote nothing; the batch is committed once more
+  on top of the real head. A second conflict fails the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+from creditexchange.errors import ConcurrentWriter, LedgerError
+from creditexchange.node.ledger import merkle
+from creditexchange.node.ledger.log import AuditLog, Receipt, SideWrite
+
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_WAIT", "Ledger"]
+
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_WAIT = 0.0
+"""Seconds the committer waits for more appends; 0 batches what queued during a flush."""
+
+
+class Ledger:
+    """The asynchronous appender: ``await ledger.append(body)`` returns a Receipt once durable.
+
+    Appends go into a list; the committer swaps the list out (at most ``max_batch``
+    at a time), commits it in a worker thread and resolves every waiter. Appends
+    that arrive during a commit form the next batch, so batches grow with load.
+    """
+
+    def __init__(
+        self,
+        log: AuditLog,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait: float = DEFAULT_MAX_WAIT,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.log = log
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self._pending: list[tuple[bytes, Sequence[SideWrite], asyncio.Future[Receipt]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches: list[int] = []  # sizes of recent batches, for metrics (bounded)
+        self.on_batch: Callable[[int], object] | None = None  # told each batch's size
+        self._busy = False  # the last batch held more than one entry: waiting pays
+
+    async def __aenter__(self) -> Ledger:
+        await asyncio.to_thread(self.log.frontier)
+        self._idle.set()
+        self._task = asyncio.create_task(self._commit_loop(), name="ledger-committer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is None:
+            return
+        while self._pending or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+            await asyncio.sleep(0)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
+        """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable."""
+        if self._task is None:
+            raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
+        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, side_writes, done))
+        self._wake.set()
+        return await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self.max_wait and self._busy and len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.max_wait)  # under load: let the batch fill a little
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            if not self._pending:
+                self._wake.clear()
+            if not batch:
+                continue
+            self._idle.clear()
+            try:
+                first, note, proofs = await asyncio.to_thread(
+                    self._commit, [b for b, _, _ in batch], [w for _, ws, _ in batch for w in ws]
+                )
+            except Exception as exc:  # every waiter hears of it; nothing was acknowledged
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
+            else:
+                for i, (body, _, done) in enumerate(batch):
+                    if not done.done():
+                        done.set_result(
+                            Receipt(first + i, merkle.leaf_hash(body), note, tuple(proofs[i]))
+                        )
+                self.batches.append(len(batch))
+                del self.batches[:-1000]
+                self._busy = len(batch) > 1
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
+            finally:
+                self._idle.set()
+
+    def _commit(
+        self, bodies: list[bytes], side_writes: list[SideWrite]
+    ) -> tuple[int, str, list[list[bytes]]]:
+        """Commit one batch; if another process advanced the log, reload and retry once.
+
+        The first attempt wrote nothing (the head did not move), so retrying cannot
+        record an entry twice. A second conflict fails the batch: something else is
+        appending continuously, which a node's ledger must not share.
+        """
+        try:
+            return self.log.commit_with_proofs(bodies, side_writes=side_writes)
+        except ConcurrentWriter:  # its frontier was dropped: this reloads
+            return self.log.commit_with_proofs(bodies, side_writes=side_writes)
