@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -25,14 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from typer.testing import CliRunner
 
-from creditexchange.certs.authority import (
-    AuthorityError,
-    init_ca,
-    issue,
-    publish_crl,
-    read_index,
-    revoke,
-)
+from creditexchange.certs.authority import init_ca, issue, publish_crl, read_index, revoke
 from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
 from creditexchange.certs.identity import (
     certificate_fingerprint,
@@ -41,13 +34,15 @@ from creditexchange.certs.identity import (
     member_from_certificate,
     peer_certificate,
 )
-from creditexchange.certs.revocation import RevocationList, RevocationListError, RevocationWatcher
+from creditexchange.certs.revocation import RevocationList, RevocationWatcher
 from creditexchange.errors import (
+    AuthorityError,
     CertificateError,
     CertificateRevoked,
     CredentialsError,
     InvalidMemberId,
     PeerIdentityError,
+    RevocationListError,
     RevocationListExpired,
 )
 from creditexchange.node.cli import app
@@ -592,7 +587,7 @@ def server(ca_dir: Path) -> Iterator[int]:
     watcher = RevocationWatcher(ca_dir / "crl.pem", ca_dir / "ca.crt", check_interval=0)
 
     def who_am_i(request: bytes, context: grpc.ServicerContext) -> bytes:
-        pem = context.auth_context()["x509_pem_cert"][0]
+        pem = cast(bytes, context.auth_context()["x509_pem_cert"][0])
         try:
             watcher.check(certificate_serial(pem))
             return member_from_certificate(pem).encode()
@@ -622,7 +617,8 @@ def server(ca_dir: Path) -> Iterator[int]:
 def call(port: int, credentials: grpc.ChannelCredentials, expect: str = "shenzhen") -> str:
     options = [("grpc.ssl_target_name_override", member_dns_name(expect))]
     with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
-        answer: bytes = channel.unary_unary(WHO_AM_I)(b"", timeout=10)
+        who: Any = channel.unary_unary(WHO_AM_I)
+        answer: bytes = who(b"", timeout=10)
     return answer.decode()
 
 

@@ -40,7 +40,7 @@ from creditexchange.certs.authority import init_ca, issue, revoke
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
 from creditexchange.devtools.sample import showcase_subject
-from creditexchange.errors import AnswerRejected
+from creditexchange.errors import AnswerRejected, ConfigError, ExchangeError
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.server import NodeServer
 from creditexchange.node.app.wiring import requester_from
@@ -146,7 +146,7 @@ def _assert_refused_on_record(
     assert entry["outcome"]["status"] == code.name
     assert entry["outcome"]["message"] == error.details()
     for words in says:
-        assert words in error.details(), f"{words!r} not in {error.details()!r}"
+        assert words in (error.details() or ""), f"{words!r} not in {error.details()!r}"
     # the receipt in the trailing metadata points at this very entry
     (leaf,) = [v for k, v in error.trailing_metadata() or () if k == "audit-leaf-index"]
     assert int(leaf) == _ledger_size(fed, provider) - 1
@@ -755,7 +755,7 @@ def test_many_unknown_themes_are_refused_before_the_policy_with_a_small_record(
     envelope = _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 50, themes=themes)
     _, error = fed.raw("huizhou", "BatchCheck", envelope, fed.credentials("shenzhen"))
     _assert_refused_on_record(fed, error, Code.INVALID_ARGUMENT, ("unknown theme(s)",))
-    assert error is not None and len(error.details()) <= 1000
+    assert error is not None and len(error.details() or "") <= 1000
     (entry,) = fed.ledger_entries("huizhou")
     assert not entry.get("theme_decisions")  # refused before any theme was decided
 
@@ -836,3 +836,20 @@ def test_concurrent_calls_never_exceed_a_quota_on_postgres(fed: Federation) -> N
         rule=rule,
     )
     assert stored == [limit]
+
+
+def test_a_node_that_cannot_listen_says_so_and_stops_what_it_opened(fed: Federation) -> None:
+    """Starting on an address it cannot bind fails, and leaves no ledger committer running."""
+
+    async def committers() -> int:
+        return sum(t.get_name() == "ledger-committer" for t in asyncio.all_tasks())
+
+    before = fed.run(committers())
+    base = fed.nodes["huizhou"].config
+    elsewhere = base.settings.model_copy(update={"grpc_host": "192.0.2.1"})  # TEST-NET-1
+    server = NodeServer(NodeConfig(base.home, elsewhere), port=free_ports(1)[0])
+    with pytest.raises(ConfigError, match="cannot listen on"):
+        fed.run(server.start())
+    assert fed.run(committers()) == before
+    with pytest.raises(ExchangeError, match="not running"):
+        server.ledger  # noqa: B018 (the property refuses a node that is not running)

@@ -26,7 +26,15 @@ from creditexchange.errors import ConcurrentWriter
 from creditexchange.node.app.home import create_home
 from creditexchange.node.cli import app
 from creditexchange.node.database import create_database_engine
-from creditexchange.node.ledger import AuditLog, Ledger, VerifyReport, entries, merkle, verify
+from creditexchange.node.ledger import (
+    AuditLog,
+    Ledger,
+    Receipt,
+    VerifyReport,
+    entries,
+    merkle,
+    verify,
+)
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 
 SEED = bytes(range(32))
@@ -38,8 +46,8 @@ def store(engine: Engine) -> AuditLog:
     return AuditLog(engine, Signer(ORIGIN, SigningKey(SEED)))
 
 
-def append_all(store: AuditLog, bodies: list[bytes], **options: float) -> list:
-    async def run() -> list:
+def append_all(store: AuditLog, bodies: list[bytes], **options: float) -> list[Receipt]:
+    async def run() -> list[Receipt]:
         async with Ledger(store, **options) as ledger:  # type: ignore[arg-type]
             return await asyncio.gather(*(ledger.append(b) for b in bodies))
 

@@ -40,7 +40,7 @@ def write_version(fed: dict[str, Any], version: int, signers: list[str]) -> Path
     source = dict(fed["source"], version=version)
     path = fed["dir"] / f"memorandum-v{version}.yaml"
     path.write_text(yaml.safe_dump(source, allow_unicode=True, sort_keys=False), "utf-8")
-    signed = path.with_suffix(".json")
+    signed: Path = path.with_suffix(".json")
     for member in signers:
         code, output = cli(
             "policy",

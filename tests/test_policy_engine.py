@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -1043,7 +1043,7 @@ def test_unknown_names_are_always_denied(q: DecisionRequest, which: str, name: s
         "subject_type": SUBJECT_TYPES,
     }[which]
     assume(name not in known)
-    changed = dataclasses.replace(q, **{which: name})
+    changed = dataclasses.replace(q, **cast(dict[str, Any], {which: name}))
     decision = SHIPPED_ENGINE.decide(changed)
     assert not decision.allowed
     assert decision.status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION"}

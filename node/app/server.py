@@ -128,9 +128,15 @@ class NodeServer:
             max_message_bytes=settings.max_message_bytes,
         )
         address = f"{settings.grpc_host}:{self.requested_port}"
-        self.port = server.add_secure_port(address, server_credentials(tls))
+        try:
+            self.port = server.add_secure_port(address, server_credentials(tls))
+        except RuntimeError:  # grpcio raises where it used to return 0
+            self.port = 0
         if self.port == 0:
-            raise ConfigError(f"cannot listen on {address}: is another process using the port?")
+            raise ConfigError(
+                f"cannot listen on {address}: is grpc_host an address of this machine, and "
+                "is the port free?"
+            )
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES[:2]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,7 +98,7 @@ def list_entries(
         )
 
 
-def _print_proof(data: dict[str, object], as_json: bool) -> None:
+def _print_proof(data: Mapping[str, object], as_json: bool) -> None:
     """A proof with its hashes in base64, as JSON or one field a line."""
     shown = {
         k: b64(v) if isinstance(v, bytes) else [b64(h) for h in v] if isinstance(v, list) else v

@@ -15,7 +15,7 @@ four times that is refused by the transport before it is read.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -85,8 +85,8 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
         return exchange_pb2.GetInclusionProofResponse(
             leaf_index=request.leaf_index,
             tree_size=size,
-            leaf_hash=cast(bytes, proof["leaf_hash"]),
-            hashes=cast(list[bytes], proof["proof"]),
+            leaf_hash=proof["leaf_hash"],
+            hashes=proof["proof"],
             checkpoint=note if not request.tree_size else "",
         )
 
@@ -99,7 +99,7 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
         except LedgerError as exc:
             await context.abort(grpc_code(status_of(exc)), str(exc))
         return exchange_pb2.GetConsistencyProofResponse(
-            first=request.first, second=second, hashes=cast(list[bytes], proof["proof"])
+            first=request.first, second=second, hashes=proof["proof"]
         )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from creditexchange.node.ledger.appender import Ledger
 from creditexchange.node.ledger.log import (
     AuditLog,
+    ConsistencyProof,
+    InclusionProof,
     Pruned,
     Receipt,
     SideWrite,
@@ -24,6 +26,8 @@ from creditexchange.node.ledger.verify import VerifyReport, verify
 
 __all__ = [
     "AuditLog",
+    "ConsistencyProof",
+    "InclusionProof",
     "Ledger",
     "Pruned",
     "Receipt",

@@ -38,7 +38,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from sqlalchemy import Dialect, Engine, and_, bindparam, func, insert, select, tuple_, update
 
@@ -49,7 +49,16 @@ from creditexchange.node.database.models import CHECKPOINTS, ENTRIES, HEAD, NODE
 from creditexchange.node.ledger import entries, merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
 
-__all__ = ["AuditLog", "Pruned", "Receipt", "SideWrite", "StoredEntry", "origin_for"]
+__all__ = [
+    "AuditLog",
+    "ConsistencyProof",
+    "InclusionProof",
+    "Pruned",
+    "Receipt",
+    "SideWrite",
+    "StoredEntry",
+    "origin_for",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,26 @@ class SideWrite(Protocol):
     """
 
     def write(self, cursor: Any, dialect: Dialect) -> None: ...
+
+
+class InclusionProof(TypedDict):
+    """RFC 9162 proof that entry ``index`` is in the tree of ``size`` entries."""
+
+    index: int
+    size: int
+    leaf_hash: bytes
+    root_hash: bytes
+    proof: list[bytes]
+
+
+class ConsistencyProof(TypedDict):
+    """RFC 9162 proof that the tree of ``old_size`` entries is a prefix of ``new_size``'s."""
+
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    proof: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -352,7 +381,7 @@ class AuditLog:
             lookup = self._lookup(conn, merkle.nodes_for([(0, size)]) if size else set())
             return size, merkle.root(size, lookup)
 
-    def inclusion_proof(self, index: int, size: int | None = None) -> dict[str, object]:
+    def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
         size = self._require_size(size)
         if not 0 <= index < size:
             raise LedgerError(f"entry {index} is not in a log of size {size}")
@@ -367,7 +396,7 @@ class AuditLog:
                 "proof": merkle.inclusion_proof(index, size, lookup),
             }
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict[str, object]:
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         new_size = self._require_size(new_size)
         if not 0 <= old_size <= new_size:
             raise LedgerError(f"old size {old_size} must be between 0 and {new_size}")

@@ -30,8 +30,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Engine
@@ -56,7 +57,10 @@ def validated_rows(catalog: Catalog, path: Path) -> list[ValidRow]:
     theme = catalog.theme(THEME)
     validator = RowValidator(theme, theme.source_department)
     with path.open(encoding="utf-8-sig", newline="") as f:
-        checked = [validator.check(line, row) for line, row in _csv_rows(f, theme, path)]
+        checked = [
+            validator.check(line, cast(Mapping[str, str], row))
+            for line, row in _csv_rows(f, theme, path)
+        ]
     rows = [r for r in checked if isinstance(r, ValidRow)]
     assert len(rows) == len(checked), "the generated file must be valid"
     return rows
@@ -108,7 +112,7 @@ def baseline_postgres(engine: Engine, values: list[tuple[Any, ...]]) -> float:
         return time.perf_counter() - start
 
 
-def percentile(samples: list[float], q: float) -> float:
+def percentile(samples: list[float], q: int) -> float:
     return (
         statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
         if len(samples) > 1

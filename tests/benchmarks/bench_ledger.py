@@ -40,6 +40,7 @@ from creditexchange.node.database import create_database_engine, upgrade
 from creditexchange.node.ledger import AuditLog, Ledger, entries, verify
 from creditexchange.node.ledger.log import origin_for
 from creditexchange.node.ledger.note import Signer
+from creditexchange.v1 import audit_pb2
 
 
 def make_bodies(n: int) -> list[bytes]:
@@ -63,7 +64,7 @@ def make_bodies(n: int) -> list[bytes]:
                 subject_hmac=entries.subject_hmac(secret, f"subject-{rng.randrange(10**6)}"),
                 themes_asked=["admin_penalty", "serious_dishonesty"],
                 themes_answered=["admin_penalty"],
-                decision=entries.audit_pb2.Decision(
+                decision=audit_pb2.Decision(
                     allowed=True,
                     mode="full",
                     rule_ids=["core-enterprise-bank"],
@@ -71,7 +72,7 @@ def make_bodies(n: int) -> list[bytes]:
                     memorandum_hash=rng.randbytes(32),
                 ),
                 masked_fields=["legal_rep_id_number"],
-                outcome=entries.audit_pb2.Outcome(status="OK"),
+                outcome=audit_pb2.Outcome(status="OK"),
                 answer_digest=rng.randbytes(32),
             )
         )
