@@ -6,3 +6,7 @@ back from a peer's, ``revocation`` how a node trusts the CRL and picks up a new
 one, and ``credentials`` a node's own key and certificate checked together.
 Its errors are the ``CertificateError`` branch of ``creditexchange.errors``.
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -49,6 +49,24 @@ from creditexchange.certs.identity import (
 from creditexchange.certs.revocation import RevocationList
 from creditexchange.errors import AuthorityError
 
+__all__ = [
+    "CA_DAYS",
+    "CLOCK_SKEW",
+    "CRL_DAYS",
+    "DEFAULT_CA_NAME",
+    "INDEX_FORMAT",
+    "MEMBER_DAYS",
+    "REASONS",
+    "CaFolder",
+    "IssuedCertificate",
+    "IssuedFiles",
+    "init_ca",
+    "issue",
+    "publish_crl",
+    "read_index",
+    "revoke",
+]
+
 DEFAULT_CA_NAME = "Credit Exchange Federation CA"
 CA_DAYS = 3650
 MEMBER_DAYS = 90
@@ -474,7 +492,7 @@ def _subject_alternative_names(
     ]
 
 
-def parse_serial(serial_hex: str) -> int:
+def _parse_serial(serial_hex: str) -> int:
     """A serial as an operator types it: hex, with or without ``0x`` or ``:`` separators."""
     text = serial_hex.strip().lower().removeprefix("0x").replace(":", "")
     try:
@@ -497,7 +515,7 @@ def revoke(
         raise AuthorityError(
             f"revocation reason {reason!r} is not one of {', '.join(sorted(REASONS))}"
         )
-    serial = parse_serial(serial_hex)
+    serial = _parse_serial(serial_hex)
     folder = _open_folder(ca_dir)
     with _locked(folder):
         ca_key, ca_certificate = _load_ca(folder)

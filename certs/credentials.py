@@ -23,6 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from creditexchange.certs.identity import member_of
 from creditexchange.errors import CredentialsError, PeerIdentityError
 
+__all__ = [
+    "NodeCredentials",
+    "load_node_credentials",
+]
+
 
 @dataclass(frozen=True)
 class NodeCredentials:

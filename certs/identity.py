@@ -24,6 +24,23 @@ from cryptography.hazmat.primitives import serialization
 
 from creditexchange.errors import InvalidMemberId, PeerIdentityError
 
+__all__ = [
+    "MEMBER_DNS_SUFFIX",
+    "MEMBER_ID",
+    "MEMBER_URI_PREFIX",
+    "TRUST_DOMAIN",
+    "PeerCertificate",
+    "certificate_fingerprint",
+    "certificate_serial",
+    "check_member_id",
+    "fingerprint",
+    "member_dns_name",
+    "member_from_certificate",
+    "member_of",
+    "member_uri",
+    "peer_certificate",
+]
+
 TRUST_DOMAIN = "credit-exchange"
 MEMBER_URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/member/"
 MEMBER_DNS_SUFFIX = f".member.{TRUST_DOMAIN}"

@@ -34,6 +34,11 @@ from creditexchange.errors import (
     RevocationListExpired,
 )
 
+__all__ = [
+    "RevocationList",
+    "RevocationWatcher",
+]
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +53,7 @@ def _read(path: Path, what: str) -> bytes:
         raise RevocationListError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
-def load_ca_certificate(path: Path) -> x509.Certificate:
+def _load_ca_certificate(path: Path) -> x509.Certificate:
     """The federation CA certificate at ``path`` (PEM)."""
     try:
         return x509.load_pem_x509_certificate(_read(path, "CA certificate"))
@@ -70,7 +75,7 @@ class RevocationList:
     def load(cls, crl_path: Path, ca_cert_path: Path) -> RevocationList:
         """Read ``crl_path`` (PEM) and verify it against the CA certificate at ``ca_cert_path``."""
         return cls.from_pem(
-            _read(crl_path, "revocation list"), load_ca_certificate(ca_cert_path), str(crl_path)
+            _read(crl_path, "revocation list"), _load_ca_certificate(ca_cert_path), str(crl_path)
         )
 
     @classmethod
@@ -149,7 +154,7 @@ class RevocationWatcher:
         on_error: Callable[[CertificateError], None] | None = None,
     ) -> None:
         self.crl_path = crl_path
-        self.ca = load_ca_certificate(ca_cert_path)
+        self.ca = _load_ca_certificate(ca_cert_path)
         self.check_interval = check_interval
         self.on_error = on_error or (lambda exc: log.warning("%s", exc))
         self.last_error: CertificateError | None = None

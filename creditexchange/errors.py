@@ -50,6 +50,42 @@ from typing import Any
 
 from pydantic import ValidationError
 
+__all__ = [
+    "AnswerRejected",
+    "AuthorityError",
+    "CanonicalizationError",
+    "CatalogError",
+    "CertificateError",
+    "CertificateRevoked",
+    "ConcurrentWriter",
+    "ConfigError",
+    "CorpusError",
+    "CredentialsError",
+    "CreditExchangeError",
+    "DatabaseError",
+    "EnvelopeError",
+    "ExchangeError",
+    "FederationSetupError",
+    "ImportFileError",
+    "InvalidIdentifier",
+    "InvalidMemberId",
+    "LedgerError",
+    "MemorandumExpired",
+    "MemorandumRefused",
+    "NotFound",
+    "NoteError",
+    "ObjectionError",
+    "PeerIdentityError",
+    "PolicyError",
+    "ProofError",
+    "PublicityViolation",
+    "QueryRefused",
+    "Refused",
+    "RevocationListError",
+    "RevocationListExpired",
+    "describe_validation_error",
+]
+
 
 class CreditExchangeError(Exception):
     """Base of every error the project reports to an operator, a peer or a program."""

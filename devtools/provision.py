@@ -41,6 +41,14 @@ from creditexchange.policy.trust import (
     to_json_data,
 )
 
+__all__ = [
+    "MEMBERS",
+    "ProvisionedNode",
+    "provision",
+    "set_settings",
+    "signed_memorandum",
+]
+
 MEMBERS = ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs")
 
 

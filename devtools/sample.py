@@ -57,6 +57,15 @@ from creditexchange.node.catalog import Catalog, CatalogField, FieldType, Public
 from creditexchange.node.records.publicity import add_months, minimum_months
 from creditexchange.subjects import is_individual
 
+__all__ = [
+    "DEFAULT_TODAY",
+    "FEDERATION_CITIES",
+    "KNOWN_REGIONS",
+    "showcase_subject",
+    "write_sample",
+    "write_theme",
+]
+
 if TYPE_CHECKING:
     from _typeshed import SupportsLenAndGetItem
 

@@ -35,6 +35,21 @@ from creditexchange.errors import CatalogError, describe_validation_error
 from creditexchange.identifiers import mask_name, mask_resident_id
 from creditexchange.subjects import SubjectType
 
+__all__ = [
+    "Catalog",
+    "CatalogField",
+    "Category",
+    "Department",
+    "ExtendedMinimum",
+    "FieldType",
+    "PublicityRule",
+    "RecordDates",
+    "Theme",
+    "load_catalog",
+    "mask_value",
+    "parse_catalog",
+]
+
 
 class FieldType(StrEnum):
     STRING = "string"  # a short value on one line (max_length applies)

@@ -27,6 +27,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from creditexchange.errors import PolicyError, describe_validation_error
 from creditexchange.subjects import SUBJECT_TYPES
 
+__all__ = [
+    "CODE",
+    "MEMBER_ID",
+    "Conditions",
+    "Effect",
+    "FieldHandling",
+    "Member",
+    "Memorandum",
+    "Mode",
+    "Period",
+    "Purpose",
+    "Quota",
+    "Role",
+    "Rule",
+    "SigningKey",
+    "parse_memorandum",
+]
+
 MEMBER_ID = r"^[a-z][a-z0-9_-]{1,31}$"
 CODE = r"^[a-z][a-z0-9_-]*$"
 

@@ -31,6 +31,16 @@ from pydantic_settings import (
 
 from creditexchange.errors import ConfigError
 
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_PREFIX",
+    "MEMBER_ID_PATTERN",
+    "NodeConfig",
+    "NodeSettings",
+    "describe_errors",
+    "load_config",
+]
+
 CONFIG_FILE = "node.toml"
 ENV_PREFIX = "CREDIT_NODE_"
 MEMBER_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"

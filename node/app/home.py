@@ -19,6 +19,10 @@ from creditexchange.node.app.config import (
 from creditexchange.node.app.keys import write_new_hmac_key, write_new_signing_key
 from creditexchange.node.database import create_database_engine, upgrade
 
+__all__ = [
+    "create_home",
+]
+
 
 def create_home(
     home: Path,

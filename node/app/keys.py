@@ -15,6 +15,13 @@ from nacl.signing import SigningKey
 
 from creditexchange.errors import ConfigError
 
+__all__ = [
+    "load_hmac_key",
+    "load_signing_key",
+    "write_new_hmac_key",
+    "write_new_signing_key",
+]
+
 
 def _write_secret(path: Path, secret: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,11 @@ from typing import Any
 
 import orjson
 
+__all__ = [
+    "JsonFormatter",
+    "configure",
+]
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

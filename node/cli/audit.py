@@ -27,6 +27,10 @@ from creditexchange.node.cli.common import (
 )
 from creditexchange.node.ledger import AuditLog, entries, verify
 
+__all__ = [
+    "audit_app",
+]
+
 audit_app = typer.Typer(
     help="The audit ledger: checkpoints, entries, proofs, verification, retention.",
     no_args_is_help=True,

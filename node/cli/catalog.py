@@ -13,6 +13,10 @@ from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import JsonOption, out, print_json, reports_errors
 from creditexchange.subjects import SubjectType
 
+__all__ = [
+    "catalog_app",
+]
+
 catalog_app = typer.Typer(
     help="The data catalog: themes, fields, publicity rules.", no_args_is_help=True
 )

@@ -31,6 +31,10 @@ from creditexchange.certs.authority import (
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.node.cli.common import JsonOption, out, print_json, reports_errors
 
+__all__ = [
+    "certs_app",
+]
+
 certs_app = typer.Typer(
     help="The federation PKI: create the CA, issue node certificates, revoke, publish the CRL.",
     no_args_is_help=True,

@@ -19,6 +19,15 @@ from rich.console import Console
 
 from creditexchange.errors import CreditExchangeError, QueryRefused
 
+__all__ = [
+    "HomeOption",
+    "JsonOption",
+    "err",
+    "out",
+    "print_json",
+    "reports_errors",
+]
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 

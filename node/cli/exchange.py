@@ -25,6 +25,13 @@ from creditexchange.node.cli.common import (
 from creditexchange.node.exchange.client import VerifiedAnswer
 from creditexchange.v1 import exchange_pb2
 
+__all__ = [
+    "answer_json",
+    "print_answer",
+    "query",
+    "serve",
+]
+
 
 @reports_errors
 def serve(

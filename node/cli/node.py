@@ -17,6 +17,11 @@ from creditexchange.node.database import (
     upgrade,
 )
 
+__all__ = [
+    "db_app",
+    "init",
+]
+
 db_app = typer.Typer(help="The node's database schema.", no_args_is_help=True)
 
 

@@ -46,6 +46,10 @@ from creditexchange.policy.trust import (
     verify_new,
 )
 
+__all__ = [
+    "policy_app",
+]
+
 policy_app = typer.Typer(
     help="The sharing memorandum: keys, signatures, installation, decisions.",
     no_args_is_help=True,

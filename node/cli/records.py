@@ -25,6 +25,14 @@ from creditexchange.node.records.importer import ImportSummary, import_file
 from creditexchange.node.records.objections import ObjectionOutcome, close_objection, open_objection
 from creditexchange.node.records.view import SubjectView, subject_view
 
+__all__ = [
+    "check_id",
+    "import_",
+    "objection_app",
+    "print_subject",
+    "show",
+]
+
 objection_app = typer.Typer(help="Objections (信用异议) to records.", no_args_is_help=True)
 
 

@@ -22,6 +22,15 @@ from sqlalchemy.exc import OperationalError
 
 from creditexchange.errors import DatabaseError
 
+__all__ = [
+    "create_database_engine",
+    "current_revision",
+    "head_revision",
+    "open_database",
+    "require_current_schema",
+    "upgrade",
+]
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()

@@ -22,6 +22,11 @@ from creditexchange.policy.document import Memorandum
 from creditexchange.policy.engine import PolicyEngine
 from creditexchange.policy.trust import TrustStore, memorandum_hash
 
+__all__ = [
+    "Federation",
+    "FederationView",
+]
+
 
 @dataclass(frozen=True)
 class Federation:
@@ -49,9 +54,7 @@ class Federation:
         return found.endpoint
 
 
-def compile_federation(
-    envelope: dict[str, Any], memorandum: Memorandum, catalog: Catalog
-) -> Federation:
+def _compile(envelope: dict[str, Any], memorandum: Memorandum, catalog: Catalog) -> Federation:
     digest = memorandum_hash(envelope["signed"])
     keys: dict[str, dict[str, nacl.signing.VerifyKey]] = {}
     owner: dict[str, str] = {}
@@ -94,7 +97,7 @@ class FederationView:
             stamp = None
         if self._current is None or stamp != self._stamp:
             envelope, memorandum = self.trust.current()
-            federation = compile_federation(envelope, memorandum, self.catalog)
+            federation = _compile(envelope, memorandum, self.catalog)
             federation.engine.prepare(self.member_id)
             self._current, self._stamp = federation, stamp
         return self._current

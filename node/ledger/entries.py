@@ -20,6 +20,17 @@ from google.protobuf.json_format import MessageToDict
 
 from creditexchange.v1 import audit_pb2
 
+__all__ = [
+    "FORMAT_VERSION",
+    "AuditEntry",
+    "Direction",
+    "Kind",
+    "decode",
+    "encode",
+    "maintenance",
+    "subject_hmac",
+]
+
 FORMAT_VERSION = 1
 AuditEntry = audit_pb2.AuditEntry
 Direction = audit_pb2.Direction

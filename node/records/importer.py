@@ -71,6 +71,16 @@ from creditexchange.node.records.validation import (
     cell_text,
 )
 
+__all__ = [
+    "FORMATS",
+    "PARALLEL_FROM_BYTES",
+    "ImportSummary",
+    "Progress",
+    "Reject",
+    "file_format",
+    "import_file",
+]
+
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _UTF8 = frozenset({"utf-8", "utf8", "utf-8-sig", "utf_8", "u8"})
 _READ_BLOCK = 1 << 20
@@ -126,7 +136,7 @@ def _python_encoding(encoding: str) -> str:
     return "utf-8-sig" if name in _UTF8 else name
 
 
-def scan_file(path: Path, encoding: str) -> tuple[str, int]:
+def _scan_file(path: Path, encoding: str) -> tuple[str, int]:
     """Read the whole file once: its SHA-256 and size, and proof that it decodes.
 
     Raises ImportFileError naming the line of the first byte that does not decode,
@@ -240,9 +250,9 @@ def _column_map(theme: Theme, header: Sequence[str], path: Path) -> list[str]:
     return columns
 
 
-Row = tuple[int, Mapping[str, str] | list[Problem]]
+_Row = tuple[int, Mapping[str, str] | list[Problem]]
 
-NUL_IN_CELL = (
+_NUL_IN_CELL = (
     "holds a NUL character (byte 0x00), which no text field can store; remove it from the "
     "file and import it again"
 )
@@ -262,7 +272,7 @@ def _read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
         ) from None
 
 
-def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
+def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[_Row]:
     reader = csv.reader(text)
     columns = _column_map(theme, _read_header(reader, path), path)
     width = len(columns)
@@ -297,12 +307,12 @@ def _csv_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
             continue
         if "\x00" in "".join(cells):
             nul = [c for c, v in zip(columns, cells, strict=True) if "\x00" in v]
-            yield start, [Problem(c, NUL_IN_CELL) for c in nul]
+            yield start, [Problem(c, _NUL_IN_CELL) for c in nul]
             continue
         yield start, dict(zip(columns, cells, strict=True))
 
 
-def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
+def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[_Row]:
     allowed = {name: name for name in SUBJECT_COLUMNS}
     for f in theme.fields:
         allowed[f.name] = f.name
@@ -327,7 +337,7 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[Row]:
             elif isinstance(value, dict | list):
                 problems.append(Problem(name, "must be a plain value, not a list or an object"))
             elif isinstance(value, str) and "\x00" in value:
-                problems.append(Problem(name, NUL_IN_CELL))
+                problems.append(Problem(name, _NUL_IN_CELL))
             else:
                 row[name] = cell_text(value)
         yield line, problems or row
@@ -637,7 +647,7 @@ def import_file(
         )
     fmt = file_format(path)
     python_encoding = _python_encoding(encoding)
-    digest, size = scan_file(path, python_encoding)
+    digest, size = _scan_file(path, python_encoding)
     if fmt == "csv":  # a bad header refuses the file before anything is written
         with path.open(encoding=python_encoding, newline="") as f:
             _column_map(theme, _read_header(csv.reader(f), path), path)

@@ -6,7 +6,7 @@ period; a department may state an earlier end, which must not fall before the
 minimum. Without a stated end, publicity lasts the maximum and ends by itself.
 
 ``publicity_end`` is the last day a record is public: it is served on that day
-and not after (:func:`is_public`).
+and not after (``repository.servable``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 from creditexchange.errors import PublicityViolation
 from creditexchange.node.catalog import PublicityRule
+
+__all__ = ["add_months", "minimum_months", "publicity_end"]
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -55,7 +57,3 @@ def publicity_end(
             f"after {start} ({latest})"
         )
     return stated_end
-
-
-def is_public(end: dt.date | None, today: dt.date) -> bool:
-    return end is None or today <= end

@@ -37,6 +37,18 @@ from creditexchange.node.catalog import CatalogField, FieldType, Theme
 from creditexchange.node.records.publicity import publicity_end
 from creditexchange.subjects import SUBJECT_TYPES
 
+__all__ = [
+    "MAX_KEY",
+    "MAX_NAME",
+    "SUBJECT_COLUMNS",
+    "Converter",
+    "Problem",
+    "RowValidator",
+    "ValidRow",
+    "cell_text",
+    "parse_date",
+]
+
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")
 MAX_NAME = 256
 MAX_KEY = 128
