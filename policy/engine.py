@@ -102,7 +102,7 @@ from typing import Protocol
 from creditexchange.clock import CST
 from creditexchange.errors import PolicyError
 from creditexchange.policy.document import Effect, Memorandum, Mode, Period, Quota, Rule
-from creditexchange.subjects import SUBJECT_TYPES
+from creditexchange.subjects import SUBJECT_TYPES, is_individual
 
 __all__ = [
     "DataCatalog",
@@ -719,7 +719,7 @@ class PolicyEngine:
             hint = (
                 f" (rule {_names([c.id for c in alternative.permits])} allows {other.value} mode)"
             )
-        elif subject == "individual" and mode is Mode.FULL:
+        elif is_individual(subject) and mode is Mode.FULL:
             hint = " (individuals are answered in check mode unless a permit covers them in full)"
         return deny(Status.PERMISSION_DENIED, f"denied by default: {asked}{hint}")
 

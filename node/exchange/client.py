@@ -27,7 +27,6 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import nacl.signing
@@ -175,8 +174,7 @@ class FederationClient:
             officer=officer,
         )
         method = METHODS["Check" if check else "Query"]
-        request = method.request(header=header, subject_id=subject, themes=themes)
-        return await self._call(to, method, request, timeout)
+        return await self._call(to, method, header, [subject], themes, timeout)
 
     async def batch_check(
         self,
@@ -198,9 +196,7 @@ class FederationClient:
             case_reference=case_reference,
             officer=officer,
         )
-        method = METHODS["BatchCheck"]
-        request = method.request(header=header, subject_ids=subjects, themes=themes)
-        return await self._call(to, method, request, timeout)
+        return await self._call(to, METHODS["BatchCheck"], header, subjects, themes, timeout)
 
     async def memorandum(self, member: str) -> exchange_pb2.GetMemorandumResponse:
         stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(member))
@@ -210,11 +206,17 @@ class FederationClient:
         return response
 
     async def _call(
-        self, to: str, method: Method, request: Any, timeout: float | None
+        self,
+        to: str,
+        method: Method,
+        header: exchange_pb2.RequestHeader,
+        subjects: Sequence[str],
+        themes: Sequence[str],
+        timeout: float | None,
     ) -> VerifiedAnswer:
+        request = method.request_for(header, subjects, themes)
         envelope = seal(method.payload_type, request.SerializeToString(), self.signing_key)
         request_digest = digest(envelope)
-        subjects = method.subjects(request)
         entry = call_entry(
             direction=audit_pb2.OUTGOING,
             method=method,

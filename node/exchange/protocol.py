@@ -17,7 +17,7 @@ must agree on from here, so that they cannot drift apart:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -77,6 +77,15 @@ class Method:
     def subjects(self, request: Any) -> list[str]:
         """The subjects a request of this method asks about."""
         return list(request.subject_ids) if self.batch else [request.subject_id]
+
+    def request_for(
+        self, header: exchange_pb2.RequestHeader, subjects: Sequence[str], themes: Sequence[str]
+    ) -> Any:
+        """A request of this method about ``subjects`` (one, unless it is a batch)."""
+        if self.batch:
+            return self.request(header=header, subject_ids=subjects, themes=themes)
+        (subject,) = subjects
+        return self.request(header=header, subject_id=subject, themes=themes)
 
 
 METHODS: Final[Mapping[str, Method]] = {
