@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from creditexchange.node.app.wiring import (
 from creditexchange.node.cli.common import err, out
 from creditexchange.node.cli.exchange import print_answer
 from creditexchange.node.database import open_database
-from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.ledger import verify
 from creditexchange.node.records import repository
 from creditexchange.subjects import SubjectType
@@ -202,106 +201,105 @@ def _examples(nodes: dict[str, ProvisionedNode], seed: int) -> _Examples:
     )
 
 
-Ask = Callable[[FederationClient], Awaitable[Any]]
+@dataclass(frozen=True)
+class _Step:
+    """One question of the showcase: who asks whom, about which example subjects, how."""
+
+    title: str
+    requester: str
+    provider: str
+    subjects: Callable[[_Examples], list[str]]  # none: the step is skipped
+    asked: dict[str, Any]  # purpose, legal basis, case, officer, themes, check
+    batch: bool = False
 
 
-def _steps(examples: _Examples) -> list[tuple[str, str, Ask]]:
-    """(title, who asks, the question) for each step of the showcase."""
+_PROCUREMENT = {
+    "purpose": "public_procurement",
+    "legal_basis": "《政府采购法》第二十二条",
+    "case_reference": "SZCG-2026-1187",
+    "officer": "shenzhen-procurement/wang",
+}
 
-    def procurement(themes: list[str]) -> Ask:
-        return lambda c: c.query(
-            examples.enterprise,
-            to="huizhou",
-            themes=themes,
-            purpose="public_procurement",
-            legal_basis="《政府采购法》第二十二条",
-            case_reference="SZCG-2026-1187",
-            officer="shenzhen-procurement/wang",
-        )
-
-    steps: list[tuple[str, str, Ask]] = [
-        (
-            "3. an allowed query: Shenzhen procurement asks Huizhou about a bidder",
-            "shenzhen",
-            procurement(["registration", "admin_penalty"]),
-        ),
-        (
-            "4. a masked answer: the licence's legal representative id is masked by the memorandum",
-            "shenzhen",
-            procurement(["admin_license"]),
-        ),
-        (
-            "5. a denied purpose: Heyuan asks for full records for bank credit "
-            "(+2 get checks only)",
-            "heyuan",
-            lambda c: c.query(
-                examples.enterprise,
-                to="huizhou",
-                purpose="bank_credit",
-                legal_basis="《征信业管理条例》",
-                case_reference="HY-LOAN-2026-031",
-                officer="heyuan-bank/li",
-                themes=["admin_penalty"],
-            ),
-        ),
-    ]
-    if examples.individual:
-        steps.append(
-            (
-                "6. hit / no-hit on an individual: Dongguan civil-service hiring checks a list",
-                "dongguan",
-                lambda c: c.query(
-                    examples.individual[0],
-                    to="huizhou",
-                    purpose="civil_service_hiring",
-                    legal_basis="《公务员法》第二十六条",
-                    case_reference="DG-GWY-2026-88",
-                    officer="dongguan-hr/chen",
-                    themes=["dishonest_debtor", "serious_dishonesty"],
-                    check=True,
-                ),
-            )
-        )
-    steps.append(
-        (
-            "7. a batch check: Shenzhen's land auction screens six bidders in one call",
-            "shenzhen",
-            lambda c: c.batch_check(
-                examples.bidders,
-                to="huizhou",
-                purpose="land_auction",
-                legal_basis="《招标拍卖挂牌出让国有建设用地使用权规定》",
-                case_reference="SZ-TD-2026-14",
-                officer="shenzhen-land-auction",
-                themes=["admin_penalty", "serious_dishonesty"],
-            ),
-        )
-    )
-    if examples.graded:
-        steps.append(
-            (
-                "8. customs data: Huizhou's bank loan review asks Shenzhen Customs for a credit "
-                "grade",
-                "huizhou",
-                lambda c: c.query(
-                    examples.graded[0],
-                    to="customs",
-                    purpose="bank_credit",
-                    legal_basis="《海关注册登记和备案企业信用管理办法》",
-                    case_reference="HZ-LOAN-2026-204",
-                    officer="huizhou-bank/zhao",
-                    themes=["customs_credit_grade"],
-                ),
-            )
-        )
-    return steps
+_STEPS = (
+    _Step(
+        "3. an allowed query: Shenzhen procurement asks Huizhou about a bidder",
+        "shenzhen",
+        "huizhou",
+        lambda e: [e.enterprise],
+        {**_PROCUREMENT, "themes": ["registration", "admin_penalty"]},
+    ),
+    _Step(
+        "4. a masked answer: the licence's legal representative id is masked by the memorandum",
+        "shenzhen",
+        "huizhou",
+        lambda e: [e.enterprise],
+        {**_PROCUREMENT, "themes": ["admin_license"]},
+    ),
+    _Step(
+        "5. a denied purpose: Heyuan asks for full records for bank credit (+2 get checks only)",
+        "heyuan",
+        "huizhou",
+        lambda e: [e.enterprise],
+        {
+            "purpose": "bank_credit",
+            "legal_basis": "《征信业管理条例》",
+            "case_reference": "HY-LOAN-2026-031",
+            "officer": "heyuan-bank/li",
+            "themes": ["admin_penalty"],
+        },
+    ),
+    _Step(
+        "6. hit / no-hit on an individual: Dongguan civil-service hiring checks a list",
+        "dongguan",
+        "huizhou",
+        lambda e: e.individual[:1],
+        {
+            "purpose": "civil_service_hiring",
+            "legal_basis": "《公务员法》第二十六条",
+            "case_reference": "DG-GWY-2026-88",
+            "officer": "dongguan-hr/chen",
+            "themes": ["dishonest_debtor", "serious_dishonesty"],
+            "check": True,
+        },
+    ),
+    _Step(
+        "7. a batch check: Shenzhen's land auction screens six bidders in one call",
+        "shenzhen",
+        "huizhou",
+        lambda e: e.bidders,
+        {
+            "purpose": "land_auction",
+            "legal_basis": "《招标拍卖挂牌出让国有建设用地使用权规定》",
+            "case_reference": "SZ-TD-2026-14",
+            "officer": "shenzhen-land-auction",
+            "themes": ["admin_penalty", "serious_dishonesty"],
+        },
+        batch=True,
+    ),
+    _Step(
+        "8. customs data: Huizhou's bank loan review asks Shenzhen Customs for a credit grade",
+        "huizhou",
+        "customs",
+        lambda e: e.graded[:1],
+        {
+            "purpose": "bank_credit",
+            "legal_basis": "《海关注册登记和备案企业信用管理办法》",
+            "case_reference": "HZ-LOAN-2026-204",
+            "officer": "huizhou-bank/zhao",
+            "themes": ["customs_credit_grade"],
+        },
+    ),
+)
 
 
-async def _ask(node: ProvisionedNode, title: str, ask: Ask) -> None:
-    out.rule(title)
+async def _ask(node: ProvisionedNode, step: _Step, subjects: list[str]) -> None:
+    out.rule(step.title)
     async with open_client(node.config) as client:
         try:
-            answer = await ask(client)
+            if step.batch:
+                answer = await client.batch_check(subjects, to=step.provider, **step.asked)
+            else:
+                answer = await client.query(subjects[0], to=step.provider, **step.asked)
         except QueryRefused as refused:
             out.print(f"[bold red]refused[/] {refused}")
             out.print(
@@ -329,8 +327,11 @@ def _audit(node: ProvisionedNode) -> None:
 
 
 async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
-    for title, requester, ask in _steps(_examples(nodes, seed)):
-        await _ask(nodes[requester], title, ask)
+    examples = _examples(nodes, seed)
+    for step in _STEPS:
+        subjects = step.subjects(examples)
+        if subjects:
+            await _ask(nodes[step.requester], step, subjects)
     _audit(nodes["huizhou"])
 
 

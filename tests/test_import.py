@@ -161,7 +161,7 @@ HEADER = [
 
 
 @pytest.fixture(scope="module")
-def test_catalog() -> Catalog:
+def small_catalog() -> Catalog:
     return parse_catalog(CATALOG, "test")
 
 
@@ -209,7 +209,7 @@ def count(engine: Engine, model: type) -> int:
 
 
 def test_valid_rows_are_stored_with_normalised_values(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(
         tmp_path / "p.csv",
@@ -217,7 +217,7 @@ def test_valid_rows_are_stored_with_normalised_values(
             row("A1", penalty_type="罚款", decision_date="2026/03/01", public="是", count="2"),
         ],
     )
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.read, summary.inserted, summary.rejected) == (1, 1, 0)
     assert summary.reject_report is None
     with Session(engine) as s:
@@ -279,7 +279,7 @@ def test_valid_rows_are_stored_with_normalised_values(
 )
 def test_each_kind_of_bad_row_is_rejected_with_its_field_and_reason(
     engine: Engine,
-    test_catalog: Catalog,
+    small_catalog: Catalog,
     tmp_path: Path,
     values: dict[str, str],
     field: str,
@@ -287,7 +287,7 @@ def test_each_kind_of_bad_row_is_rejected_with_its_field_and_reason(
 ) -> None:
     good_before, bad, good_after = row("G1"), row("B1", **values), row("G2")
     path = write_csv(tmp_path / "p.csv", [good_before, bad, good_after])
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
     [reject] = [r for r in rejects_of(summary) if r["field"] == field]
     assert reject["line"] == "3"
@@ -297,16 +297,16 @@ def test_each_kind_of_bad_row_is_rejected_with_its_field_and_reason(
 
 
 def test_a_rejected_row_lists_every_problem_it_has(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("B1", fine="x", decision_date="", penalty_type="?")])
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert summary.rejected == 1
     assert {r["field"] for r in rejects_of(summary)} == {"fine", "decision_date", "penalty_type"}
 
 
 def test_rejection_reasons_never_repeat_an_identity_number(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     bad_person = "441302198506123315"
     path = write_csv(
@@ -316,7 +316,7 @@ def test_rejection_reasons_never_repeat_an_identity_number(
             row("B2", rep_id_type="resident_id", rep_id=bad_person),
         ],
     )
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert summary.rejected == 2
     assert bad_person not in summary.reject_report.read_text("utf-8-sig")  # type: ignore[union-attr]
 
@@ -339,7 +339,7 @@ USCC_CHECK = ("91441300MA4W7K3P2X", ENTERPRISE, "unified social credit code: che
 )
 def test_an_identity_number_is_checked_as_its_document_type_however_the_type_is_written(
     engine: Engine,
-    test_catalog: Catalog,
+    small_catalog: Catalog,
     tmp_path: Path,
     id_type: str,
     stored_type: str | None,
@@ -353,7 +353,7 @@ def test_an_identity_number_is_checked_as_its_document_type_however_the_type_is_
             row("GOOD", rep_id_type=id_type, rep_id=good.lower()),
         ],
     )
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.inserted, summary.rejected) == (1, 1)
     [reject] = rejects_of(summary)
     assert (reject["line"], reject["field"]) == ("2", "rep_id")
@@ -364,32 +364,32 @@ def test_an_identity_number_is_checked_as_its_document_type_however_the_type_is_
 
 
 def test_an_other_document_type_is_not_checked_as_a_resident_id(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("P1", rep_id_type="passport", rep_id="E12345678")])
-    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+    assert run(engine, small_catalog, path, tmp_path).inserted == 1
 
 
 def test_a_row_with_the_wrong_number_of_values_is_rejected(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("G1")])
     with path.open("a", encoding="utf-8") as f:
         f.write("only,three,values\n")
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.inserted, summary.rejected) == (1, 1)
     assert "the row has 3 values, the header has 17" in rejects_of(summary)[0]["reason"]
 
 
 def test_a_row_the_csv_reader_cannot_parse_is_rejected_with_its_line_and_the_import_goes_on(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("G1")])
     with path.open("a", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HEADER)
         writer.writerow(row("HUGE", facts="x" * (csv.field_size_limit() + 1)))
         writer.writerow(row("G2"))
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
     [reject] = rejects_of(summary)
     assert (reject["line"], reject["field"]) == ("3", "(row)")
@@ -402,12 +402,12 @@ def test_a_row_the_csv_reader_cannot_parse_is_rejected_with_its_line_and_the_imp
 
 
 def test_a_header_the_csv_reader_cannot_parse_refuses_the_file(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = tmp_path / "p.csv"
     path.write_text(",".join(HEADER) + "," + "x" * (csv.field_size_limit() + 1) + "\n")
     with pytest.raises(ImportFileError) as refusal:
-        run(engine, test_catalog, path, tmp_path)
+        run(engine, small_catalog, path, tmp_path)
     assert str(refusal.value) == (
         f"{path}: the header row cannot be read as CSV (field larger than field limit "
         f"({csv.field_size_limit()})); correct it and import the file again. Nothing was imported."
@@ -426,14 +426,14 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
     ids=["csv", "jsonl"],
 )
 def test_a_cell_holding_a_nul_character_is_rejected_and_the_import_goes_on(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path, write: Any, name: str, line: str
+    engine: Engine, small_catalog: Catalog, tmp_path: Path, write: Any, name: str, line: str
 ) -> None:
     # PostgreSQL cannot store a NUL in text: unchecked, it stopped the whole import
     path = write(
         tmp_path / name,
         [row("G1"), row("N1", subject_name="惠州\x00公司", facts="a\x00b"), row("G2")],
     )
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
     rejects = rejects_of(summary)
     assert {(r["line"], r["field"]) for r in rejects} == {(line, "subject_name"), (line, "facts")}
@@ -478,12 +478,12 @@ def _database_accepts_k5(engine: Engine) -> None:
     ids=["in the caller after chunk 1", "in the database in chunk 3"],
 )
 def test_an_import_that_fails_midway_closes_its_report_and_leaves_the_connection_clean(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path, failure: Any, committed: int
+    engine: Engine, small_catalog: Catalog, tmp_path: Path, failure: Any, committed: int
 ) -> None:
     rows = [row("B0", fine="x")] + [row(f"K{i}") for i in range(9)]
     path = write_csv(tmp_path / "p.csv", rows)
     with pytest.raises(Exception) as stopped:
-        run(engine, test_catalog, path, tmp_path, chunk_rows=3, **failure(engine))
+        run(engine, small_catalog, path, tmp_path, chunk_rows=3, **failure(engine))
     # The report is complete on disk while the failed import is still referenced.
     [report] = (tmp_path / "rejects").glob("*.rejects.csv")
     with report.open(encoding="utf-8-sig", newline="") as f:
@@ -491,18 +491,18 @@ def test_an_import_that_fails_midway_closes_its_report_and_leaves_the_connection
     del stopped
     _database_accepts_k5(engine)
     # The same pooled connection imports again: its temporary table was dropped.
-    again = run(engine, test_catalog, path, tmp_path, chunk_rows=3)
+    again = run(engine, small_catalog, path, tmp_path, chunk_rows=3)
     assert again.inserted + again.unchanged == 9 and again.rejected == 1
     assert again.unchanged == committed  # the chunks committed before the failure stayed
 
 
 def test_reject_report_cells_that_look_like_formulas_are_written_as_text(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, small_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = ['=HYPERLINK("http://evil.example","x")', "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
     monkeypatch.chdir(tmp_path)
     path = _write_jsonl(Path("=cmd.jsonl"), [{**row("J1"), **dict.fromkeys(keys, "1")}])
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert summary.reject_report is not None
     with summary.reject_report.open(encoding="utf-8-sig", newline="") as f:
         cells = list(csv.reader(f))[1:]
@@ -512,29 +512,29 @@ def test_reject_report_cells_that_look_like_formulas_are_written_as_text(
 
 
 def test_a_record_key_repeated_in_one_file_is_rejected_even_across_chunks(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     rows = [row("K1"), row("K2"), row("K3"), row("K1", fine="9.00"), row("K4"), row("K4")]
     path = write_csv(tmp_path / "p.csv", rows)
-    summary = run(engine, test_catalog, path, tmp_path, chunk_rows=2)
+    summary = run(engine, small_catalog, path, tmp_path, chunk_rows=2)
     assert (summary.inserted, summary.rejected) == (4, 2)
     reasons = {r["line"]: r["reason"] for r in rejects_of(summary)}
     assert "appears earlier in this file" in reasons["5"]
     assert "appears earlier in this file at line 6" in reasons["7"]
-    again = run(engine, test_catalog, path, tmp_path, chunk_rows=2)
+    again = run(engine, small_catalog, path, tmp_path, chunk_rows=2)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 4)
 
 
 def test_importing_the_same_file_twice_changes_nothing(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row(f"K{i}") for i in range(50)])
-    first = run(engine, test_catalog, path, tmp_path, chunk_rows=7)
+    first = run(engine, small_catalog, path, tmp_path, chunk_rows=7)
     with Session(engine) as s:
         before = [
             (r.id, r.version, r.content_hash, r.updated_at) for r in s.scalars(select(Record))
         ]
-    second = run(engine, test_catalog, path, tmp_path, chunk_rows=7)
+    second = run(engine, small_catalog, path, tmp_path, chunk_rows=7)
     assert (first.inserted, second.inserted, second.updated, second.unchanged) == (50, 0, 0, 50)
     with Session(engine) as s:
         after = [(r.id, r.version, r.content_hash, r.updated_at) for r in s.scalars(select(Record))]
@@ -544,11 +544,11 @@ def test_importing_the_same_file_twice_changes_nothing(
 
 
 def test_a_corrected_row_updates_the_record_and_keeps_the_old_version(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
-    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1"), row("K2")]), tmp_path)
+    run(engine, small_catalog, write_csv(tmp_path / "a.csv", [row("K1"), row("K2")]), tmp_path)
     corrected = write_csv(tmp_path / "b.csv", [row("K1", fine="3.00"), row("K2")])
-    summary = run(engine, test_catalog, corrected, tmp_path)
+    summary = run(engine, small_catalog, corrected, tmp_path)
     assert (summary.updated, summary.unchanged) == (1, 1)
     with Session(engine) as s:
         record = s.scalars(select(Record).where(Record.record_key == "K1")).one()
@@ -560,11 +560,11 @@ def test_a_corrected_row_updates_the_record_and_keeps_the_old_version(
 
 
 def test_a_subject_stored_as_one_type_refuses_rows_of_another(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
-    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
+    run(engine, small_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
     path = write_csv(tmp_path / "b.csv", [row("K2", subject_type="individual_business")])
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert summary.rejected == 1
     assert (
         "is stored as enterprise, this row says individual_business"
@@ -573,12 +573,12 @@ def test_a_subject_stored_as_one_type_refuses_rows_of_another(
 
 
 def test_a_renamed_subject_is_updated(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
-    run(engine, test_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
+    run(engine, small_catalog, write_csv(tmp_path / "a.csv", [row("K1")]), tmp_path)
     run(
         engine,
-        test_catalog,
+        small_catalog,
         write_csv(tmp_path / "b.csv", [row("K2", subject_name="新名称有限公司")]),
         tmp_path,
     )
@@ -587,74 +587,74 @@ def test_a_renamed_subject_is_updated(
 
 
 def test_an_unknown_column_refuses_the_whole_file_and_writes_nothing(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [{**row("K1"), "bonus": "1"}], header=[*HEADER, "bonus"])
     with pytest.raises(ImportFileError, match="column 18 'bonus' is not a field of theme penalty"):
-        run(engine, test_catalog, path, tmp_path)
+        run(engine, small_catalog, path, tmp_path)
     assert count(engine, Record) == 0
 
 
 def test_a_missing_required_column_refuses_the_whole_file(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     header = [h for h in HEADER if h != "decision_date"]
     path = write_csv(
         tmp_path / "p.csv", [{k: v for k, v in row("K1").items() if k in header}], header=header
     )
     with pytest.raises(ImportFileError, match="lacks required column"):
-        run(engine, test_catalog, path, tmp_path)
+        run(engine, small_catalog, path, tmp_path)
 
 
 def test_chinese_column_names_from_the_catalog_are_accepted(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
-    names = {f.name: f.name_zh for f in test_catalog.theme("penalty").fields}
+    names = {f.name: f.name_zh for f in small_catalog.theme("penalty").fields}
     header = [names.get(h, h) for h in HEADER]
     source = row("K1")
     path = write_csv(
         tmp_path / "p.csv", [{names.get(k, k): v for k, v in source.items()}], header=header
     )
-    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+    assert run(engine, small_catalog, path, tmp_path).inserted == 1
 
 
 def test_a_gbk_file_imports_with_its_encoding(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="gbk")
-    assert run(engine, test_catalog, path, tmp_path, encoding="gbk").inserted == 1
-    view = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY)
+    assert run(engine, small_catalog, path, tmp_path, encoding="gbk").inserted == 1
+    view = subject_view(engine, small_catalog, ENTERPRISE, today=TODAY)
     assert view.name == "惠州市示例电子科技有限公司"
     assert view.records[0].fields["facts"] == "未按规定公示年度报告"
 
 
 def test_a_gbk_file_read_as_utf8_is_refused_with_the_line_and_the_fix(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="gbk")
     with pytest.raises(ImportFileError, match=r"line 2 .* pass --encoding gbk"):
-        run(engine, test_catalog, path, tmp_path)
+        run(engine, small_catalog, path, tmp_path)
     assert count(engine, Record) == 0 and count(engine, Subject) == 0
 
 
 def test_a_utf8_file_declared_as_gbk_is_refused_rather_than_garbled(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("K1")])
     with pytest.raises(ImportFileError, match="the file is UTF-8, not gbk"):
-        run(engine, test_catalog, path, tmp_path, encoding="gbk")
+        run(engine, small_catalog, path, tmp_path, encoding="gbk")
     assert count(engine, Record) == 0
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("K1")], encoding="utf-8-sig")
-    assert run(engine, test_catalog, path, tmp_path).inserted == 1
+    assert run(engine, small_catalog, path, tmp_path).inserted == 1
 
 
 def test_json_lines_files_import_like_csv(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = tmp_path / "p.jsonl"
     lines = [
@@ -666,7 +666,7 @@ def test_json_lines_files_import_like_csv(
         json.dumps({**row("J3"), "bonus": 1}, ensure_ascii=False),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.inserted, summary.rejected) == (1, 4)
     reasons = {r["line"]: (r["field"], r["reason"]) for r in rejects_of(summary)}
     assert reasons["3"][1].startswith("not valid JSON")
@@ -676,21 +676,21 @@ def test_json_lines_files_import_like_csv(
 
 
 def test_unknown_theme_format_department_and_encoding_are_clear_errors(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [row("K1")])
     with pytest.raises(CatalogError, match="unknown theme 'nope'"):
-        import_file(engine, test_catalog, path, "nope", reject_dir=tmp_path)
+        import_file(engine, small_catalog, path, "nope", reject_dir=tmp_path)
     with pytest.raises(CatalogError, match="unknown source department 'police'"):
-        run(engine, test_catalog, path, tmp_path, source="police")
+        run(engine, small_catalog, path, tmp_path, source="police")
     with pytest.raises(ImportFileError, match="unknown encoding 'klingon'"):
-        run(engine, test_catalog, path, tmp_path, encoding="klingon")
+        run(engine, small_catalog, path, tmp_path, encoding="klingon")
     with pytest.raises(ImportFileError, match=r"name the file \.csv"):
-        run(engine, test_catalog, path.rename(tmp_path / "p.xlsx"), tmp_path)
+        run(engine, small_catalog, path.rename(tmp_path / "p.xlsx"), tmp_path)
 
 
 def test_a_record_past_its_publicity_end_is_stored_but_not_served(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(
         tmp_path / "p.csv",
@@ -700,17 +700,17 @@ def test_a_record_past_its_publicity_end_is_stored_but_not_served(
             row("NEW"),
         ],
     )
-    summary = run(engine, test_catalog, path, tmp_path)
+    summary = run(engine, small_catalog, path, tmp_path)
     assert (summary.inserted, summary.past_publicity) == (3, 2)
-    view = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY)
+    view = subject_view(engine, small_catalog, ENTERPRISE, today=TODAY)
     assert [r.record_key for r in view.records] == ["NEW"]
     assert view.hidden == 2
-    on_last_day = subject_view(engine, test_catalog, ENTERPRISE, today=dt.date(2026, 6, 30))
+    on_last_day = subject_view(engine, small_catalog, ENTERPRISE, today=dt.date(2026, 6, 30))
     assert {r.record_key for r in on_last_day.records} == {"NEW", "EARLY"}
 
 
 def test_identity_numbers_and_individual_names_are_masked_when_shown(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(
         tmp_path / "p.csv",
@@ -725,42 +725,42 @@ def test_identity_numbers_and_individual_names_are_masked_when_shown(
             ),
         ],
     )
-    run(engine, test_catalog, path, tmp_path)
-    view = subject_view(engine, test_catalog, PERSON, today=TODAY)
+    run(engine, small_catalog, path, tmp_path)
+    view = subject_view(engine, small_catalog, PERSON, today=TODAY)
     assert (view.subject_id, view.name) == ("441302********3314", "张**")
     assert view.records[0].fields["rep_id"] == "441302********3314"
     assert PERSON not in json.dumps(view.as_json(), default=str)
 
 
 def test_a_record_under_objection_is_marked_and_keeps_its_history(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
-    run(engine, test_catalog, write_csv(tmp_path / "p.csv", [row("K1")]), tmp_path)
+    run(engine, small_catalog, write_csv(tmp_path / "p.csv", [row("K1")]), tmp_path)
     open_objection(engine, "penalty", "K1", "the fine was paid and the decision revoked")
-    [record] = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY).records
+    [record] = subject_view(engine, small_catalog, ENTERPRISE, today=TODAY).records
     assert record.under_objection and record.status == "objection"
     close_objection(engine, "penalty", "K1", ObjectionOutcome.CONFIRMED)
-    [record] = subject_view(engine, test_catalog, ENTERPRISE, today=TODAY).records
+    [record] = subject_view(engine, small_catalog, ENTERPRISE, today=TODAY).records
     assert not record.under_objection and record.version == 3
     assert count(engine, RecordVersion) == 2
 
 
 def test_validating_in_a_worker_process_gives_the_same_result(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     rows = [row(f"K{i}") for i in range(40)] + [row("BAD", decision_date="never"), row("K3")]
     path = write_csv(tmp_path / "p.csv", rows)
-    summary = run(engine, test_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    summary = run(engine, small_catalog, path, tmp_path, chunk_rows=7, parallel=True)
     assert (summary.read, summary.inserted, summary.rejected) == (42, 40, 2)
     assert {r["line"] for r in rejects_of(summary)} == {"42", "43"}
-    again = run(engine, test_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    again = run(engine, small_catalog, path, tmp_path, chunk_rows=7, parallel=True)
     assert (again.inserted, again.unchanged, again.rejected) == (0, 40, 2)
 
 
 def test_a_bad_header_is_refused_before_a_worker_starts(
-    engine: Engine, test_catalog: Catalog, tmp_path: Path
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "p.csv", [{**row("K1"), "bonus": "1"}], header=[*HEADER, "bonus"])
     with pytest.raises(ImportFileError, match="'bonus' is not a field"):
-        run(engine, test_catalog, path, tmp_path, parallel=True)
+        run(engine, small_catalog, path, tmp_path, parallel=True)
     assert count(engine, Record) == 0

@@ -15,16 +15,19 @@ import logging
 import signal
 
 import grpc
+from sqlalchemy import Engine
 
+from creditexchange.certs.credentials import NodeCredentials
 from creditexchange.certs.revocation import RevocationWatcher
 from creditexchange.errors import CertificateError, ConfigError, ExchangeError
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
 from creditexchange.node.app.wiring import federation_view, open_ledger, tls_credentials
-from creditexchange.node.catalog import load_catalog
+from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.checks import Checks, Limits
 from creditexchange.node.exchange.deciding import Decider
+from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.provider import Provider
 from creditexchange.node.exchange.quotas import QuotaCounter
@@ -79,7 +82,7 @@ class NodeServer:
             raise
 
     async def _start(self) -> None:
-        config, settings = self.config, self.config.settings
+        config = self.config
         tls = tls_credentials(config)
         catalog = load_catalog(config.catalog_path)
         database = open_database(config.database_url)
@@ -95,6 +98,18 @@ class NodeServer:
         self._ledger = open_ledger(config, database)
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
+        self._provider = self._open_provider(database, catalog, view, revocations, self._ledger)
+        await self._listen(self._provider, view, self._ledger, tls)
+
+    def _open_provider(
+        self,
+        database: Engine,
+        catalog: Catalog,
+        view: FederationView,
+        revocations: RevocationWatcher,
+        ledger: Ledger,
+    ) -> Provider:
+        config, settings = self.config, self.config.settings
         replay = ReplayGuard(database, settings.request_window_s)
         replay.load()
         quotas = QuotaCounter(database)
@@ -109,21 +124,27 @@ class NodeServer:
                 max_batch_subjects=settings.max_batch_subjects,
             ),
         )
-        self._provider = provider = Provider(
+        return Provider(
             member_id=config.member_id,
             checks=checks,
             decider=Decider(config.member_id, catalog, quotas),
             reader=open_reader(database),
-            ledger=self._ledger,
+            ledger=ledger,
             quotas=quotas,
             signing_key=load_signing_key(config.signing_key_path),
             hmac_key=load_hmac_key(config.subject_hmac_key_path),
             metrics=self.metrics,
         )
+
+    async def _listen(
+        self, provider: Provider, view: FederationView, ledger: Ledger, tls: NodeCredentials
+    ) -> None:
+        """Serve the node's services on its address, and its metrics."""
+        config, settings = self.config, self.config.settings
         server, health = grpc_server(
             provider,
             view,
-            self._ledger.log,
+            ledger.log,
             max_concurrent_calls=settings.max_concurrent_calls,
             max_message_bytes=settings.max_message_bytes,
         )
