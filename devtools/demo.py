@@ -195,8 +195,12 @@ def _examples(nodes: dict[str, ProvisionedNode], seed: int) -> _Examples:
         individual=pick(
             "huizhou", subject_type=SubjectType.INDIVIDUAL.value, theme="dishonest_debtor"
         ),
-        bidders=pick("huizhou", subject_type=enterprise, theme="admin_penalty", limit=2)
-        + pick("huizhou", subject_type=enterprise, limit=4),
+        bidders=list(
+            dict.fromkeys(
+                pick("huizhou", subject_type=enterprise, theme="admin_penalty", limit=2)
+                + pick("huizhou", subject_type=enterprise, limit=6)
+            )
+        )[:6],
         graded=pick("customs", theme="customs_credit_grade"),
     )
 
