@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, TypedDict
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, insert, or_, select, update
 
 from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter, LedgerError
-from creditexchange.node.database.driver import Prepared, padded
+from creditexchange.node.database.driver import Prepared
 from creditexchange.node.database.models import CHECKPOINTS, ENTRIES, HEAD, NODES
 from creditexchange.node.ledger import entries, merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
@@ -165,7 +165,7 @@ _ENTRY_PAGE = Prepared(
 )
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _leaves_statement(n: int) -> Prepared:
     return Prepared(
         select(ENTRIES.c.idx, ENTRIES.c.leaf_hash).where(
@@ -174,12 +174,17 @@ def _leaves_statement(n: int) -> Prepared:
     )
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _nodes_statement(n: int) -> Prepared:
+    # (level = ? AND idx = ?) OR …: SQLite looks each up in the primary key; a row-value
+    # IN (…) of pairs it answers by scanning the table.
     return Prepared(
         select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(
-            tuple_(NODES.c.level, NODES.c.idx).in_(
-                [tuple_(bindparam(f"l{k}"), bindparam(f"i{k}")) for k in range(n)]
+            or_(
+                *(
+                    and_(NODES.c.level == bindparam(f"l{k}"), NODES.c.idx == bindparam(f"i{k}"))
+                    for k in range(n)
+                )
             )
         )
     )
@@ -337,16 +342,15 @@ class AuditLog:
         cursor = conn.connection.cursor()
         try:
             if leaves:
-                values = padded(leaves, "i")
-                rows = _leaves_statement(len(values)).execute(cursor, conn.dialect, values)
+                values = {f"i{k}": idx for k, idx in enumerate(leaves)}
+                rows = _leaves_statement(len(leaves)).execute(cursor, conn.dialect, values)
                 for idx, h in rows.fetchall():
                     found[(0, idx)] = bytes(h)
             if inner:
-                pairs = padded(inner, "")
                 values = {}
-                for key, (level, idx) in pairs.items():
-                    values[f"l{key}"], values[f"i{key}"] = level, idx
-                rows = _nodes_statement(len(pairs)).execute(cursor, conn.dialect, values)
+                for k, (level, idx) in enumerate(inner):
+                    values[f"l{k}"], values[f"i{k}"] = level, idx
+                rows = _nodes_statement(len(inner)).execute(cursor, conn.dialect, values)
                 for level, idx, h in rows.fetchall():
                     found[(level, idx)] = bytes(h)
         finally:
@@ -365,7 +369,7 @@ class AuditLog:
 
     def size(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(HEAD.c.size).where(HEAD.c.id == 1)).scalar_one())
+            return int(_HEAD_SIZE.execute(conn.connection.cursor(), conn.dialect).fetchone()[0])
 
     def _require_size(self, size: int | None) -> int:
         current = self.size()

@@ -69,10 +69,6 @@ __all__ = [
     "stored_subjects",
 ]
 
-_SUBJECTS = SUBJECTS
-_RECORDS = RECORDS
-_VERSIONS = RECORD_VERSIONS
-
 
 class RecordStatus(StrEnum):
     ACTIVE = "active"
@@ -87,8 +83,8 @@ def servable(today: Any) -> ColumnElement[bool]:
     Not withdrawn, and public: no publicity end, or one on ``today`` or later.
     """
     return and_(
-        _RECORDS.c.status != RecordStatus.EXPIRED.value,
-        or_(_RECORDS.c.publicity_end.is_(None), _RECORDS.c.publicity_end >= today),
+        RECORDS.c.status != RecordStatus.EXPIRED.value,
+        or_(RECORDS.c.publicity_end.is_(None), RECORDS.c.publicity_end >= today),
     )
 
 
@@ -128,20 +124,20 @@ class SubjectRecords:
 def _read_statement(subjects: int, themes: int | None) -> Prepared:
     """Subjects joined with their servable records in ``themes`` themes (None: every
     theme, 0: none); a subject without any gives one row of NULLs."""
-    ids = _SUBJECTS.c.subject_id.in_([bindparam(f"s{i}") for i in range(subjects)])
+    ids = SUBJECTS.c.subject_id.in_([bindparam(f"s{i}") for i in range(subjects)])
     if themes == 0:
         return Prepared(
-            select(_SUBJECTS.c.subject_id, _SUBJECTS.c.subject_type, _SUBJECTS.c.name).where(ids)
+            select(SUBJECTS.c.subject_id, SUBJECTS.c.subject_type, SUBJECTS.c.name).where(ids)
         )
-    joined = and_(_RECORDS.c.subject_id == _SUBJECTS.c.subject_id, servable(bindparam("today")))
+    joined = and_(RECORDS.c.subject_id == SUBJECTS.c.subject_id, servable(bindparam("today")))
     if themes is not None:
-        joined = and_(joined, _RECORDS.c.theme.in_([bindparam(f"t{i}") for i in range(themes)]))
-    r = _RECORDS.c
+        joined = and_(joined, RECORDS.c.theme.in_([bindparam(f"t{i}") for i in range(themes)]))
+    r = RECORDS.c
     return Prepared(
         select(
-            _SUBJECTS.c.subject_id,
-            _SUBJECTS.c.subject_type,
-            _SUBJECTS.c.name,
+            SUBJECTS.c.subject_id,
+            SUBJECTS.c.subject_type,
+            SUBJECTS.c.name,
             r.theme,
             r.record_key,
             r.source_department,
@@ -152,9 +148,9 @@ def _read_statement(subjects: int, themes: int | None) -> Prepared:
             r.publicity_end,
             r.fields,
         )
-        .select_from(_SUBJECTS.outerjoin(_RECORDS, joined))
+        .select_from(SUBJECTS.outerjoin(RECORDS, joined))
         .where(ids)
-        .order_by(_SUBJECTS.c.subject_id, r.theme, r.decision_date.desc(), r.record_key)
+        .order_by(SUBJECTS.c.subject_id, r.theme, r.decision_date.desc(), r.record_key)
     )
 
 
@@ -212,16 +208,22 @@ def read_subjects(
     return SubjectRecords(found, records)
 
 
+_COUNT_WITHHELD = Prepared(
+    select(func.count())
+    .select_from(RECORDS)
+    .where(RECORDS.c.subject_id == bindparam("subject_id"), not_(servable(bindparam("today"))))
+)
+
+
 def count_withheld(conn: Connection, subject_id: str, today: dt.date) -> int:
     """How many of a subject's records are not servable on ``today`` (past publicity, or
     withdrawn): an operator is told that something is hidden, never what."""
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(_RECORDS)
-            .where(_RECORDS.c.subject_id == subject_id, not_(servable(today)))
-        ).scalar_one()
+    cursor = _COUNT_WITHHELD.execute(
+        conn.connection.cursor(),
+        conn.dialect,
+        {"subject_id": subject_id, "today": sql_date(today)},
     )
+    return int(cursor.fetchone()[0])
 
 
 def find_subjects(
@@ -234,14 +236,14 @@ def find_subjects(
 ) -> list[str]:
     """Subjects (by id) of ``subject_type`` with a servable record in ``theme``, or any
     subject of the type when no theme is named: examples for a demonstration."""
-    query = select(_SUBJECTS.c.subject_id).distinct()
+    query = select(SUBJECTS.c.subject_id).distinct()
     if theme is not None:
-        query = query.join(_RECORDS, _RECORDS.c.subject_id == _SUBJECTS.c.subject_id).where(
-            _RECORDS.c.theme == theme, servable(today)
+        query = query.join(RECORDS, RECORDS.c.subject_id == SUBJECTS.c.subject_id).where(
+            RECORDS.c.theme == theme, servable(today)
         )
     if subject_type is not None:
-        query = query.where(_SUBJECTS.c.subject_type == subject_type)
-    query = query.order_by(_SUBJECTS.c.subject_id).limit(limit)
+        query = query.where(SUBJECTS.c.subject_type == subject_type)
+    query = query.order_by(SUBJECTS.c.subject_id).limit(limit)
     return [str(row[0]) for row in conn.execute(query)]
 
 
@@ -261,15 +263,15 @@ def stored_subjects(conn: Connection, subject_ids: Collection[str]) -> dict[str,
     if not subject_ids:
         return {}
     rows = conn.execute(
-        select(_SUBJECTS.c.subject_id, _SUBJECTS.c.subject_type, _SUBJECTS.c.name).where(
-            _one_of(_SUBJECTS.c.subject_id, sorted(subject_ids), conn.dialect)
+        select(SUBJECTS.c.subject_id, SUBJECTS.c.subject_type, SUBJECTS.c.name).where(
+            _one_of(SUBJECTS.c.subject_id, sorted(subject_ids), conn.dialect)
         )
     )
     return {str(sid): (str(stype), str(name)) for sid, stype, name in rows}
 
 
 _ADD_SUBJECT = Prepared(
-    insert(_SUBJECTS).values(
+    insert(SUBJECTS).values(
         subject_id=bindparam("id"),
         subject_type=bindparam("type"),
         name=bindparam("name"),
@@ -278,8 +280,8 @@ _ADD_SUBJECT = Prepared(
     row=("id", "type", "name", "now"),
 )
 _RENAME_SUBJECT = Prepared(
-    update(_SUBJECTS)
-    .where(_SUBJECTS.c.subject_id == bindparam("id"))
+    update(SUBJECTS)
+    .where(SUBJECTS.c.subject_id == bindparam("id"))
     .values(name=bindparam("name"), updated_at=bindparam("now")),
     row=("id", "name", "now"),
 )
@@ -322,7 +324,7 @@ def existing_records(
     writing import batch)."""
     if not record_keys:
         return {}
-    r = _RECORDS.c
+    r = RECORDS.c
     rows = conn.execute(
         select(r.id, r.record_key, r.content_hash, r.batch_id).where(
             r.theme == theme, _one_of(r.record_key, sorted(record_keys), conn.dialect)
@@ -347,12 +349,12 @@ _RECORD_COLUMNS = (
     "updated_at",
 )
 _INSERT_RECORD = Prepared(
-    insert(_RECORDS).values({name: bindparam(name) for name in _RECORD_COLUMNS}),
+    insert(RECORDS).values({name: bindparam(name) for name in _RECORD_COLUMNS}),
     row=_RECORD_COLUMNS,
 )
 _REPLACE_RECORD = Prepared(
-    update(_RECORDS)
-    .where(_RECORDS.c.id == bindparam("record_id"))
+    update(RECORDS)
+    .where(RECORDS.c.id == bindparam("record_id"))
     .values(
         subject_id=bindparam("subject_id"),
         source_department=bindparam("source_department"),
@@ -360,7 +362,7 @@ _REPLACE_RECORD = Prepared(
         decision_date=bindparam("decision_date"),
         valid_until=bindparam("valid_until"),
         publicity_end=bindparam("publicity_end"),
-        version=_RECORDS.c.version + 1,
+        version=RECORDS.c.version + 1,
         content_hash=bindparam("content_hash"),
         batch_id=bindparam("batch_id"),
         updated_at=bindparam("updated_at"),
@@ -400,7 +402,7 @@ def insert_records(
     ]
     if conn.dialect.name == "postgresql":  # COPY: several times faster than INSERT
         cursor = _cursor(conn)
-        with cursor.copy(f"COPY {_RECORDS.name} ({', '.join(_RECORD_COLUMNS)}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {RECORDS.name} ({', '.join(_RECORD_COLUMNS)}) FROM STDIN") as copy:
             for value in values:
                 copy.write_row(value)
         return
@@ -443,8 +445,8 @@ def replace_records(
 def find_record(conn: Connection, theme: str, record_key: str) -> tuple[int, str]:
     """A record's id and status, by its theme and key; NotFound when there is none."""
     found = conn.execute(
-        select(_RECORDS.c.id, _RECORDS.c.status).where(
-            _RECORDS.c.theme == theme, _RECORDS.c.record_key == record_key
+        select(RECORDS.c.id, RECORDS.c.status).where(
+            RECORDS.c.theme == theme, RECORDS.c.record_key == record_key
         )
     ).first()
     if found is None:
@@ -459,9 +461,9 @@ def set_status(
     with that version (``objection 3``)."""
     _keep_versions(conn, [record_id], why, now)
     conn.execute(
-        update(_RECORDS)
-        .where(_RECORDS.c.id == record_id)
-        .values(status=status.value, version=_RECORDS.c.version + 1, updated_at=now)
+        update(RECORDS)
+        .where(RECORDS.c.id == record_id)
+        .values(status=status.value, version=RECORDS.c.version + 1, updated_at=now)
     )
 
 
@@ -469,7 +471,7 @@ def _keep_versions(
     conn: Connection, record_ids: Sequence[int], superseded_by: str, now: dt.datetime
 ) -> None:
     """Copy the current version of these records into ``record_versions``."""
-    r = _RECORDS.c
+    r = RECORDS.c
     kept = select(
         r.id,
         r.version,
@@ -483,11 +485,11 @@ def _keep_versions(
         r.content_hash,
         r.batch_id,
         r.updated_at,
-        literal(now, _VERSIONS.c.superseded_at.type),
-        literal(superseded_by, _VERSIONS.c.superseded_by.type),
+        literal(now, RECORD_VERSIONS.c.superseded_at.type),
+        literal(superseded_by, RECORD_VERSIONS.c.superseded_by.type),
     ).where(_one_of(r.id, record_ids, conn.dialect))
     conn.execute(
-        insert(_VERSIONS).from_select(
+        insert(RECORD_VERSIONS).from_select(
             [
                 "record_id",
                 "version",
