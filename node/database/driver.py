@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
+import itertools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -133,9 +135,16 @@ def padded(values: Sequence[Any], prefix: str) -> dict[str, Any]:
     """Parameters ``prefix0`` … for a list of ``values``, padded (by repeating the last) to
     a power of two: a statement is then compiled for a handful of list lengths, not one
     for every length. Only for lists whose repeats change nothing (``IN (…)``)."""
-    size = 1 << max(0, len(values) - 1).bit_length()
-    last = len(values) - 1
-    return {f"{prefix}{i}": values[min(i, last)] for i in range(size)}
+    n = len(values)
+    names = _parameter_names(prefix, 1 << (n - 1).bit_length() if n > 1 else 1)
+    if len(names) == n:
+        return dict(zip(names, values, strict=True))
+    return dict(zip(names, itertools.chain(values, itertools.repeat(values[-1])), strict=False))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_names(prefix: str, size: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(size))
 
 
 def sql_date(day: dt.date | str | None) -> str | None:

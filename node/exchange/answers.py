@@ -145,7 +145,7 @@ def answer_body(
                 continue
             theme_answer = shown.themes.add()
             theme_answer.CopyFrom(shape.answer)
-            if not shape.allowed:
+            if not shape.answer.allowed:
                 continue
             in_theme = records.get(theme, [])
             theme_answer.under_objection = any(r.under_objection for r in in_theme)

@@ -18,6 +18,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from creditexchange.errors import InvalidIdentifier, Refused
@@ -55,9 +56,10 @@ class Verdict:
     decisions: dict[tuple[str, str], Decided]  # (subject type, theme) -> its decision
     themes_asked: list[str]  # as the audit entry records them: asked, or decided
     summary: audit_pb2.Decision
+    per_type: Mapping[str, int]  # subject type -> how many of the call's subjects
     charges: list[QuotaCharge] = field(default_factory=list)
 
-    @property
+    @cached_property
     def allowed(self) -> dict[tuple[str, str], Decided]:
         return {key: d for key, d in self.decisions.items() if d.decision.allowed}
 
@@ -172,7 +174,7 @@ class Decider:
             decisions = allowed or covered or decisions
             themes_asked = [t for _, t in decisions]
         summary = _summary(federation, decisions)
-        return Verdict(subjects, themes, decisions, themes_asked, summary)
+        return Verdict(subjects, themes, decisions, themes_asked, summary, per_type)
 
     def _themes_holding(self, subject_types: Mapping[str, int]) -> list[str]:
         return [t.code for t in self.catalog.themes if any(t.allows(st) for st in subject_types)]
@@ -183,9 +185,8 @@ class Decider:
         """Count an allowed call against its quotas now, before anything awaits, so that
         concurrent calls see it. ``verdict.charges`` are the side writes that make the
         counts durable with the call's audit entry; they are given back if it is not."""
-        per_type = Counter(t for _, t in verdict.subjects)
         counts: Counter[str] = Counter()
-        for subject_type, n in per_type.items():
+        for subject_type, n in verdict.per_type.items():
             rules = {
                 r
                 for (t, _), d in verdict.allowed.items()

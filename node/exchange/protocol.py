@@ -129,13 +129,15 @@ def call_entry(
     request_digest: bytes,
     subject_hmacs: Iterable[bytes],
     themes_asked: Iterable[str],
+    **known: Any,
 ) -> audit_pb2.AuditEntry:
     """The audit entry of a call, with what both sides know of it.
 
     The subjects are keyed HMACs (``ledger.entries.subject_hmac``), never in
-    clear: one for a query or a check, every one of them for a batch. The caller
-    adds what only it knows (the decision, the outcome, the receipts) and encodes
-    it with ``ledger.entries.encode``; the entry's time is when it is built.
+    clear: one for a query or a check, every one of them for a batch. ``known``
+    are the other fields of the entry that its side knows (the decision, the
+    outcome, the receipts); the caller encodes it with ``ledger.entries.encode``.
+    The entry's time is when it is built.
     """
     header = header or exchange_pb2.RequestHeader()
     entry = audit_pb2.AuditEntry(
@@ -151,6 +153,7 @@ def call_entry(
         case_reference=header.case_reference,
         officer=header.officer,
         themes_asked=list(themes_asked),
+        **known,
     )
     hmacs = list(subject_hmacs)
     if method.batch:

@@ -211,7 +211,15 @@ class Provider:
     # -- the record --------------------------------------------------------------------
 
     def _entry(self, call: _Call, outcome: audit_pb2.Outcome, answer_body: bytes = b"") -> bytes:
-        decided = list(call.verdict.decisions.values()) if call.verdict is not None else []
+        verdict = call.verdict
+        decided = list(verdict.decisions.values()) if verdict is not None else []
+        answered: dict[str, object] = {}
+        if answer_body:
+            answered = {
+                "themes_answered": dict.fromkeys(d.theme for d in decided if d.decision.allowed),
+                "masked_fields": sorted({f for d in decided for f in d.decision.mask}),
+                "answer_digest": hashlib.sha256(answer_body).digest(),
+            }
         entry = call_entry(
             direction=audit_pb2.INCOMING,
             method=call.method,
@@ -221,18 +229,12 @@ class Provider:
             request_digest=call.request_digest,
             subject_hmacs=call.subject_hmacs,
             themes_asked=call.themes_asked,
+            outcome=outcome,
+            theme_decisions=[d.audit for d in decided],
+            peer_certificate=call.peer_fingerprint,
+            decision=verdict.summary if verdict is not None else None,
+            **answered,
         )
-        entry.outcome.CopyFrom(outcome)
-        entry.theme_decisions.extend(d.audit for d in decided)
-        entry.peer_certificate = call.peer_fingerprint
-        if call.verdict is not None:
-            entry.decision.CopyFrom(call.verdict.summary)
-        if answer_body:
-            entry.themes_answered.extend(
-                dict.fromkeys(d.theme for d in decided if d.decision.allowed)
-            )
-            entry.masked_fields.extend(sorted({f for d in decided for f in d.decision.mask}))
-            entry.answer_digest = hashlib.sha256(answer_body).digest()
         return encode(entry)
 
     async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -77,13 +78,16 @@ class RecordStatus(StrEnum):
     EXPIRED = "expired"  # withdrawn from publicity by the credit center
 
 
+_OBJECTION = RecordStatus.OBJECTION.value
+
+
 def servable(today: Any) -> ColumnElement[bool]:
     """The records that may be shown or served on ``today`` (a date, or a parameter).
 
     Not withdrawn, and public: no publicity end, or one on ``today`` or later.
     """
     return and_(
-        RECORDS.c.status != RecordStatus.EXPIRED.value,
+        RECORDS.c.status != literal_column(f"'{RecordStatus.EXPIRED.value}'"),
         or_(RECORDS.c.publicity_end.is_(None), RECORDS.c.publicity_end >= today),
     )
 
@@ -105,10 +109,7 @@ class StoredRecord:
     valid_until: dt.date | None
     publicity_end: dt.date | None
     fields: str | bytes
-
-    @property
-    def under_objection(self) -> bool:
-        return self.status == RecordStatus.OBJECTION
+    under_objection: bool  # its status is ``objection``: it says so wherever it is shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,7 @@ def read_subjects(
                 as_date(row[9]),
                 as_date(row[10]),
                 row[11],
+                row[6] == _OBJECTION,
             )
         )
     return SubjectRecords(found, records)

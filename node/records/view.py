@@ -52,10 +52,7 @@ class RecordView:
     valid_until: dt.date | None
     publicity_end: dt.date | None
     fields: dict[str, Any]
-
-    @property
-    def under_objection(self) -> bool:
-        return self.status == repository.RecordStatus.OBJECTION
+    under_objection: bool
 
 
 @dataclass(frozen=True)
@@ -143,6 +140,7 @@ def subject_view(
                 valid_until=r.valid_until,
                 publicity_end=r.publicity_end,
                 fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
+                under_objection=r.under_objection,
             )
         )
     return SubjectView(
