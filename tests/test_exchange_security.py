@@ -91,7 +91,7 @@ def _sql(fed: Federation, member: str, sql: str, **params: Any) -> list[Any]:
 # -- crafting and sending ---------------------------------------------------------------
 
 _TYPES = {"Query": QUERY_REQUEST, "Check": CHECK_REQUEST, "BatchCheck": BATCH_CHECK_REQUEST}
-_SINGLE: dict[str, type[Message]] = {
+_SINGLE: dict[str, Callable[..., Message]] = {
     "Query": exchange_pb2.QueryRequest,
     "Check": exchange_pb2.CheckRequest,
 }
