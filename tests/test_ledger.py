@@ -4,6 +4,7 @@ pruning and crashes. Runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import os
@@ -18,15 +19,16 @@ from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect
 from typer.testing import CliRunner
 
 from creditexchange.clock import now_us
-from creditexchange.errors import ConcurrentWriter
+from creditexchange.errors import ConcurrentWriter, LedgerError
 from creditexchange.node.app.home import create_home
 from creditexchange.node.cli import app
 from creditexchange.node.database import create_database_engine
 from creditexchange.node.ledger import (
+    MAX_ENTRY_BYTES,
     AuditLog,
     Ledger,
     Receipt,
@@ -54,11 +56,15 @@ def append_all(store: AuditLog, bodies: list[bytes], **options: float) -> list[R
     return asyncio.run(run())
 
 
-def bodies(n: int, tag: str = "e") -> list[bytes]:
+YEAR_US = 365 * 86_400_000_000
+
+
+def bodies(n: int, tag: str = "e", at: int = 1_700_000_000_000_000) -> list[bytes]:
+    """``n`` incoming query entries, recorded from ``at`` (µs since the epoch) on."""
     return [
         entries.encode(
             entries.AuditEntry(
-                time_unix_micros=1_700_000_000_000_000 + i,
+                time_unix_micros=at + i,
                 requester="shenzhen",
                 responder="huizhou",
                 direction=entries.Direction.INCOMING,
@@ -202,11 +208,10 @@ def _append_by_sql(s: AuditLog, frontier: merkle.Frontier, new: list[bytes]) -> 
     for offset, (leaf, body) in enumerate(zip(leaves, new, strict=True)):
         sql(
             s,
-            "INSERT INTO ledger_entries (idx, leaf_hash, body, recorded_us) VALUES (?, ?, ?, ?)",
+            "INSERT INTO ledger_entries (idx, leaf_hash, body) VALUES (?, ?, ?)",
             frontier.size + offset,
             leaf,
             body,
-            0,
         )
     for level, idx, h in nodes:
         if level:
@@ -345,11 +350,10 @@ def test_the_ledger_retries_a_batch_once_when_another_process_advanced_the_log(
 
 
 def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: AuditLog) -> None:
-    old = now_us() - 4 * 365 * 86_400_000_000
-    store.commit(bodies(12, "old"), recorded_us=old)
+    store.commit(bodies(12, "old", at=now_us() - 4 * YEAR_US))
     receipt_root = store.root()[1]
-    store.commit(bodies(5, "new"))
-    pruned = store.prune(now_us() - 3 * 365 * 86_400_000_000, "huizhou")
+    store.commit(bodies(5, "new", at=now_us()))
+    pruned = store.prune(now_us() - 3 * YEAR_US, "huizhou")
     assert pruned is not None
     assert (pruned.count, pruned.first, pruned.last) == (12, 0, 11)
     proof = store.inclusion_proof(3, 12)
@@ -359,10 +363,91 @@ def test_pruning_drops_old_bodies_keeps_proofs_and_records_itself(store: AuditLo
     (record,) = store.entries(pruned.recorded_as, pruned.recorded_as + 1)
     assert record.body is not None
     assert entries.decode(record.body)["note"].startswith("pruned the bodies of 12 entries (0-11)")
-    assert store.prune(now_us() - 3 * 365 * 86_400_000_000, "huizhou") is None
+    assert store.prune(now_us() - 3 * YEAR_US, "huizhou") is None
     report = verify(store, store.signer.verifier())
     # the 5 new bodies and the prune's own entry are checked; nothing else was dropped
     assert report.ok and report.pruned_bodies == 12 and report.checked_bodies == 6
+
+
+def test_prune_goes_by_the_time_inside_each_entry_and_keeps_what_it_cannot_date(
+    store: AuditLog,
+) -> None:
+    old, recent = now_us() - 4 * YEAR_US, now_us() - YEAR_US
+    store.commit(bodies(4, "old", at=old))  # 0-3
+    store.commit(bodies(1, "recent", at=recent))  # 4: recent, between old ones
+    store.commit([b"not an audit entry", entries.maintenance("undated", "huizhou", 0)])  # 5, 6
+    store.commit(bodies(3, "older", at=old - YEAR_US))  # 7-9
+    store.commit(bodies(2, "now", at=now_us()))  # 10, 11
+    pruned = store.prune(now_us() - 3 * YEAR_US, "huizhou", page=3)  # several pages
+    assert pruned is not None
+    assert (pruned.count, pruned.first, pruned.last) == (7, 0, 9)
+    kept = {e.index for e in store.entries(0, 12) if e.body is not None}
+    assert kept == {4, 5, 6, 10, 11}
+    assert pruned.note.startswith("pruned the bodies of 7 entries (0-9) recorded before ")
+    report = verify(store, store.signer.verifier())
+    assert report.ok and report.pruned_bodies == 7, report.problems
+
+
+def test_the_entries_table_holds_only_what_the_leaf_hash_covers(store: AuditLog) -> None:
+    # An entry's age, which decides what a prune drops, is inside the hashed body: no
+    # column beside it (that could be edited without breaking a hash) exists to go by.
+    columns = {c["name"] for c in inspect(store.engine).get_columns("ledger_entries")}
+    assert columns == {"idx", "leaf_hash", "body"}
+
+
+def entry_of_size(size: int) -> bytes:
+    """A real audit entry of exactly ``size`` bytes (its note padded)."""
+    pad = size
+    while True:
+        body = entries.maintenance("x" * pad, "huizhou", now_us())
+        if len(body) == size:
+            return body
+        pad -= len(body) - size
+
+
+def test_an_entry_of_the_maximum_size_commits_and_one_byte_more_is_refused(
+    store: AuditLog,
+) -> None:
+    largest = entry_of_size(MAX_ENTRY_BYTES)
+    index, _ = store.commit([largest])
+    assert next(store.entries(index, index + 1)).body == largest
+    with pytest.raises(LedgerError) as refused:
+        store.commit([bodies(1)[0], entry_of_size(MAX_ENTRY_BYTES + 1)])
+    assert (
+        f"the audit entry is {MAX_ENTRY_BYTES + 1} bytes, over the ledger's limit of "
+        f"{MAX_ENTRY_BYTES} bytes" in str(refused.value)
+    )
+    assert store.size() == 1  # the batch was refused whole: nothing of it was written
+    assert verify(store, store.signer.verifier()).ok
+
+
+def test_an_oversized_append_is_refused_and_the_batch_it_would_have_joined_commits(
+    store: AuditLog,
+) -> None:
+    oversized = entry_of_size(MAX_ENTRY_BYTES + 1)
+    others = bodies(20, "concurrent")
+
+    async def run() -> tuple[list[Receipt | BaseException], list[int]]:
+        async with Ledger(store, max_batch=64) as ledger:
+            appends = [ledger.append(b) for b in others[:10]]
+            appends.append(ledger.append(oversized))
+            appends.extend(ledger.append(b) for b in others[10:])
+            results = await asyncio.gather(*appends, return_exceptions=True)
+            return results, ledger.batches
+
+    results, batches = asyncio.run(run())
+    refused = results.pop(10)
+    assert isinstance(refused, LedgerError)
+    assert f"{MAX_ENTRY_BYTES + 1} bytes, over the ledger's limit of {MAX_ENTRY_BYTES}" in str(
+        refused
+    )
+    receipts = [r for r in results if isinstance(r, Receipt)]
+    assert sorted(r.index for r in receipts) == list(range(20))
+    assert batches == [20]  # the others were committed together, as one batch
+    assert store.size() == 20
+    stored = [e.body for e in store.entries(0, 20)]
+    assert sorted(b for b in stored if b is not None) == sorted(others)
+    assert verify(store, store.signer.verifier()).ok
 
 
 def test_subject_is_recorded_as_a_keyed_hmac_never_in_clear() -> None:
@@ -428,8 +513,9 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
             SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip())),
         ),
     )
-    store.commit(bodies(6))
-    store.commit(bodies(3, "b"))
+    recorded = now_us()
+    store.commit(bodies(6, at=recorded))  # recent: within the retention period
+    store.commit(bodies(3, "b", at=recorded))
 
     result = runner.invoke(app, ["audit", "checkpoint", *home])
     assert result.exit_code == 0
@@ -441,6 +527,9 @@ def test_the_audit_commands_serve_an_auditor(tmp_path: Path) -> None:
     rows = json.loads(result.output)
     assert [r["index"] for r in rows] == [2, 3]
     assert rows[0]["entry"]["case_reference"] == "e-2"
+    assert (
+        rows[0]["recorded"] == dt.datetime.fromtimestamp((recorded + 2) / 1e6, dt.UTC).isoformat()
+    )
 
     result = runner.invoke(app, ["audit", "proof", "4", "--json", *home])
     p = json.loads(result.output)

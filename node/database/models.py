@@ -169,14 +169,17 @@ class Objection(Base):
 
 
 class LedgerEntry(Base):
-    """A leaf of the log: the entry's bytes (NULL once pruned) and their leaf hash."""
+    """A leaf of the log: the entry's bytes (NULL once pruned) and their leaf hash.
+
+    Nothing else: when the entry was recorded is inside its bytes, which the leaf
+    hash covers, so no column here can be edited unseen.
+    """
 
     __tablename__ = "ledger_entries"
 
     idx: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
-    recorded_us: Mapped[int] = mapped_column(BigInteger)
 
 
 class LedgerNode(Base):

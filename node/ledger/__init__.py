@@ -2,9 +2,10 @@
 with signed checkpoints.
 
 ``merkle`` is the tree arithmetic (pure: it never touches storage), ``note`` the
-C2SP signed-note and checkpoint formats, ``entries`` the entry encoding, ``log``
-the storage (:class:`AuditLog`: commit, read, prove, prune), ``appender`` the
-group commit (:class:`Ledger`) and ``verify`` the auditor's recomputation.
+C2SP signed-note and checkpoint formats, ``entries`` the entry encoding and its
+size bound (:data:`MAX_ENTRY_BYTES`), ``log`` the storage (:class:`AuditLog`:
+commit, read, prove, prune), ``appender`` the group commit (:class:`Ledger`) and
+``verify`` the auditor's recomputation.
 Building a node's ledger from its configuration is the application's wiring
 (``creditexchange.node.app``), not the ledger's.
 """
@@ -12,6 +13,7 @@ Building a node's ledger from its configuration is the application's wiring
 from __future__ import annotations
 
 from creditexchange.node.ledger.appender import Ledger
+from creditexchange.node.ledger.entries import MAX_ENTRY_BYTES
 from creditexchange.node.ledger.log import (
     AuditLog,
     ConsistencyProof,
@@ -25,6 +27,7 @@ from creditexchange.node.ledger.log import (
 from creditexchange.node.ledger.verify import VerifyReport, verify
 
 __all__ = [
+    "MAX_ENTRY_BYTES",
     "AuditLog",
     "ConsistencyProof",
     "InclusionProof",

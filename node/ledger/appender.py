@@ -13,6 +13,10 @@ durable. Invariants:
   (``audit prune`` appends its own entry from another process, so this happens in
   normal use), the first attempt wrote nothing; the batch is committed once more
   on top of the real head. A second conflict fails the batch.
+* **An oversized entry joins no batch.** An entry larger than
+  :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES` is refused by
+  :meth:`Ledger.append` before it is queued, so the appends it would have been
+  committed with are committed as if it had never been offered.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from creditexchange.errors import ConcurrentWriter, LedgerError
-from creditexchange.node.ledger import merkle
+from creditexchange.node.ledger import entries, merkle
 from creditexchange.node.ledger.log import AuditLog, Receipt, SideWrite
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_WAIT", "Ledger"]
@@ -83,9 +87,14 @@ class Ledger:
         self._task = None
 
     async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
-        """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable."""
+        """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable.
+
+        Raises :class:`LedgerError` at once, queueing nothing, when ``body`` is larger
+        than :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
+        """
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
+        entries.check_size(body)  # before it is queued: a refusal never touches a batch
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._pending.append((body, side_writes, done))
         self._wake.set()
