@@ -7,8 +7,14 @@ turns one into a gRPC status (``creditexchange.node.exchange.protocol``). Nothin
 catches these to carry on as if all were well. Errors about a bad value (an
 identifier, a signed note, a proof) are also ``ValueError``\\ s.
 
+A message quotes text read from a file (a column name, a cell, a key) only as
+:func:`excerpt` shows it: short, quoted, control characters visible. Whatever a
+file holds — a key pointed to by a link, binary garbage — an error shows at
+most a few dozen characters of it.
+
     CreditExchangeError
     ├── ConfigError              a node setting is missing or wrong (names the setting)
+    │   └── InsecurePermissions  a home file or folder other users can reach (the chmod)
     ├── NotFound                 a subject or record that is not in the store
     ├── InvalidIdentifier        an identifier fails its standard (what and where)
     ├── PublicityViolation       a stated publicity end outside its theme's rule
@@ -51,6 +57,7 @@ from typing import Any
 from pydantic import ValidationError
 
 __all__ = [
+    "EXCERPT_CHARS",
     "AnswerRejected",
     "AuthorityError",
     "CanonicalizationError",
@@ -67,6 +74,7 @@ __all__ = [
     "ExchangeError",
     "FederationSetupError",
     "ImportFileError",
+    "InsecurePermissions",
     "InvalidIdentifier",
     "InvalidMemberId",
     "LedgerError",
@@ -84,6 +92,7 @@ __all__ = [
     "RevocationListError",
     "RevocationListExpired",
     "describe_validation_error",
+    "excerpt",
 ]
 
 
@@ -93,6 +102,14 @@ class CreditExchangeError(Exception):
 
 class ConfigError(CreditExchangeError):
     pass
+
+
+class InsecurePermissions(ConfigError):
+    """A node home, or a file or folder in it, that other users can read or write.
+
+    The node holds personal data and secrets; like ssh with a private key, it
+    refuses to run until the message's ``chmod`` has been done.
+    """
 
 
 class NotFound(CreditExchangeError):
@@ -244,15 +261,34 @@ class Refused(ExchangeError):
 
 
 class QueryRefused(ExchangeError):
-    """The provider refused the query; ``status`` is the gRPC status name."""
+    """The call was refused; ``status`` is the gRPC status name. ``verified``: the
+    refusal was signed by the provider (and ``leaf_index`` is its audit entry);
+    otherwise nothing shows that the provider, rather than an impostor or the
+    network, said it."""
 
-    def __init__(self, provider: str, status: str, message: str, leaf_index: int | None) -> None:
-        where = f" (its audit entry {leaf_index})" if leaf_index is not None else ""
-        super().__init__(f"{provider} refused the query{where}: {status}: {message}")
+    def __init__(
+        self,
+        provider: str,
+        status: str,
+        message: str,
+        leaf_index: int | None,
+        *,
+        verified: bool = True,
+    ) -> None:
+        if verified:
+            where = f" (its audit entry {leaf_index})" if leaf_index is not None else ""
+            text = f"{provider} refused the query{where}: {status}: {message}"
+        else:
+            text = (
+                f"the call to {provider} failed: {status}: {message} (unverified: no refusal "
+                f"signed by {provider} came with it)"
+            )
+        super().__init__(text)
         self.provider = provider
         self.status = status
         self.detail = message
-        self.leaf_index = leaf_index
+        self.leaf_index = leaf_index if verified else None
+        self.verified = verified
 
 
 class AnswerRejected(ExchangeError):
@@ -297,3 +333,31 @@ def describe_validation_error(exc: ValidationError, data: Any) -> str:
         + e["msg"].removeprefix("Value error, ")
         for e in exc.errors()
     )
+
+
+EXCERPT_CHARS = 40
+"""How many characters of a file's text an error message shows at most."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` as an error may quote it: in quotes, at most ``limit`` characters shown.
+
+    Control and other non-printable characters (newlines, NUL, escape sequences,
+    bidirectional overrides) appear escaped as in ``repr`` (``\\n``, ``\\x1b``,
+    ``\\u202e``), counted as the characters they take; a longer text is cut, marked
+    with ``…``. Only the first ``limit`` characters of ``text`` are ever looked at.
+    """
+    shown: list[str] = []
+    used = 0
+    for char in text[:limit]:
+        if char == "'" or char == "\\":
+            escaped = "\\" + char
+        elif char.isprintable():
+            escaped = char
+        else:
+            escaped = char.encode("unicode_escape").decode("ascii")
+        if used + len(escaped) > limit:
+            return "'" + "".join(shown) + "'…"
+        shown.append(escaped)
+        used += len(escaped)
+    return "'" + "".join(shown) + ("'…" if len(text) > limit else "'")

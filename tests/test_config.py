@@ -1,4 +1,5 @@
-"""Node homes and configuration: what init writes, what a wrong setting says."""
+"""Node homes and configuration: what init writes, what a wrong setting says, and where
+the database password may come from."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from creditexchange.errors import ConfigError, DatabaseError
+from creditexchange.errors import ConfigError, DatabaseError, InsecurePermissions
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.home import create_home
 from creditexchange.node.app.keys import load_signing_key
@@ -87,3 +88,111 @@ def test_a_database_behind_the_code_is_refused_with_the_upgrade_command(tmp_path
     create_database_engine(url)
     with pytest.raises(DatabaseError, match="run 'credit-node db upgrade'"):
         open_database(url)
+
+
+# -- the database password, kept out of node.toml ----------------------------------------
+
+PG = "postgresql+psycopg://credit@db.internal:5432/huizhou?sslmode=require"
+
+
+def _set_database(home: Path, url: str, **more: str) -> None:
+    """Point a home at ``url`` (and further settings), as an operator edits node.toml."""
+    config_file = home / "node.toml"
+    kept = [x for x in config_file.read_text().splitlines() if not x.startswith("database_url")]
+    extra = [f"{key} = {value!r}" for key, value in more.items()]
+    config_file.write_text("\n".join([*kept, f"database_url = {url!r}", *extra]) + "\n")
+
+
+def _password_file(home: Path, text: str, mode: int = 0o600) -> Path:
+    path = home / "db.password"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_the_database_password_is_read_from_a_file_into_the_url(tmp_path: Path) -> None:
+    home = create_home(tmp_path / "hz", "huizhou").home
+    _password_file(home, "s3cr@t:pw\n", mode=0o400)
+    _set_database(home, PG, database_password_file="db.password")
+    config = load_config(home)
+    assert config.database_url == (
+        "postgresql+psycopg://credit:s3cr%40t%3Apw@db.internal:5432/huizhou?sslmode=require"
+    )
+    assert "s3cr" not in (home / "node.toml").read_text()
+    assert "s3cr" not in repr(config.settings)
+
+
+def test_the_database_password_is_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = create_home(tmp_path / "hz", "huizhou").home
+    _set_database(home, PG)
+    monkeypatch.setenv("CREDIT_NODE_DATABASE_PASSWORD", "from-env")
+    config = load_config(home)
+    assert config.database_url.startswith("postgresql+psycopg://credit:from-env@db.internal")
+    assert "from-env" not in repr(config.settings)
+
+
+@pytest.mark.postgres
+def test_a_node_opens_postgresql_with_the_password_from_its_file(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    home = create_home(tmp_path / "hz", "huizhou", database_url=postgres_url).home
+    _password_file(home, "any-password-trust-auth-accepts\n")
+    _set_database(home, postgres_url, database_password_file="db.password")
+    config = load_config(home)
+    assert ":any-password-trust-auth-accepts@" in config.database_url
+    open_database(config.database_url).dispose()  # the URL's options (search_path) kept
+
+
+@pytest.mark.parametrize(
+    ("url", "settings", "environment", "file", "message"),
+    [
+        (PG, {"database_password_file": "db.password"}, "from-env", "pw",
+         "the database password is given twice"),
+        ("postgresql+psycopg://credit:inline@db.internal/huizhou",
+         {"database_password_file": "db.password"}, None, "pw",
+         "database_url holds a password and database_password_file"),
+        (PG, {"database_password_file": "missing.password"}, None, None,
+         "setting 'database_password_file': no file at"),
+        (PG, {"database_password_file": "db.password"}, None, "\n",
+         "db.password is empty"),
+        ("postgresql+psycopg://db.internal/huizhou", {}, "from-env", None,
+         "database_url names no user"),
+        ("sqlite:///{home}/data/node.db", {}, "from-env", None,
+         "a SQLite database, which has none"),
+        (PG, {"database_password": "in-the-file"}, None, None,
+         "read from CREDIT_NODE_DATABASE_PASSWORD only"),
+        (PG, {}, "", None, "CREDIT_NODE_DATABASE_PASSWORD is set but empty"),
+    ],
+    ids=["file-and-env", "url-and-file", "missing-file", "empty-file", "no-user", "sqlite",
+         "password-in-node-toml", "empty-env"],
+)  # fmt: skip
+def test_a_database_password_that_does_not_fit_is_refused_saying_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    settings: dict[str, str],
+    environment: str | None,
+    file: str | None,
+    message: str,
+) -> None:
+    home = create_home(tmp_path / "hz", "huizhou").home
+    if file is not None:
+        _password_file(home, file)
+    _set_database(home, url.format(home=home), **settings)
+    if environment is not None:
+        monkeypatch.setenv("CREDIT_NODE_DATABASE_PASSWORD", environment)
+    with pytest.raises(ConfigError, match=message):
+        load_config(home)
+
+
+def test_a_password_file_others_can_read_is_refused_with_the_chmod(tmp_path: Path) -> None:
+    home = create_home(tmp_path / "hz", "huizhou").home
+    password = _password_file(home, "pw\n", mode=0o644)
+    _set_database(home, PG, database_password_file="db.password")
+    with pytest.raises(
+        InsecurePermissions,
+        match=f"readable by group and others \\(mode 0644\\): run chmod 600 {password}",
+    ):
+        load_config(home)

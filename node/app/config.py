@@ -14,36 +14,65 @@ Precedence, highest first: ``CREDIT_NODE_<SETTING>`` environment variables, then
 ``node.toml``, then the defaults here. Relative paths are relative to the home.
 A missing home, an unknown setting or a wrong value is a :class:`ConfigError`
 naming the setting and where it came from.
+
+The home holds personal data and secrets, so it is private to the node's user:
+:func:`load_config` — the way every command opens a home — refuses one whose
+folder, ``node.toml``, key files, SQLite database (with its -wal, -shm and
+journal files), password file, or the folders between the home and them,
+another user could read or write, naming each with its mode and the ``chmod``
+that fixes it (:class:`InsecurePermissions`). Folders must be 0700, files 0600
+(or stricter).
+
+The database password need not be in ``node.toml``: ``database_password_file``
+names a file (0600 or 0400) holding it, or ``CREDIT_NODE_DATABASE_PASSWORD``
+gives it; either is put into ``database_url``, which must then name a user and
+no password of its own.
 """
 
 from __future__ import annotations
 
+import shlex
+import stat
 import tomllib
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
-from creditexchange.errors import ConfigError
+from creditexchange.errors import ConfigError, InsecurePermissions
+from creditexchange.node.database.engine import sqlite_files
 
 __all__ = [
     "CONFIG_FILE",
     "ENV_PREFIX",
     "MEMBER_ID_PATTERN",
+    "PASSWORD_ENV",
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
     "NodeConfig",
     "NodeSettings",
     "describe_errors",
     "load_config",
+    "make_private_dir",
+    "permission_problem",
+    "require_private_home",
 ]
 
 CONFIG_FILE = "node.toml"
 ENV_PREFIX = "CREDIT_NODE_"
+PASSWORD_ENV = f"{ENV_PREFIX}DATABASE_PASSWORD"
 MEMBER_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 class NodeSettings(BaseSettings):
@@ -54,6 +83,14 @@ class NodeSettings(BaseSettings):
     member_id: str = Field(pattern=MEMBER_ID_PATTERN, description="this member's id")
     database_url: str = Field(
         description="SQLAlchemy URL: sqlite:///… (default) or postgresql+psycopg://…"
+    )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="a file (mode 0600 or 0400) holding the password to put into database_url",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description=f"the password to put into database_url; from {PASSWORD_ENV} only",
     )
     grpc_host: str = Field(default="0.0.0.0", description="address the gRPC server listens on")
     grpc_port: int = Field(default=7443, ge=1, le=65535)
@@ -94,7 +131,9 @@ class NodeSettings(BaseSettings):
     )
     max_concurrent_calls: int = Field(default=256, ge=1, le=100_000)
     max_message_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
-    max_batch_subjects: int = Field(default=1000, ge=1, le=100_000)
+    # at most the protocol's 1,000: an answered batch's audit entry (one HMAC per subject)
+    # must stay within the ledger's 64 KiB bound
+    max_batch_subjects: int = Field(default=1000, ge=1, le=1000)
     request_window_s: float = Field(
         default=300.0, gt=0, le=3600, description="accepted clock difference of a request"
     )
@@ -137,12 +176,19 @@ class NodeConfig:
     def member_id(self) -> str:
         return self.settings.member_id
 
-    @property
+    @cached_property
     def database_url(self) -> str:
-        return self.settings.database_url
+        """``database_url`` with the password of ``database_password_file`` or
+        ``CREDIT_NODE_DATABASE_PASSWORD`` put in; never print it."""
+        return _database_url_with_password(self)
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.home / value
+
+    @property
+    def database_password_file(self) -> Path | None:
+        file = self.settings.database_password_file
+        return None if file is None else self.path(file)
 
     @property
     def signing_key_path(self) -> Path:
@@ -200,8 +246,152 @@ def describe_errors(errors: list[Any], config_file: Path) -> str:
     return "; ".join(lines)
 
 
+def _access(bits: int, directory: bool) -> str:
+    """What one class of users (group, others) may do, from its three mode bits."""
+    verbs = [verb for verb, bit in (("readable", 4), ("writable", 2)) if bits & bit]
+    return " and ".join(verbs) or ("searchable" if directory else "executable")
+
+
+def permission_problem(path: Path, shown: str | None = None) -> str | None:
+    """Why users other than the owner can reach ``path``, with the ``chmod`` that stops
+    it; None when they cannot, or when ``path`` does not exist.
+
+    Folders must be 0700 and files 0600, or stricter: no bit for group or others.
+    """
+    shown = shown or str(path)
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{shown} cannot be checked ({exc.strerror}); make it its owner's alone"
+    mode = stat.S_IMODE(status.st_mode)
+    if not mode & 0o077:
+        return None
+    directory = stat.S_ISDIR(status.st_mode)
+    group = _access(mode >> 3, directory) if mode & 0o070 else None
+    others = _access(mode, directory) if mode & 0o007 else None
+    if group is not None and group == others:
+        who = f"{group} by group and others"
+    else:
+        who = ", ".join(f"{a} by {w}" for a, w in ((group, "group"), (others, "others")) if a)
+    fix = PRIVATE_DIR_MODE if directory else PRIVATE_FILE_MODE
+    return f"{shown} is {who} (mode {mode:04o}): run chmod {fix:o} {shlex.quote(str(path))}"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the folder ``path`` with mode 0700, whatever the umask; an existing one is
+    left as it is (the node refuses to run if others can reach it)."""
+    if path.is_dir():
+        return
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    path.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+
+
+def _private_paths(config: NodeConfig) -> list[Path]:
+    """The home, the files holding personal data or secrets, and every folder between
+    the home and those of them inside it (``data/``, ``keys/``)."""
+    home = config.home
+    files = [
+        home / CONFIG_FILE,
+        config.signing_key_path,
+        config.subject_hmac_key_path,
+        *sqlite_files(config.settings.database_url),
+    ]
+    if config.database_password_file is not None:
+        files.append(config.database_password_file)
+    folders: dict[Path, None] = {home: None}  # ordered, without repeats
+    for file in files:
+        if file.is_relative_to(home) and ".." not in file.parts:
+            folders.update((f, None) for f in reversed(file.parents) if f.is_relative_to(home))
+    return [*folders, *files]
+
+
+def require_private_home(config: NodeConfig) -> None:
+    """Refuse the home when another user could read or write it or a private file in it,
+    as ssh refuses a private key others can read; the message lists every one with its
+    ``chmod``."""
+    problems = []
+    for path in _private_paths(config):
+        if path == config.home:
+            shown = f"the home {path}"
+        elif path.is_relative_to(config.home):
+            shown = str(path.relative_to(config.home))
+        else:
+            shown = str(path)
+        problem = permission_problem(path, shown)
+        if problem is not None and problem not in problems:
+            problems.append(problem)
+    if problems:
+        raise InsecurePermissions(
+            f"the node home {config.home} holds personal data and secrets, and other users "
+            f"can reach them: {'; '.join(problems)}. The node runs only when they are its "
+            "owner's alone."
+        )
+
+
+def _read_password_file(path: Path) -> str:
+    setting = "setting 'database_password_file'"
+    problem = permission_problem(path)
+    if problem is not None:
+        raise InsecurePermissions(f"{setting}: {problem}")
+    try:
+        password = path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{setting}: no file at {path}; write the database password there (mode 600) "
+            "or remove the setting"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ConfigError(f"{setting}: cannot read {path}: {reason}") from None
+    if not password:
+        raise ConfigError(f"{setting}: {path} is empty; write the database password there")
+    return password
+
+
+def _database_url_with_password(config: NodeConfig) -> str:
+    url = config.settings.database_url
+    file, secret = config.database_password_file, config.settings.database_password
+    if file is not None and secret is not None:
+        raise ConfigError(
+            f"the database password is given twice, by database_password_file ({file}) and by "
+            f"{PASSWORD_ENV}; keep one of them"
+        )
+    read: Callable[[], str]
+    if file is not None:
+        source, read = f"database_password_file ({file})", lambda: _read_password_file(file)
+    elif secret is not None:
+        if not secret.get_secret_value():
+            raise ConfigError(f"{PASSWORD_ENV} is set but empty; give the password or unset it")
+        source, read = PASSWORD_ENV, secret.get_secret_value
+    else:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("setting 'database_url' is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        raise ConfigError(
+            f"{source} gives a database password, but database_url is a SQLite database, "
+            "which has none; remove the password setting"
+        )
+    if parsed.password:
+        raise ConfigError(
+            f"database_url holds a password and {source} gives another; remove the one in "
+            "database_url (which keeps the password out of node.toml)"
+        )
+    if not parsed.username:
+        raise ConfigError(
+            f"{source} gives a password, but database_url names no user to use it with: "
+            "write it as postgresql+psycopg://USER@HOST/DATABASE"
+        )
+    return parsed.set(password=read()).render_as_string(hide_password=False)
+
+
 def load_config(home: Path) -> NodeConfig:
-    """Read ``home/node.toml`` and the environment; raise ConfigError when anything is off."""
+    """Read ``home/node.toml`` and the environment; raise ConfigError when anything is off,
+    InsecurePermissions when other users can reach the home's private files."""
     config_file = home / CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError(
@@ -213,8 +403,17 @@ def load_config(home: Path) -> NodeConfig:
         data = tomllib.loads(config_file.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+    if "database_password" in data:
+        raise ConfigError(
+            f"{config_file} sets database_password, which is read from {PASSWORD_ENV} only; "
+            "remove it from the file and set that variable, or name a file holding it with "
+            "database_password_file"
+        )
     try:
         settings = NodeSettings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc.errors(), config_file)) from None
-    return NodeConfig(home.resolve(), settings)
+    config = NodeConfig(home.resolve(), settings)
+    require_private_home(config)
+    _ = config.database_url  # a password setting that does not fit is refused now
+    return config

@@ -1,19 +1,21 @@
 """The node's secrets: its Ed25519 signing key (PyNaCl) and the subject HMAC key.
 
 Each is 32 bytes written once as hex, with mode 0600 from the moment the file
-exists (never created world-readable and then tightened), and never printed.
-Loading refuses a key file that others can read, as ssh does.
+exists (never created world-readable and then tightened), whatever the umask,
+in a folder created 0700, and never printed; the public key beside the signing
+key is written the same way. Loading refuses a key file that others can read,
+as ssh does (the rule is :func:`~creditexchange.node.app.config.permission_problem`).
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from creditexchange.errors import ConfigError
+from creditexchange.errors import ConfigError, InsecurePermissions
+from creditexchange.node.app.config import PRIVATE_FILE_MODE, make_private_dir, permission_problem
 
 __all__ = [
     "load_hmac_key",
@@ -23,26 +25,23 @@ __all__ = [
 ]
 
 
-def _write_secret(path: Path, secret: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_key_file(path: Path, key: bytes) -> None:
+    make_private_dir(path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
         raise ConfigError(f"{path} already exists; a key is never overwritten") from None
     with os.fdopen(fd, "w") as f:
-        f.write(secret.hex() + "\n")
+        os.fchmod(f.fileno(), PRIVATE_FILE_MODE)
+        f.write(key.hex() + "\n")
 
 
 def _read_secret(path: Path, setting: str) -> bytes:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"setting {setting!r}: no key file at {path}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"setting {setting!r}: {path} is readable by others (mode "
-            f"{stat.S_IMODE(mode):o}); run 'chmod 600 {path}'"
-        )
+    if not path.exists():
+        raise ConfigError(f"setting {setting!r}: no key file at {path}")
+    problem = permission_problem(path)
+    if problem is not None:
+        raise InsecurePermissions(f"setting {setting!r}: {problem}")
     try:
         secret = bytes.fromhex(path.read_text().strip())
     except ValueError:
@@ -55,8 +54,8 @@ def _read_secret(path: Path, setting: str) -> bytes:
 def write_new_signing_key(path: Path) -> SigningKey:
     """Create a fresh signing key at ``path`` (and its public key beside it)."""
     key = SigningKey.generate()
-    _write_secret(path, bytes(key))
-    path.with_suffix(".pub").write_text(bytes(key.verify_key).hex() + "\n")
+    _write_key_file(path, bytes(key))
+    _write_key_file(path.with_suffix(".pub"), bytes(key.verify_key))
     return key
 
 
@@ -65,7 +64,7 @@ def load_signing_key(path: Path) -> SigningKey:
 
 
 def write_new_hmac_key(path: Path) -> None:
-    _write_secret(path, os.urandom(32))
+    _write_key_file(path, os.urandom(32))
 
 
 def load_hmac_key(path: Path) -> bytes:

@@ -3,7 +3,10 @@ files into running objects.
 
 Everything below the application (the ledger, the exchange, the records) is
 built from explicit parts and never reads a configuration; these functions read
-one and hand the parts over.
+one and hand the parts over. A home is read only through
+:func:`~creditexchange.node.app.config.load_config`, which refuses one whose
+private files other users can reach; ``config.database_url`` carries the password
+of ``database_password_file`` or ``CREDIT_NODE_DATABASE_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class OpenedNode:
 
 
 def open_node(home: Path) -> OpenedNode:
+    """The home's configuration (refused when others can reach its private files), its
+    database at the current schema, and its catalog."""
     config = load_config(home)
     return OpenedNode(config, open_database(config.database_url), load_catalog(config.catalog_path))
 

@@ -5,10 +5,17 @@
   the flush costs little.
 * A database whose schema is behind the code is refused with the command that
   upgrades it (``credit-node db upgrade``); nothing migrates silently.
+* A SQLite database holds personal data, so its file is created here, empty,
+  with mode 0600 (and its folder, when missing, with 0700) before SQLite opens
+  it, whatever the process umask: SQLite gives the ``-wal``, ``-shm`` and journal
+  files it creates beside it the database file's mode. Which of them exist is
+  :func:`sqlite_files`; the node refuses to run when others can read them
+  (``creditexchange.node.app.config``).
 """
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,8 +24,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from creditexchange.errors import DatabaseError
 
@@ -28,8 +35,12 @@ __all__ = [
     "head_revision",
     "open_database",
     "require_current_schema",
+    "sqlite_files",
     "upgrade",
 ]
+
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a database: its WAL, shared memory and rollback journal."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -42,10 +53,51 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_database(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for another backend or an in-memory database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files a SQLite database at ``url`` keeps: the database and its -wal, -shm and
+    journal files (whether they exist or not); none for another backend."""
+    database = _sqlite_database(url)
+    if database is None:
+        return []
+    return [database, *(database.with_name(database.name + s) for s in SQLITE_COMPANIONS)]
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (its folder, if missing, 0700) unless it exists."""
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def create_database_engine(url: str) -> Engine:
-    """An engine for ``url`` with the node's connection settings; the schema is not checked."""
+    """An engine for ``url`` with the node's connection settings; the schema is not checked.
+
+    A SQLite database that does not exist yet is created private (see the module).
+    """
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = _sqlite_database(url)
+        if database is not None:
+            _create_private_file(database)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
