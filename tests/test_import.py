@@ -1,4 +1,5 @@
-"""Department data import: validation, rejects, idempotency, history, encodings.
+"""Department data import: validation, rejects, idempotency, history, encodings,
+and hostile files (links to secrets, pipes, folders, garbage headers).
 
 Runs on SQLite and on PostgreSQL. Uses a small catalog of its own that has every
 field type, so the rules under test are visible here.
@@ -9,15 +10,22 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
-from creditexchange.errors import CatalogError, ImportFileError
-from creditexchange.node.catalog import Catalog, parse_catalog
+from creditexchange.devtools.sample import write_sample
+from creditexchange.errors import CatalogError, ImportFileError, excerpt
+from creditexchange.node.app.home import create_home
+from creditexchange.node.catalog import Catalog, load_catalog, parse_catalog
+from creditexchange.node.cli import app
 from creditexchange.node.database.models import ImportBatch, Record, RecordVersion, Subject
 from creditexchange.node.records.importer import ImportSummary, import_file
 from creditexchange.node.records.objections import ObjectionOutcome, close_objection, open_objection
@@ -506,9 +514,10 @@ def test_reject_report_cells_that_look_like_formulas_are_written_as_text(
     assert summary.reject_report is not None
     with summary.reject_report.open(encoding="utf-8-sig", newline="") as f:
         cells = list(csv.reader(f))[1:]
-    assert [c[2] for c in cells] == ["'" + k for k in keys]
+    # An unknown key is shown as an excerpt: quoted, so never a formula, its tab escaped.
+    assert [c[2] for c in cells] == [excerpt(k) for k in keys]
     assert {c[0] for c in cells} == {"'=cmd.jsonl"}
-    assert all(not c[3].startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+    assert all(not c[i].startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells for i in (2, 3))
 
 
 def test_a_record_key_repeated_in_one_file_is_rejected_even_across_chunks(
@@ -672,7 +681,7 @@ def test_json_lines_files_import_like_csv(
     assert reasons["3"][1].startswith("not valid JSON")
     assert reasons["4"][1] == "a line must hold one JSON object"
     assert reasons["5"] == ("facts", "must be a plain value, not a list or an object")
-    assert reasons["6"] == ("bonus", "not a field of theme penalty")
+    assert reasons["6"] == ("'bonus'", "not a field of theme penalty")
 
 
 def test_unknown_theme_format_department_and_encoding_are_clear_errors(
@@ -764,3 +773,163 @@ def test_a_bad_header_is_refused_before_a_worker_starts(
     with pytest.raises(ImportFileError, match="'bonus' is not a field"):
         run(engine, small_catalog, path, tmp_path, parallel=True)
     assert count(engine, Record) == 0
+
+
+# -- hostile files: the importer reads regular files only, and never echoes more than an excerpt
+
+
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    """Every run of ``size`` characters of ``secret``: none may appear in an output."""
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def test_a_link_to_the_nodes_signing_key_is_refused_without_printing_any_of_it(
+    tmp_path: Path,
+) -> None:
+    config = create_home(tmp_path / "hz", "huizhou")
+    seed = config.signing_key_path.read_text().strip()
+    link = tmp_path / "link.csv"
+    link.symlink_to(config.signing_key_path)
+    result = CliRunner().invoke(
+        app, ["import", str(link), "--theme", "admin_penalty", "--home", str(config.home)]
+    )
+    output = result.output.replace("\n", "")
+    assert result.exit_code == 2, output
+    assert "symbolic link" in output and "--follow-symlinks" in output
+    assert not [piece for piece in _pieces(seed) if piece in output]
+
+
+def test_a_symbolic_link_is_refused_by_the_library_before_anything_is_written(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    link = tmp_path / "link.csv"
+    link.symlink_to(write_csv(tmp_path / "real.csv", [row("K1")]))
+    with pytest.raises(ImportFileError, match=r"link\.csv is a symbolic link.*--follow-symlinks"):
+        run(engine, small_catalog, link, tmp_path)
+    assert count(engine, ImportBatch) == 0 and count(engine, Record) == 0
+
+
+def test_follow_symlinks_imports_a_link_to_a_regular_csv(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    link = tmp_path / "link.csv"
+    link.symlink_to(write_csv(tmp_path / "real.csv", [row("K1"), row("K2")]))
+    summary = run(engine, small_catalog, link, tmp_path, follow_symlinks=True)
+    assert (summary.inserted, summary.rejected) == (2, 0)
+    again = run(engine, small_catalog, link, tmp_path, follow_symlinks=True, parallel=True)
+    assert again.unchanged == 2  # the validating worker opens the same file the same way
+
+
+def test_the_import_command_follows_a_link_to_a_regular_file_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    config = create_home(tmp_path / "hz", "huizhou")
+    [penalties] = [
+        f for f in write_sample(load_catalog(), "huizhou", 20, 5, tmp_path / "in")
+        if f.name.startswith("admin_penalty.")
+    ]  # fmt: skip
+    link = tmp_path / f"link{penalties.suffix}"
+    link.symlink_to(penalties)
+    argv = ["import", str(link), "--theme", "admin_penalty", "--home", str(config.home)]
+    refused = CliRunner().invoke(app, argv)
+    assert refused.exit_code == 2 and "symbolic link" in refused.output
+    followed = CliRunner().invoke(app, [*argv, "--follow-symlinks"])
+    assert followed.exit_code == 0, followed.output
+    assert "rejected 0" in followed.output
+
+
+def test_a_link_followed_to_something_other_than_a_regular_file_is_still_refused(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    link = tmp_path / "link.csv"
+    link.symlink_to("/dev/zero")  # endless: reading it would never finish
+    with pytest.raises(
+        ImportFileError,
+        match=r"is a character device, not a regular file \(the target of a symbolic link\)",
+    ):
+        run(engine, small_catalog, link, tmp_path, follow_symlinks=True)
+    assert count(engine, ImportBatch) == 0
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "p.csv"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            run(engine, small_catalog, fifo, tmp_path)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # it blocked opening the pipe: release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("the import waited for a writer on a named pipe")
+    [refusal] = outcome
+    assert isinstance(refusal, ImportFileError)
+    assert "is a named pipe (FIFO), not a regular file" in str(refusal)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert count(engine, ImportBatch) == 0
+
+
+def test_a_folder_is_refused_as_not_a_regular_file(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    folder = tmp_path / "p.csv"
+    folder.mkdir()
+    with pytest.raises(ImportFileError, match=r"p\.csv is a folder, not a regular file"):
+        run(engine, small_catalog, folder, tmp_path)
+    assert count(engine, ImportBatch) == 0
+
+
+_CONTROLS = "".join(chr(c) for c in range(1, 32) if chr(c) not in "\n\r")
+
+
+def test_a_long_garbage_header_gives_a_short_error_with_no_raw_control_characters(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    garbage = ("\x1b]0;pwned\x07\x1b[2J" + _CONTROLS + "\u202e密钥") * 400 + "TAIL"
+    path = tmp_path / "p.csv"
+    path.write_text(garbage + "," + ",".join(HEADER) + "\n", "utf-8")
+    with pytest.raises(ImportFileError) as refusal:
+        run(engine, small_catalog, path, tmp_path)
+    message = str(refusal.value)
+    shown = message.split("column 1 ", 1)[1].split(" is not a field of theme penalty")[0]
+    assert shown.startswith("'\\x1b]0;pwned\\x07") and shown.endswith("'…")
+    assert len(shown) <= 43  # 40 characters, the quotes and the ellipsis
+    assert message.isprintable() and "TAIL" not in message
+    assert len(message) < len(str(path)) + 600  # the list of the theme's fields included
+    assert count(engine, ImportBatch) == 0
+
+
+def test_a_long_garbage_cell_appears_in_its_reason_as_a_short_escaped_excerpt(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    cell = "\x1b[31m" + _CONTROLS * 50 + "TAIL"
+    path = write_csv(tmp_path / "p.csv", [row("K1", decision_date=cell, penalty_type=cell)])
+    summary = run(engine, small_catalog, path, tmp_path)
+    reasons = {r["field"]: r["reason"] for r in rejects_of(summary)}
+    assert set(reasons) == {"decision_date", "penalty_type"}
+    for reason in reasons.values():
+        assert reason.startswith("'\\x1b[31m") and reason.isprintable() and "TAIL" not in reason
+    assert len(reasons["decision_date"]) < 80
+
+
+def test_a_reject_report_is_written_for_its_owner_alone(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        path = write_csv(tmp_path / "p.csv", [row("K1", decision_date="never")])
+        summary = run(engine, small_catalog, path, tmp_path)
+    finally:
+        os.umask(previous)
+    assert summary.reject_report is not None
+    assert stat.S_IMODE(summary.reject_report.stat().st_mode) == 0o600
+    assert stat.S_IMODE(summary.reject_report.parent.stat().st_mode) == 0o700

@@ -2,6 +2,17 @@
 
 The guarantees an operator relies on:
 
+* **Only the file named, and only a regular file.** The file is opened once with
+  ``O_NOFOLLOW`` and checked on the opened descriptor (``fstat``, no race between
+  a check and the open): a symbolic link is refused unless ``follow_symlinks``
+  (and then its target must be a regular file), and so are folders, devices,
+  sockets and named pipes, without waiting on a pipe. Every later open of the
+  file (a validating worker's) must find the very same file.
+* **No error shows more of the file than an excerpt.** Column names, cells and
+  keys appear in messages and reject reasons only as
+  :func:`~creditexchange.errors.excerpt` shows them: at most 40 characters,
+  quoted, control characters escaped. A file that is not department data (a
+  key, binary garbage) cannot be printed through an error.
 * **Nothing half-read gets in.** Before a single row is written the whole file is
   read once: its SHA-256 is taken, it must decode in the declared encoding (a GBK
   file read as UTF-8, or a UTF-8 file declared as GBK, is refused with the line
@@ -33,14 +44,17 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import errno
 import hashlib
 import io
 import multiprocessing
+import os
 import queue
+import stat
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -57,7 +71,7 @@ from sqlalchemy import (
 )
 
 from creditexchange.clock import china_today, utc_now
-from creditexchange.errors import CatalogError, ImportFileError
+from creditexchange.errors import CatalogError, ImportFileError, excerpt
 from creditexchange.identifiers import mask_identifier
 from creditexchange.node.catalog import Catalog, Theme
 from creditexchange.node.database.driver import Prepared
@@ -136,7 +150,78 @@ def _python_encoding(encoding: str) -> str:
     return "utf-8-sig" if name in _UTF8 else name
 
 
-def _scan_file(path: Path, encoding: str) -> tuple[str, int]:
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+_FileIdentity = tuple[int, int]
+"""A file's (device, inode): which file an open descriptor is."""
+
+
+def _open_regular_file(
+    path: Path, *, follow_symlinks: bool = False, identity: _FileIdentity | None = None
+) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file, as decided on the opened descriptor.
+
+    A symbolic link is refused (``O_NOFOLLOW``) unless ``follow_symlinks``; its target
+    must still be a regular file. ``O_NONBLOCK`` keeps the open of a named pipe from
+    waiting for a writer, ``O_NOCTTY`` a terminal from becoming this process's. With
+    ``identity``, the file must be that very file (not one put in its place since).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks and path.is_symlink():
+            raise ImportFileError(
+                f"{path} is a symbolic link; import reads regular files only, so that a link "
+                "cannot make it read another file (a key, say) into the store or an error. "
+                "Import the file it points to by that file's own name, or pass "
+                "--follow-symlinks if you trust the link. Nothing was imported."
+            ) from None
+        if exc.errno == errno.ENXIO:
+            raise ImportFileError(
+                f"{path} is a socket, not a regular file; import reads regular files only: "
+                "save the department's data as a .csv or .jsonl file and import that. "
+                "Nothing was imported."
+            ) from None
+        raise ImportFileError(
+            f"cannot read {path}: {exc.strerror}. Nothing was imported."
+        ) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            kind = next((name for test, name in _NOT_REGULAR if test(status.st_mode)), None)
+            raise ImportFileError(
+                f"{path} is {kind + ', not a regular file' if kind else 'not a regular file'}"
+                f"{' (the target of a symbolic link)' if path.is_symlink() else ''}; import "
+                "reads regular files only: save the department's data as a .csv or .jsonl "
+                "file and import that. Nothing was imported."
+            )
+        if identity is not None and (status.st_dev, status.st_ino) != identity:
+            raise ImportFileError(
+                f"{path} was replaced by another file while it was being imported; the chunks "
+                "written so far are complete: import the file again once it stays in place"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _identity(file: BinaryIO) -> _FileIdentity:
+    status = os.fstat(file.fileno())
+    return status.st_dev, status.st_ino
+
+
+def _scan_file(file: BinaryIO, path: Path, encoding: str) -> tuple[str, int]:
     """Read the whole file once: its SHA-256 and size, and proof that it decodes.
 
     Raises ImportFileError naming the line of the first byte that does not decode,
@@ -148,34 +233,32 @@ def _scan_file(path: Path, encoding: str) -> tuple[str, int]:
     utf8_ok, non_ascii = True, False
     size, newlines = 0, 0
     try:
-        with path.open("rb") as f:
-            while block := f.read(_READ_BLOCK):
-                digest.update(block)
+        file.seek(0)
+        while block := file.read(_READ_BLOCK):
+            digest.update(block)
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                line = newlines + block.count(b"\n", 0, exc.start) + 1
+                if encoding == "utf-8-sig":
+                    hint = "the department probably saved it as GBK: pass --encoding gbk"
+                elif _is_utf8(file):
+                    hint = "the file is UTF-8, not " + encoding + ": import it without --encoding"
+                else:
+                    hint = "check the --encoding you passed (gbk, gb18030, utf-8)"
+                raise ImportFileError(
+                    f"{path}: line {line} (byte {size + exc.start}) is not valid "
+                    f"{encoding.removesuffix('-sig')}; {hint}. Nothing was imported."
+                ) from None
+            if as_utf8 is not None and utf8_ok:
+                non_ascii = non_ascii or not block.isascii()
                 try:
-                    decoder.decode(block)
-                except UnicodeDecodeError as exc:
-                    line = newlines + block.count(b"\n", 0, exc.start) + 1
-                    if encoding == "utf-8-sig":
-                        hint = "the department probably saved it as GBK: pass --encoding gbk"
-                    elif _is_utf8(path):
-                        hint = (
-                            "the file is UTF-8, not " + encoding + ": import it without --encoding"
-                        )
-                    else:
-                        hint = "check the --encoding you passed (gbk, gb18030, utf-8)"
-                    raise ImportFileError(
-                        f"{path}: line {line} (byte {size + exc.start}) is not valid "
-                        f"{encoding.removesuffix('-sig')}; {hint}. Nothing was imported."
-                    ) from None
-                if as_utf8 is not None and utf8_ok:
-                    non_ascii = non_ascii or not block.isascii()
-                    try:
-                        as_utf8.decode(block)
-                    except UnicodeDecodeError:
-                        utf8_ok = False
-                size += len(block)
-                newlines += block.count(b"\n")
-            decoder.decode(b"", final=True)
+                    as_utf8.decode(block)
+                except UnicodeDecodeError:
+                    utf8_ok = False
+            size += len(block)
+            newlines += block.count(b"\n")
+        decoder.decode(b"", final=True)
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -191,13 +274,13 @@ def _scan_file(path: Path, encoding: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _is_utf8(path: Path) -> bool:
+def _is_utf8(file: BinaryIO) -> bool:
     decoder = codecs.getincrementaldecoder("utf-8")()
+    file.seek(0)
     try:
-        with path.open("rb") as f:
-            while block := f.read(_READ_BLOCK):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
+        while block := file.read(_READ_BLOCK):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return True
@@ -230,7 +313,7 @@ def _column_map(theme: Theme, header: Sequence[str], path: Path) -> list[str]:
         name = known.get(cell.strip())
         if name is None:
             raise ImportFileError(
-                f"{path}: column {position} {cell.strip()!r} is not a field of theme "
+                f"{path}: column {position} {excerpt(cell.strip())} is not a field of theme "
                 f"{theme.code}; its fields are {', '.join(SUBJECT_COLUMNS)}, "
                 f"{', '.join(f.name for f in theme.fields)}. Nothing was imported."
             )
@@ -333,7 +416,7 @@ def _jsonl_rows(text: IO[str], theme: Theme, path: Path) -> Iterator[_Row]:
         for key, value in obj.items():
             name = allowed.get(key)
             if name is None:
-                problems.append(Problem(key, f"not a field of theme {theme.code}"))
+                problems.append(Problem(excerpt(key), f"not a field of theme {theme.code}"))
             elif isinstance(value, dict | list):
                 problems.append(Problem(name, "must be a plain value, not a list or an object"))
             elif isinstance(value, str) and "\x00" in value:
@@ -482,7 +565,9 @@ class _Writer:
 def _repeated(row: ValidRow, first_line: int | None) -> Reject:
     where = f" at line {first_line}" if first_line is not None else ""
     return Reject(
-        row.line, "record_key", f"record key {row.record_key!r} appears earlier in this file{where}"
+        row.line,
+        "record_key",
+        f"record key {excerpt(row.record_key)} appears earlier in this file{where}",
     )
 
 
@@ -512,8 +597,7 @@ class _RejectReport:
         if not rejects:
             return
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8-sig", newline="")
+            self._file = _private_report(self.path)
             self._writer = csv.writer(self._file)
             self._writer.writerow(["file", "line", "field", "reason"])
         source = _spreadsheet_text(self.source)
@@ -529,6 +613,20 @@ class _RejectReport:
         return self.path
 
 
+def _private_report(path: Path) -> IO[str]:
+    """The report file, for the operator alone: it names records and subjects. Its folder
+    is created 0700 and the file 0600 (never following a link planted in its place)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8-sig", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @dataclass(frozen=True)
 class _Source:
     """What reading and validating one file needs; plain data, so a worker can take it."""
@@ -539,6 +637,8 @@ class _Source:
     theme: dict[str, Any]  # Theme.model_dump(): models are rebuilt, not pickled
     department: str
     chunk_rows: int
+    follow_symlinks: bool
+    identity: _FileIdentity  # the file checked before anything was written
 
 
 class _Chunk(NamedTuple):
@@ -552,7 +652,10 @@ def _validated_chunks(source: _Source) -> Generator[_Chunk, None, None]:
     """Read and validate a file, yielding chunks of valid rows and rejects."""
     theme = Theme.model_validate(source.theme)
     validator = RowValidator(theme, source.department)
-    with source.path.open("rb") as raw:
+    opened = _open_regular_file(
+        source.path, follow_symlinks=source.follow_symlinks, identity=source.identity
+    )
+    with opened as raw:
         counter = _CountingReader(raw)
         text = io.TextIOWrapper(io.BufferedReader(counter), encoding=source.encoding, newline="")
         rows = (_csv_rows if source.fmt == "csv" else _jsonl_rows)(text, theme, source.path)
@@ -633,10 +736,12 @@ def import_file(
     today: dt.date | None = None,
     progress: Progress | None = None,
     parallel: bool | None = None,
+    follow_symlinks: bool = False,
 ) -> ImportSummary:
     """Import one department file into ``theme_code``; see the module's guarantees.
 
     ``parallel`` validates in a worker process (default: for files of 8 MiB or more).
+    ``follow_symlinks`` accepts a symbolic link to a regular file.
     """
     theme = catalog.theme(theme_code)
     department = source or theme.source_department
@@ -647,12 +752,27 @@ def import_file(
         )
     fmt = file_format(path)
     python_encoding = _python_encoding(encoding)
-    digest, size = _scan_file(path, python_encoding)
-    if fmt == "csv":  # a bad header refuses the file before anything is written
-        with path.open(encoding=python_encoding, newline="") as f:
-            _column_map(theme, _read_header(csv.reader(f), path), path)
+    with _open_regular_file(path, follow_symlinks=follow_symlinks) as file:
+        identity = _identity(file)
+        digest, size = _scan_file(file, path, python_encoding)
+        if fmt == "csv":  # a bad header refuses the file before anything is written
+            file.seek(0)
+            text = io.TextIOWrapper(file, encoding=python_encoding, newline="")
+            try:
+                _column_map(theme, _read_header(csv.reader(text), path), path)
+            finally:
+                text.detach()
     today_iso = (today or china_today()).isoformat()
-    plan = _Source(path, fmt, python_encoding, theme.model_dump(), department, chunk_rows)
+    plan = _Source(
+        path,
+        fmt,
+        python_encoding,
+        theme.model_dump(),
+        department,
+        chunk_rows,
+        follow_symlinks,
+        identity,
+    )
     use_worker = size >= PARALLEL_FROM_BYTES if parallel is None else parallel
     chunks = _chunks_from_worker(plan) if use_worker else _validated_chunks(plan)
 

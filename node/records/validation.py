@@ -10,7 +10,9 @@ Promises:
 
 * Nothing in a problem's reason repeats a sensitive value (identity numbers,
   fields marked ``sensitive``); codes and dates are echoed so the department can
-  find the cell.
+  find the cell, but only as :func:`~creditexchange.errors.excerpt` shows them
+  (at most 40 characters, quoted, control characters escaped), whatever the file
+  holds.
 * Equal input gives equal ``fields_json`` and ``content_hash``: keys sorted,
   values normalised (dates ISO 8601, codes as codes, decimals as written).
 """
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from creditexchange.errors import InvalidIdentifier, PublicityViolation
+from creditexchange.errors import InvalidIdentifier, PublicityViolation, excerpt
 from creditexchange.identifiers import (
     identifier_kind,
     validate_resident_id,
@@ -52,6 +54,7 @@ __all__ = [
 SUBJECT_COLUMNS = ("subject_id", "subject_type", "subject_name", "record_key")
 MAX_NAME = 256
 MAX_KEY = 128
+_WITHHELD = "(value withheld)"
 _TRUE = frozenset({"true", "1", "yes", "y", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "否"})
 
@@ -88,13 +91,13 @@ def parse_date(raw: str) -> dt.date:
     elif len(raw) == 8 and raw.isdigit():
         text = f"{raw[:4]}-{raw[4:6]}-{raw[6:]}"
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
-        raise ValueError(f"{raw!r} is not a date: write YYYY-MM-DD")
+        raise ValueError(f"{excerpt(raw)} is not a date: write YYYY-MM-DD")
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{raw!r} is not a real date") from None
+        raise ValueError(f"{excerpt(raw)} is not a real date") from None
     if not 1900 <= day.year <= 2199:
-        raise ValueError(f"{raw!r} is outside the years 1900-2199")
+        raise ValueError(f"{excerpt(raw)} is outside the years 1900-2199")
     return day
 
 
@@ -106,9 +109,9 @@ def _decimal(raw: str, _row: Mapping[str, Any]) -> str:
     try:
         value = Decimal(raw.replace(",", ""))
     except InvalidOperation:
-        raise ValueError(f"{raw!r} is not a number") from None
+        raise ValueError(f"{excerpt(raw)} is not a number") from None
     if not value.is_finite():
-        raise ValueError(f"{raw!r} is not a finite number")
+        raise ValueError(f"{excerpt(raw)} is not a finite number")
     return str(value)
 
 
@@ -116,7 +119,7 @@ def _integer(raw: str, _row: Mapping[str, Any]) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{raw!r} is not a whole number") from None
+        raise ValueError(f"{excerpt(raw)} is not a whole number") from None
 
 
 def _boolean(raw: str, _row: Mapping[str, Any]) -> bool:
@@ -125,7 +128,7 @@ def _boolean(raw: str, _row: Mapping[str, Any]) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError(f"{raw!r} is not true or false")
+    raise ValueError(f"{excerpt(raw)} is not true or false")
 
 
 def _uscc(raw: str, _row: Mapping[str, Any]) -> str:
@@ -204,7 +207,7 @@ def _plain_converter(f: CatalogField, theme: Theme) -> Converter:
             try:
                 return lookup[raw]
             except KeyError:
-                raise ValueError(f"{raw!r} is not one of the codes {allowed}") from None
+                raise ValueError(f"{excerpt(raw)} is not one of the codes {allowed}") from None
 
         return code
     if f.type is FieldType.ID_NUMBER:
@@ -288,7 +291,7 @@ class RowValidator:
             except ValueError as exc:
                 reason = str(exc)
                 if sensitive:
-                    reason = reason.replace(raw, "(value withheld)")
+                    reason = reason.replace(excerpt(raw), _WITHHELD).replace(raw, _WITHHELD)
                 problems = problems or []
                 problems.append(Problem(name, reason))
         if problems:
@@ -336,7 +339,7 @@ class RowValidator:
             problems.append(
                 Problem(
                     "subject_type",
-                    f"{subject_type!r} is not a subject type; use one of "
+                    f"{excerpt(subject_type)} is not a subject type; use one of "
                     + ", ".join(sorted(SUBJECT_TYPES)),
                 )
             )
