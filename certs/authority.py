@@ -18,6 +18,11 @@ Invariants:
 - Every published CRL has a higher CRL number than the one before it; revoking
   always re-publishes, so a revocation is never recorded without its CRL.
 - Operations on one CA folder take its lock file in turn.
+- A member certificate carries its member's URI and ``<id>.member.credit-exchange``,
+  and besides only the host names and addresses the operator asked for: valid
+  RFC 1123 host names, no wildcard, no other name in the member namespace
+  (``certs/identity.py``: :func:`dns_name_problem`). Nothing is added unasked,
+  not even loopback names.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator, Sequence
@@ -42,6 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from creditexchange.certs.identity import (
     check_member_id,
+    dns_name_problem,
     fingerprint,
     member_dns_name,
     member_uri,
@@ -383,17 +390,20 @@ def issue(
     ca_dir: Path,
     out_dir: Path | None = None,
     days: int = MEMBER_DAYS,
-    dns_names: Sequence[str] = ("localhost",),
-    ips: Sequence[str] = ("127.0.0.1", "::1"),
+    dns_names: Sequence[str] = (),
+    ips: Sequence[str] = (),
 ) -> IssuedFiles:
     """Issue a node certificate for ``member_id``: a new P-256 key and its certificate.
 
     The certificate names the member in exactly one URI SAN
     (``spiffe://credit-exchange/member/<id>``) and in the DNS name
     ``<id>.member.credit-exchange``, plus ``dns_names`` and ``ips`` (where the node
-    is reached). It serves both as server and client certificate. The key and
-    certificate go to ``out_dir`` (default ``<ca_dir>/members``) as ``<id>.key``
-    (0600) and ``<id>.crt``; existing files there are never overwritten.
+    is reached; none by default, so loopback names only when asked for). A DNS
+    name that is not an RFC 1123 host name, a wildcard or another name in the
+    member namespace is refused (:class:`AuthorityError`). The certificate serves
+    both as server and client certificate. The key and certificate go to
+    ``out_dir`` (default ``<ca_dir>/members``) as ``<id>.key`` (0600) and
+    ``<id>.crt``; existing files there are never overwritten.
     """
     check_member_id(member_id)
     if days < 1:
@@ -477,10 +487,14 @@ def issue(
 def _subject_alternative_names(
     member_id: str, dns_names: Sequence[str], ips: Sequence[str]
 ) -> list[x509.GeneralName]:
-    dns = list(dict.fromkeys([member_dns_name(member_id), *dns_names]))
+    dns = list(dict.fromkeys([member_dns_name(member_id), *map(_host_name, dns_names)]))
     for name in dns:
-        if not name or not name.isascii() or any(c.isspace() for c in name):
-            raise AuthorityError(f"DNS name {name!r} is not valid: expected an ASCII host name")
+        problem = dns_name_problem(member_id, name)
+        if problem is not None:
+            raise AuthorityError(
+                f"{problem}; give --dns once for each host name the node is reached by "
+                f"({member_dns_name(member_id)} is always included)"
+            )
     try:
         addresses = list(dict.fromkeys(ipaddress.ip_address(ip) for ip in ips))
     except ValueError as exc:
@@ -490,6 +504,28 @@ def _subject_alternative_names(
         *(x509.DNSName(name) for name in dns),
         *(x509.IPAddress(address) for address in addresses),
     ]
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII | re.IGNORECASE)
+
+
+def _host_name(name: str) -> str:
+    """``name`` in lowercase if it is an RFC 1123 host name; :class:`AuthorityError` else.
+
+    A wildcard passes here so that :func:`dns_name_problem` names it as such.
+    """
+    if "*" in name:
+        return name.lower()
+    bad = next((label for label in name.split(".") if not _HOST_LABEL.fullmatch(label)), None)
+    if len(name) > 253 or bad is not None:
+        found = f"{len(name)} characters" if bad is None else f"the label {bad!r}"
+        raise AuthorityError(
+            f"DNS name {name!r} is not a valid host name ({found}): expected labels of 1 to 63 "
+            "ASCII letters, digits or '-', not beginning or ending with '-', joined by single "
+            "dots, 253 characters at most (RFC 1123); give --dns a host name the node is "
+            "reached by (an internationalized name in its xn-- form), or none"
+        )
+    return name.lower()
 
 
 def _parse_serial(serial_hex: str) -> int:

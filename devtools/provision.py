@@ -99,6 +99,8 @@ def provision(
             grpc_port=port,
             metrics_port=metrics_port,
         )
+        # No loopback names: peers reach a node on 127.0.0.1 pinning the name
+        # <member>.member.credit-exchange, which every certificate carries.
         issue(member, ca_dir, out_dir=home / "tls")
         tls = home / "tls"
         (tls / f"{member}.crt").rename(tls / "node.crt")

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from certfactory import forge_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +33,7 @@ from creditexchange.certs.identity import (
     certificate_serial,
     member_dns_name,
     member_from_certificate,
+    member_of,
     peer_certificate,
 )
 from creditexchange.certs.revocation import RevocationList, RevocationWatcher
@@ -144,11 +146,11 @@ def test_an_issued_certificate_names_its_member_once_and_serves_both_ends_of_tls
     ca = load_cert(ca_dir / "ca.crt")
     cert = load_cert(ca_dir / "members" / "huizhou.crt")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        "spiffe://credit-exchange/member/huizhou"
+    # by default nothing but the member: no loopback names, no addresses
+    assert list(san) == [
+        x509.UniformResourceIdentifier("spiffe://credit-exchange/member/huizhou"),
+        x509.DNSName("huizhou.member.credit-exchange"),
     ]
-    assert san.get_values_for_type(x509.DNSName) == ["huizhou.member.credit-exchange", "localhost"]
-    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -189,7 +191,7 @@ def test_the_issued_key_is_0600_fits_its_certificate_and_is_recorded_in_the_inde
 def test_extra_names_and_addresses_go_into_the_certificate(fresh_ca: Path, tmp_path: Path) -> None:
     issued = issue(
         "dongguan", fresh_ca, out_dir=tmp_path / "dg", days=30,
-        dns_names=["node.dg.example"], ips=["10.0.0.7"],
+        dns_names=["Node.DG.example", "localhost"], ips=["10.0.0.7", "127.0.0.1", "::1"],
     )  # fmt: skip
     assert issued.key_path == tmp_path / "dg" / "dongguan.key"
     san = load_cert(issued.certificate_path).extensions.get_extension_for_class(
@@ -197,9 +199,14 @@ def test_extra_names_and_addresses_go_into_the_certificate(fresh_ca: Path, tmp_p
     )
     assert san.value.get_values_for_type(x509.DNSName) == [
         "dongguan.member.credit-exchange",
-        "node.dg.example",
+        "node.dg.example",  # DNS names are case-insensitive: written in lowercase
+        "localhost",
     ]
-    assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+    assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == [
+        "10.0.0.7",
+        "127.0.0.1",
+        "::1",
+    ]
 
 
 def test_issuing_where_the_members_key_already_is_is_refused(fresh_ca: Path) -> None:
@@ -224,7 +231,7 @@ def test_a_bad_member_id_is_refused(fresh_ca: Path, member: str) -> None:
     ("kwargs", "message"),
     [
         ({"ips": ["300.1.1.1"]}, "IPv4 or IPv6"),
-        ({"dns_names": ["bad name"]}, "not valid"),
+        ({"dns_names": ["bad name"]}, "not a valid host name"),
         ({"days": 0}, "at least 1 day"),
         ({"days": 10_000}, "outlive the CA"),
     ],
@@ -235,6 +242,49 @@ def test_bad_issuing_arguments_are_refused(
     with pytest.raises(AuthorityError, match=message):
         issue("shanwei", fresh_ca, **kwargs)
     assert read_index(fresh_ca) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("*.member.credit-exchange", r"in the federation's member namespace"),
+        ("shenzhen.member.credit-exchange", r"may carry only huizhou\.member\.credit-exchange"),
+        ("Shenzhen.Member.Credit-Exchange", r"member namespace"),
+        ("node.shenzhen.member.credit-exchange", r"member namespace"),
+        ("member.credit-exchange", r"member namespace"),
+        ("*.example.org", r"is a wildcard"),
+        ("*", r"is a wildcard"),
+        ("bad_name", r"'bad_name' is not a valid host name .*RFC 1123"),
+        ("node..example", r"not a valid host name \(the label ''\)"),
+        ("node.example.", r"not a valid host name"),
+        ("-node.example", r"the label '-node'"),
+        ("node-.example", r"the label 'node-'"),
+        ("a" * 64 + ".example", r"not a valid host name"),
+        (".".join(["a" * 63] * 4), r"\(255 characters\)"),
+        ("节点.example", r"not a valid host name"),
+        ("", r"not a valid host name"),
+    ],
+)
+def test_the_ca_refuses_a_name_that_is_not_the_members_to_carry(
+    fresh_ca: Path, name: str, message: str
+) -> None:
+    with pytest.raises(AuthorityError, match=message) as refused:
+        issue("huizhou", fresh_ca, dns_names=["hz-node.example", name])
+    assert "--dns" in str(refused.value)  # and says what to give instead
+    assert read_index(fresh_ca) == []
+    assert not (fresh_ca / "members" / "huizhou.key").exists()
+
+
+def test_the_ca_accepts_the_members_own_name_and_long_valid_host_names(fresh_ca: Path) -> None:
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 characters
+    issued = issue("huizhou", fresh_ca, dns_names=["HUIZHOU.member.credit-exchange", longest])
+    san = load_cert(issued.certificate_path).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert san.value.get_values_for_type(x509.DNSName) == [
+        "huizhou.member.credit-exchange",
+        longest,
+    ]
 
 
 # --- revocation --------------------------------------------------------------------------
@@ -448,6 +498,52 @@ def test_a_peer_certificate_that_does_not_name_exactly_one_member_is_refused(
         member_from_certificate(_self_signed(names))
 
 
+@pytest.mark.parametrize(
+    ("dns_names", "message"),
+    [
+        (["*.member.credit-exchange"], r"'\*\.member\.credit-exchange' is in the .* namespace"),
+        (["huizhou.member.credit-exchange", "*.example.org"], r"'\*\.example\.org' is a wildcard"),
+        (
+            ["huizhou.member.credit-exchange", "shenzhen.member.credit-exchange"],
+            r"of huizhou is refused: .*'shenzhen\.member\.credit-exchange'.* may carry only "
+            r"huizhou\.member\.credit-exchange",
+        ),
+        (["SHENZHEN.member.credit-exchange."], r"member namespace"),
+        (["x.shenzhen.member.credit-exchange"], r"member namespace"),
+        (["member.credit-exchange"], r"member namespace"),
+        (["h*.example.org"], r"is a wildcard"),
+    ],
+)
+def test_a_peer_certificate_with_a_wildcard_or_another_members_name_is_refused(
+    ca_dir: Path, dns_names: list[str], message: str
+) -> None:
+    forged = forge_certificate(ca_dir, "huizhou", dns_names=dns_names)
+    with pytest.raises(PeerIdentityError, match=message):
+        peer_certificate(forged.certificate_pem)
+    with pytest.raises(PeerIdentityError, match=message):
+        member_of(forged.certificate)
+
+
+def test_a_peer_certificate_with_its_own_name_and_other_hosts_is_accepted(ca_dir: Path) -> None:
+    forged = forge_certificate(
+        ca_dir,
+        "huizhou",
+        dns_names=["Huizhou.Member.Credit-Exchange.", "hz-node.example", "localhost"],
+        ips=["127.0.0.1"],
+    )
+    assert peer_certificate(forged.certificate_pem).member == "huizhou"
+    assert member_of(forge_certificate(ca_dir, "huizhou", dns_names=[]).certificate) == "huizhou"
+
+
+def test_node_credentials_refuse_a_certificate_with_a_wildcard(
+    ca_dir: Path, tmp_path: Path
+) -> None:
+    forged = forge_certificate(ca_dir, "huizhou", dns_names=["*.member.credit-exchange"])
+    key_path, certificate_path = forged.write(tmp_path, "huizhou")
+    with pytest.raises(CredentialsError, match="member namespace"):
+        load_node_credentials(certificate_path, key_path, ca_dir / "ca.crt")
+
+
 def test_a_peer_certificate_that_is_not_pem_is_refused() -> None:
     with pytest.raises(PeerIdentityError, match=r"not a PEM X\.509 certificate"):
         member_from_certificate(b"hello")
@@ -523,6 +619,11 @@ def test_the_ca_operator_runs_the_whole_cycle_from_the_command_line(tmp_path: Pa
     assert mode(tmp_path / "hz" / "huizhou.key") == 0o600
     code, output = cli("issue", "shenzhen", "--ca", ca)
     assert code == 0, output
+    san = load_cert(Path(ca) / "members" / "shenzhen.crt").extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert san.value.get_values_for_type(x509.DNSName) == ["shenzhen.member.credit-exchange"]
+    assert san.value.get_values_for_type(x509.IPAddress) == []  # loopback only when asked for
 
     [record, _] = read_index(Path(ca))
     code, output = cli("revoke", record.serial_hex, "--ca", ca, "--reason", "superseded")
@@ -552,6 +653,9 @@ def test_the_ca_operator_runs_the_whole_cycle_from_the_command_line(tmp_path: Pa
         (["init-ca", "--out", "{ca}"], "already holds a CA"),
         (["issue", "Bad_Id", "--ca", "{ca}"], "is not valid"),
         (["issue", "heyuan", "--ca", "{ca}", "--ip", "nope"], "IPv4 or IPv6"),
+        (["issue", "heyuan", "--ca", "{ca}", "--dns", "*.member.credit-exchange"], "namespace"),
+        (["issue", "heyuan", "--ca", "{ca}", "--dns", "*.example.org"], "is a wildcard"),
+        (["issue", "heyuan", "--ca", "{ca}", "--dns", "bad_name"], "not a valid host name"),
         (["revoke", "abc", "--ca", "{ca}"], "no certificate with serial abc"),
         (["list", "--ca", "{ca}/nowhere"], "is not a CA folder"),
     ],
@@ -678,6 +782,23 @@ def test_a_client_refuses_a_server_from_another_ca(server: int, other_ca_dir: Pa
     with pytest.raises(grpc.RpcError) as caught:
         call(server, client_credentials(other_ca_dir, "huizhou"))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_whose_certificate_carries_a_wildcard_is_refused_by_the_server(
+    server: int, ca_dir: Path
+) -> None:
+    forged = forge_certificate(
+        ca_dir, "huizhou", dns_names=["huizhou.member.credit-exchange", "*.member.credit-exchange"]
+    )
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(ca_dir / "ca.crt").read_bytes(),
+        private_key=forged.key_pem,
+        certificate_chain=forged.certificate_pem,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        call(server, creds)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "member namespace" in (caught.value.details() or "")
 
 
 def test_a_revoked_member_is_refused_after_the_new_crl_is_published(
