@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.text import Text
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import china_today
@@ -86,7 +87,11 @@ def run_demo(
         if directory is not None or not once:
             _invite(nodes, root, seed)
         if not once:
-            out.print("\n[bold]The federation is running.[/] Press Ctrl-C to stop it.")
+            out.print(
+                Text.assemble(
+                    "\n", ("The federation is running.", "bold"), " Press Ctrl-C to stop it."
+                )
+            )
             _wait_for_interrupt(processes)
     finally:
         _stop(processes)
@@ -305,10 +310,11 @@ async def _ask(node: ProvisionedNode, step: _Step, subjects: list[str]) -> None:
             else:
                 answer = await client.query(subjects[0], to=step.provider, **step.asked)
         except QueryRefused as refused:
-            out.print(f"[bold red]refused[/] {refused}")
+            out.print(Text.assemble(("refused", "bold red"), f" {refused}"))
             out.print(
-                f"  [dim]both ledgers recorded the refusal ({refused.provider}'s entry "
-                f"{refused.leaf_index}); nothing about the subject left {refused.provider}[/]"
+                f"  both ledgers recorded the refusal ({refused.provider}'s entry "
+                f"{refused.leaf_index}); nothing about the subject left {refused.provider}",
+                style="dim",
             )
             return
     print_answer(answer, max_records=2)
@@ -324,10 +330,12 @@ def _audit(node: ProvisionedNode) -> None:
     finally:
         database.dispose()
     out.print(
-        f"  {report.size} entries; " + ("[green]verified[/]" if report.ok else "[red]FAILED[/]")
+        Text.assemble(
+            f"  {report.size} entries; ", ("verified", "green") if report.ok else ("FAILED", "red")
+        )
     )
     for problem in report.problems[:5]:
-        out.print(f"  [red]{problem}[/]")
+        out.print(f"  {problem}", style="red")
 
 
 async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
@@ -351,4 +359,4 @@ def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
     out.print(f"  credit-node audit entries --home {nodes['huizhou'].home}")
     out.print(f"  credit-node audit verify --home {nodes['huizhou'].home}")
     if os.environ.get("CREDIT_NODE_HOME"):
-        out.print("[dim](CREDIT_NODE_HOME is set in your shell; --home overrides it)[/]")
+        out.print("(CREDIT_NODE_HOME is set in your shell; --home overrides it)", style="dim")

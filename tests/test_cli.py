@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fedharness import Federation
 from typer.testing import CliRunner
 
 from creditexchange.devtools.sample import KNOWN_REGIONS, showcase_subject, write_sample
 from creditexchange.node.app.home import create_home
+from creditexchange.node.app.wiring import open_node
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.cli import app
+from creditexchange.node.cli.common import err
 from creditexchange.node.database import open_database
 from creditexchange.node.records.importer import import_file
 
@@ -155,6 +161,157 @@ def test_commands_without_a_node_home_say_how_to_make_one(tmp_path: Path) -> Non
 def test_db_status_reports_the_schema_revision(home: Path) -> None:
     code, output = cli("db", "status", home=home)
     assert code == 0 and "schema revision" in output
+
+
+# --- text from input, files and peers is printed as written --------------------------------
+
+# A penalty decision whose case number, subject name and facts carry Rich markup and
+# emoji codes, as a department file or a member's answer may.
+CASE_NUMBER = "[bold]惠罚〔2026〕1号[/bold]"
+SUBJECT_NAME = "[red]惠州:cn:有限公司[/red]"
+FACTS = "[/x] 检查发现[a-z]消防设施未保持完好"
+FILE_NAME = "penalties [a-z] [bold].csv"
+
+
+@dataclass(frozen=True)
+class MarkedFederation:
+    huizhou: Path  # serving, holding the marked penalty
+    shenzhen: Path  # not serving: the command line asks from its home
+    subject: str  # the enterprise the marked penalty is about
+    department_file: Path  # the penalty file, under a name with brackets
+
+
+@pytest.fixture(scope="module")
+def marked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MarkedFederation]:
+    root = tmp_path_factory.mktemp("markup")
+    fed = Federation(root / "fed", ("huizhou", "shenzhen"), {}, subjects=20)
+    try:
+        fed.stop("shenzhen")  # so that the command line is the only writer of its ledger
+        huizhou = fed.nodes["huizhou"].home
+        with (huizhou / "incoming" / "admin_penalty.csv").open(encoding="utf-8") as sample:
+            reader = csv.DictReader(sample)
+            row = next(reader)
+            columns = list(reader.fieldnames or [])
+        row.update(
+            record_key=CASE_NUMBER,
+            decision_number=CASE_NUMBER,
+            subject_name=SUBJECT_NAME,
+            violation_facts=FACTS,
+        )
+        department_file = root / FILE_NAME
+        with department_file.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.DictWriter(file, columns)
+            writer.writeheader()
+            writer.writerow(row)
+        node = open_node(huizhou)
+        summary = import_file(
+            node.database, node.catalog, department_file, "admin_penalty",
+            reject_dir=node.config.reject_dir,
+        )  # fmt: skip
+        node.database.dispose()
+        assert summary.inserted == 1, summary
+        yield MarkedFederation(
+            huizhou, fed.nodes["shenzhen"].home, row["subject_id"], department_file
+        )
+    finally:
+        fed.close()
+
+
+_ASK_HUIZHOU = [
+    "query", "{subject}", "--to", "huizhou", "--purpose", "public_procurement",
+    "--legal-basis", "政府采购法第二十二条", "--officer", "[dim]officer[/dim]",
+    "--home", "{shenzhen}",
+]  # fmt: skip
+_HZ = ["--home", "{huizhou}"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "verbatim"),
+    [
+        pytest.param(
+            [*_ASK_HUIZHOU, "--case", "C-1", "--theme", "[/x]"],
+            1,
+            ["refused:", "unknown theme(s) '[/x]'"],
+            id="a-theme-that-closes-a-tag-in-the-providers-refusal",
+        ),
+        pytest.param(
+            [*_ASK_HUIZHOU, "--case", "[bold]x[/bold]", "--theme", "admin_penalty"],
+            0,
+            [SUBJECT_NAME, CASE_NUMBER, f"violation_facts: {FACTS}", "✓"],
+            id="a-case-reference-asked-and-a-case-number-answered-by-a-peer",
+        ),
+        pytest.param(
+            ["import", "{department_file}", "--theme", "admin_penalty", *_HZ],
+            0,
+            [f"{FILE_NAME}: read 1", "unchanged 1"],
+            id="a-department-files-name",
+        ),
+        pytest.param(
+            ["show", "{subject}", *_HZ],
+            0,
+            [SUBJECT_NAME, CASE_NUMBER, FACTS],
+            id="a-record-from-the-nodes-own-store",
+        ),
+        pytest.param(
+            ["objection", "close", "admin_penalty", CASE_NUMBER, "--outcome", "confirmed", *_HZ],
+            2,
+            [f"error: record '{CASE_NUMBER}' has no open objection"],
+            id="a-record-key-in-an-error-message",
+        ),
+        pytest.param(
+            ["catalog", "show", "[red]penalty[/red] :cn:"],
+            2,
+            ["error: unknown theme '[red]penalty[/red] :cn:'"],
+            id="markup-and-an-emoji-code-in-an-error-message",
+        ),
+        pytest.param(
+            ["objection", "close", "admin_penalty", "K-1", "--outcome", "[red]done", *_HZ],
+            2,
+            ["'[red]done' is not one of"],
+            id="markup-in-typers-own-error-for-a-bad-value",
+        ),
+    ],
+)
+def test_text_from_input_files_and_peers_is_printed_as_written(
+    marked: MarkedFederation, argv: list[str], status: int, verbatim: list[str]
+) -> None:
+    args = [
+        a.format(
+            subject=marked.subject,
+            huizhou=marked.huizhou,
+            shenzhen=marked.shenzhen,
+            department_file=marked.department_file,
+        )
+        for a in argv
+    ]
+    result = runner.invoke(app, args, env={"COLUMNS": "1000"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == status, result.output
+    shown = " ".join(result.output.split())  # words in order; where lines break is Rich's
+    for text in verbatim:
+        assert " ".join(text.split()) in shown, f"{text!r} not printed as written:\n{result.output}"
+
+
+def test_the_import_progress_bar_shows_a_files_name_as_written(
+    marked: MarkedFederation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the bar is drawn on interactive terminals only: make stderr one
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setattr(err, "is_interactive", True)
+    result = runner.invoke(
+        app,
+        [
+            "import",
+            str(marked.department_file),
+            "--theme",
+            "admin_penalty",
+            "--home",
+            str(marked.huizhou),
+        ],
+        env={"COLUMNS": "1000"},
+    )
+    assert result.exit_code == 0, result.output
+    assert FILE_NAME in result.stderr
 
 
 @pytest.mark.slow

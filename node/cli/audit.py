@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from creditexchange.clock import now_us
 from creditexchange.node.app.config import NodeConfig
@@ -62,6 +63,14 @@ def vkey(home: HomeOption) -> None:
     print(log.signer.vkey())
 
 
+def _recorded(body: bytes | None) -> str | None:
+    """When an entry was recorded (the time inside it); None once pruned or undatable."""
+    recorded = None if body is None else entries.recorded_time(body)
+    if recorded is None:
+        return None
+    return dt.datetime.fromtimestamp(recorded / 1e6, dt.UTC).isoformat()
+
+
 @audit_app.command("entries")
 @reports_errors
 def list_entries(
@@ -77,7 +86,7 @@ def list_entries(
         {
             "index": e.index,
             "leaf_hash": b64(e.leaf_hash),
-            "recorded": dt.datetime.fromtimestamp(e.recorded_us / 1e6, dt.UTC).isoformat(),
+            "recorded": _recorded(e.body),
             "pruned": e.body is None,
             "bytes": None if e.body is None else b64(e.body),
             "entry": None if e.body is None else entries.decode(e.body),
@@ -90,7 +99,7 @@ def list_entries(
     for r in rows:
         entry = r["entry"] or {}
         out.print(
-            f"{r['index']:>8}  {r['recorded'][:19]}  {r['leaf_hash'][:16]}…  "
+            f"{r['index']:>8}  {(r['recorded'] or '-')[:19]:<19}  {r['leaf_hash'][:16]}…  "
             + (
                 "(body pruned)"
                 if r["pruned"]
@@ -159,7 +168,9 @@ def verify_command(home: HomeOption, as_json: JsonOption = False) -> None:
             f"{report.pruned_bodies} pruned), {report.checkpoints} signed checkpoints consistent"
         )
     else:
-        err.print(f"[bold red]ledger verification failed[/]: {report.problems[0]}")
+        err.print(
+            Text.assemble(("ledger verification failed", "bold red"), f": {report.problems[0]}")
+        )
         for problem in report.problems[1:]:
             err.print(f"  also: {problem}")
     if not report.ok:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from creditexchange.node.app.config import load_config
 from creditexchange.node.catalog import load_catalog
@@ -79,7 +80,7 @@ def catalog_show(
     if as_json:
         print_json(t.model_dump(mode="json"))
         return
-    out.print(f"[bold]{t.code}[/]  {t.name_zh} / {t.name_en}")
+    out.print(Text.assemble((t.code, "bold"), f"  {t.name_zh} / {t.name_en}"))
     out.print(
         f"category {t.category} ({catalog.category_by_code[t.category].name_zh}); "
         f"source {t.source_department}; subjects {', '.join(t.subject_types)}"

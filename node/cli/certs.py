@@ -71,27 +71,29 @@ def issue_command(
     ca: CaOption,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="where to write the key and certificate [default: CA/members]"),
+        typer.Option(
+            "--out", help="where to write the key and certificate", show_default="CA/members"
+        ),
     ] = None,
     days: Annotated[int, typer.Option(help="how long the certificate is valid")] = MEMBER_DAYS,
     dns: Annotated[
         list[str] | None,
-        typer.Option("--dns", help="a DNS name the node is reached by (repeat; default localhost)"),
+        typer.Option(
+            "--dns", help="another DNS name the node is reached by (repeat; e.g. localhost)"
+        ),
     ] = None,
     ip: Annotated[
         list[str] | None,
-        typer.Option("--ip", help="an IP address of the node (repeat; default 127.0.0.1 and ::1)"),
+        typer.Option("--ip", help="an IP address of the node (repeat; e.g. 127.0.0.1)"),
     ] = None,
 ) -> None:
-    """Issue a node certificate (server and client) for MEMBER, signed by the CA."""
-    issued = issue(
-        member,
-        ca,
-        out_dir=out_dir,
-        days=days,
-        dns_names=dns if dns is not None else ("localhost",),
-        ips=ip if ip is not None else ("127.0.0.1", "::1"),
-    )
+    """Issue a node certificate (server and client) for MEMBER, signed by the CA.
+
+    It names the member and MEMBER.member.credit-exchange, which peers pin, and
+    only the --dns names and --ip addresses given besides: loopback names
+    (localhost, 127.0.0.1, ::1) only when asked for.
+    """
+    issued = issue(member, ca, out_dir=out_dir, days=days, dns_names=dns or (), ips=ip or ())
     record = issued.record
     say(f"issued {member}'s certificate, serial {record.serial_hex}")
     say(f"  valid until {record.not_after:%Y-%m-%d %H:%M} UTC")

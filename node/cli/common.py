@@ -4,6 +4,13 @@ Exit codes: 0 success; 1 the command ran but found problems (rejected rows,
 an invalid identifier, a failed verification, a refusal); 2 it could not run
 (bad arguments, configuration, unreadable input) — the message says what to do.
 Commands catch nothing but ``CreditExchangeError``, here (:func:`reports_errors`).
+
+Nothing printed is read as Rich markup or emoji codes: names, reasons, file names
+and values come from files, the database and other members, and ``[/x]``,
+``[red]`` or ``:cn:`` in them print exactly as written. The consoles here have
+markup, emoji and highlighting off, and so do the tables printed on them; the
+commands' own styling is a ``style=`` argument or a :class:`rich.text.Text`
+assembled from (text, style) pieces, never tags inside a string.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from creditexchange.errors import CreditExchangeError, QueryRefused
 
@@ -28,8 +36,8 @@ __all__ = [
     "reports_errors",
 ]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 HomeOption = Annotated[
     Path,
@@ -64,7 +72,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except CreditExchangeError as exc:
             label, code = next((lb, c) for kind, lb, c in _OUTCOMES if isinstance(exc, kind))
-            err.print(f"[bold red]{label}:[/] {exc}", soft_wrap=True)
+            err.print(Text.assemble((f"{label}:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(code) from None
 
     return wrapper

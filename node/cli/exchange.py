@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from google.protobuf.json_format import MessageToDict
-from rich.markup import escape as esc
+from rich.text import Text
 
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.logs import configure as configure_logs
@@ -109,43 +109,59 @@ def answer_json(answer: VerifiedAnswer) -> dict[str, Any]:
 
 
 def print_answer(answer: VerifiedAnswer, max_records: int | None = None) -> None:
-    """An answer for people: per theme the decision, records (fields in catalog order)."""
+    """An answer for people: per theme the decision, records (fields in catalog order).
+
+    Everything in it comes from the provider and is printed as written (see
+    ``cli/common.py``): only the pieces paired with a style here are styled.
+    """
     catalog = load_catalog()
     body = answer.body
     for subject in body.subjects:
         name = f" {subject.name}" if subject.name else ""
-        out.print(f"[bold]{esc(subject.subject_id)}[/]{esc(name)} ({esc(subject.subject_type)})")
+        out.print(Text.assemble((subject.subject_id, "bold"), f"{name} ({subject.subject_type})"))
         for theme in subject.themes:
             if not theme.allowed:
-                out.print(f"  {esc(theme.theme)}: [red]{esc(theme.status)}[/] {esc(theme.reason)}")
+                out.print(
+                    Text.assemble(f"  {theme.theme}: ", (theme.status, "red"), f" {theme.reason}")
+                )
                 continue
-            rules = esc(", ".join(theme.rule_ids))
-            objection = " [yellow](under objection)[/]" if theme.under_objection else ""
+            rules = ", ".join(theme.rule_ids)
+            objection = (" (under objection)", "yellow") if theme.under_objection else ""
             if theme.mode == exchange_pb2.MODE_CHECK:
-                verdict = "[bold]HIT[/]" if theme.hit else "no hit"
-                out.print(f"  {esc(theme.theme)}: {verdict}{objection}  [dim]rules {rules}[/]")
+                verdict = ("HIT", "bold") if theme.hit else "no hit"
+                out.print(
+                    Text.assemble(
+                        f"  {theme.theme}: ", verdict, objection, "  ", (f"rules {rules}", "dim")
+                    )
+                )
                 continue
             out.print(
-                f"  {esc(theme.theme)}: {len(theme.records)} record(s){objection}  [dim]{rules}[/]"
+                Text.assemble(
+                    f"  {theme.theme}: {len(theme.records)} record(s)",
+                    objection,
+                    "  ",
+                    (rules, "dim"),
+                )
             )
             spec = catalog.theme_by_code.get(theme.theme)
             shown = theme.records if max_records is None else theme.records[:max_records]
             for record in shown:
                 order = [f.name for f in spec.fields] if spec else sorted(record.fields)
-                mark = " [yellow]objection in progress[/]" if record.under_objection else ""
-                out.print(f"    {esc(record.record_key)} {esc(record.status)}{mark}")
+                mark = (" objection in progress", "yellow") if record.under_objection else ""
+                out.print(Text.assemble(f"    {record.record_key} {record.status}", mark))
                 for key in order:
                     if key in record.fields:
-                        masked = " [dim](masked)[/]" if key in theme.masked_fields else ""
+                        masked = (" (masked)", "dim") if key in theme.masked_fields else ""
                         value = " ".join(record.fields[key].split())
-                        out.print(f"      {esc(key)}: {esc(value)}{masked}")
+                        out.print(Text.assemble(f"      {key}: {value}", masked))
             if len(shown) < len(theme.records):
-                out.print(f"    [dim]… and {len(theme.records) - len(shown)} more[/]")
+                out.print(f"    … and {len(theme.records) - len(shown)} more", style="dim")
             if theme.withheld_fields:
-                out.print(f"    [dim]withheld: {esc(', '.join(theme.withheld_fields))}[/]")
+                out.print(f"    withheld: {', '.join(theme.withheld_fields)}", style="dim")
     out.print(
-        f"[dim]memorandum v{body.memorandum_version}; {answer.provider}'s audit entry "
-        f"{answer.receipt.leaf_index}; this node's entry {answer.own_receipt.index}[/]"
+        f"memorandum v{body.memorandum_version}; {answer.provider}'s audit entry "
+        f"{answer.receipt.leaf_index}; this node's entry {answer.own_receipt.index}",
+        style="dim",
     )
     for line in answer.checks:
-        out.print(f"  [green]✓[/] {line}")
+        out.print(Text.assemble("  ", ("✓", "green"), f" {line}"))

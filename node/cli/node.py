@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.home import create_home
@@ -45,7 +46,7 @@ def init(
         metrics_port=metrics_port,
         gateway_port=gateway_port,
     )
-    out.print(f"created node [bold]{config.member_id}[/] in {config.home}")
+    out.print(Text.assemble("created node ", (config.member_id, "bold"), f" in {config.home}"))
     out.print(f"  signing key  {config.signing_key_path} (mode 600; public key beside it)")
     out.print(f"  database     {config.database_url.split('@')[-1]}")
     out.print(f"next: credit-node import FILE --theme THEME --home {config.home}")

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from nacl.signing import SigningKey
+from rich.text import Text
 
 from creditexchange.errors import PolicyError
 from creditexchange.node.app.config import load_config
@@ -151,7 +152,7 @@ def verify_command(
             for ignored in check.ignored:
                 out.print(f"  ignored  {ignored.describe()}")
         if problem:
-            err.print(f"[bold red]not valid:[/] {problem}")
+            err.print(Text.assemble(("not valid:", "bold red"), f" {problem}"))
         else:
             out.print("valid" + (" as an update of the current version" if current else ""))
     if problem:
@@ -184,10 +185,12 @@ def show(home: HomeOption, as_json: JsonOption = False) -> None:
         print_json({"hash": digest, **envelope["signed"]})
         return
     expired = memorandum.expires <= _now()
-    out.print(f"[bold]{memorandum.title_zh}[/] / {memorandum.title_en}")
+    out.print(Text.assemble((memorandum.title_zh, "bold"), f" / {memorandum.title_en}"))
     out.print(
-        f"version {memorandum.version}, expires {memorandum.expires.isoformat()}"
-        + (" [bold red]EXPIRED: cross-city answers are stopped[/]" if expired else "")
+        Text.assemble(
+            f"version {memorandum.version}, expires {memorandum.expires.isoformat()}",
+            (" EXPIRED: cross-city answers are stopped", "bold red") if expired else "",
+        )
     )
     out.print(f"hash {digest}; threshold {memorandum.threshold} of {len(memorandum.members)}")
     for m in memorandum.members:
@@ -265,8 +268,8 @@ def explain(
     if as_json:
         print_json(data)
     else:
-        verdict = "[bold green]ALLOW[/]" if decision.allowed else "[bold red]DENY[/]"
-        out.print(f"{verdict} ({decision.status}) — {decision.reason}")
+        verdict = ("ALLOW", "bold green") if decision.allowed else ("DENY", "bold red")
+        out.print(Text.assemble(verdict, f" ({decision.status}) — {decision.reason}"))
         out.print(
             f"rules: {', '.join(decision.rule_ids) or '(none: deny by default)'}; "
             f"memorandum v{decision.memorandum_version} {data['memorandum_hash'][:16]}…"
@@ -289,7 +292,7 @@ def test_corpus(
     results = run_corpus(corpus, load_catalog())
     failed = [r for r in results if not r.passed]
     for r in failed:
-        err.print(f"[red]FAIL[/] {r.name}: {r.message}")
+        err.print(Text.assemble(("FAIL", "red"), f" {r.name}: {r.message}"))
     out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)

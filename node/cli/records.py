@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from creditexchange.errors import InvalidIdentifier
 from creditexchange.identifiers import mask_resident_id, validate_resident_id, validate_uscc
@@ -63,6 +64,12 @@ def import_(
         str, typer.Option(help="the files' encoding: utf-8, gbk, gb18030")
     ] = "utf-8",
     as_json: JsonOption = False,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks", help="accept a symbolic link to a regular file (refused otherwise)"
+        ),
+    ] = False,
 ) -> None:
     """Import department files into a theme; rejected rows go to a reject report.
 
@@ -72,7 +79,7 @@ def import_(
     summaries = []
     for path in files:
         with Progress(
-            "[progress.description]{task.description}",
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(),
             DownloadColumn(),
             TimeRemainingColumn(),
@@ -91,6 +98,7 @@ def import_(
                 reject_dir=node.config.reject_dir,
                 chunk_rows=node.config.settings.import_chunk_rows,
                 progress=lambda done, task=task: bar.update(task, completed=done),  # type: ignore[misc]
+                follow_symlinks=follow_symlinks,
             )
         summaries.append(summary)
         if not as_json:
@@ -121,15 +129,19 @@ def import_(
 
 def print_subject(view: SubjectView, catalog: Catalog) -> None:
     """A subject for an operator: records in catalog order, labelled in Chinese."""
-    out.print(f"[bold]{view.name}[/]  {view.subject_id}  ({view.subject_type})")
+    out.print(Text.assemble((view.name, "bold"), f"  {view.subject_id}  ({view.subject_type})"))
     if not view.records:
         out.print("  no current records")
     for r in view.records:
-        flag = "  [bold yellow]异议处理中 objection in progress[/]" if r.under_objection else ""
+        flag = ("  异议处理中 objection in progress", "bold yellow") if r.under_objection else ""
         until = f", public until {r.publicity_end}" if r.publicity_end else ""
         out.print(
-            f"  [cyan]{r.theme_name}[/] {r.record_key}  "
-            f"(v{r.version}, {r.source_department}{until}){flag}"
+            Text.assemble(
+                "  ",
+                (r.theme_name, "cyan"),
+                f" {r.record_key}  (v{r.version}, {r.source_department}{until})",
+                flag,
+            )
         )
         specs = catalog.theme(r.theme).field_by_name
         for name, value in r.fields.items():
