@@ -25,13 +25,15 @@ from creditexchange.clock import now_us
 from creditexchange.devtools.provision import ProvisionedNode, provision
 from creditexchange.node.app.keys import load_signing_key
 from creditexchange.node.app.server import NodeServer
+from creditexchange.node.app.wiring import federation_view, open_client
 from creditexchange.node.app.wiring import open_audit_log as open_ledger_store
-from creditexchange.node.app.wiring import open_client
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.envelope import seal
+from creditexchange.node.exchange.federation import FederationView
+from creditexchange.node.exchange.sealing import seal_request
 from creditexchange.node.ledger.entries import decode
-from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
+from creditexchange.v1 import audit_pb2, exchange_pb2
 
 T = TypeVar("T")
 
@@ -70,6 +72,7 @@ class Federation:
         self.loop = LoopThread()
         self.servers: dict[str, NodeServer] = {}
         self.clients: dict[str, FederationClient] = {}
+        self.views: dict[str, FederationView] = {}
         for member in members:
             self.start(member)
 
@@ -144,26 +147,45 @@ class Federation:
             certificate_chain=(cert or tls / "node.crt").read_bytes(),
         )
 
+    def sealed(self, envelope: exchange_pb2.Envelope, to: str) -> exchange_pb2.SealedRequest:
+        """``envelope`` sealed to the keys the memorandum lists for ``to``."""
+        view = self.views.get(to)
+        if view is None:
+            view = self.views[to] = federation_view(self.nodes[to].config)
+        return seal_request(envelope, view.current().keys[to])
+
     def raw(
         self,
         provider: str,
         method: str,
-        envelope: exchange_pb2.Envelope,
+        envelope: exchange_pb2.Envelope | exchange_pb2.SealedRequest | bytes,
         credentials: Any,
         timeout: float = 10,
     ) -> tuple[exchange_pb2.Envelope | None, grpc.aio.AioRpcError | None]:
-        """Send ``envelope`` as it is; (answer, None) or (None, the error)."""
+        """Send ``envelope`` sealed to ``provider`` (a SealedRequest or bytes as they are);
+        (answer, None) or (None, the error)."""
+        request: Any = envelope
+        if isinstance(envelope, exchange_pb2.Envelope):
+            request = self.sealed(envelope, provider)
+        raw_request = request if isinstance(request, bytes) else request.SerializeToString()
 
         async def call() -> Any:
             target = f"127.0.0.1:{self.nodes[provider].port}"
             async with grpc.aio.secure_channel(
                 target,
                 credentials,
-                options=[("grpc.ssl_target_name_override", member_dns_name(provider))],
+                options=[
+                    ("grpc.ssl_target_name_override", member_dns_name(provider)),
+                    ("grpc.max_metadata_size", 1 << 20),
+                ],
             ) as channel:
-                stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+                call: Any = channel.unary_unary(
+                    f"/creditexchange.v1.CreditExchange/{method}",
+                    request_serializer=None,
+                    response_deserializer=exchange_pb2.Envelope.FromString,
+                )
                 try:
-                    return await getattr(stub, method)(envelope, timeout=timeout), None
+                    return await call(raw_request, timeout=timeout), None
                 except grpc.aio.AioRpcError as exc:
                     return None, exc
 

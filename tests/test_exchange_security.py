@@ -18,6 +18,8 @@ records the rejection in its own ledger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import os
 import random
@@ -30,6 +32,7 @@ from typing import Any
 
 import grpc
 import pytest
+from certfactory import forge_certificate
 from conftest import postgres_schema
 from fedharness import Federation
 from google.protobuf.message import Message
@@ -40,7 +43,8 @@ from creditexchange.certs.authority import init_ca, issue, revoke
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
 from creditexchange.devtools.sample import showcase_subject
-from creditexchange.errors import AnswerRejected, ConfigError, ExchangeError
+from creditexchange.errors import AnswerRejected, ConfigError, ExchangeError, QueryRefused
+from creditexchange.identifiers import uscc_check_character
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.server import NodeServer
 from creditexchange.node.app.wiring import requester_from
@@ -53,11 +57,13 @@ from creditexchange.node.exchange.protocol import (
     CHECK_REQUEST,
     QUERY_REQUEST,
 )
+from creditexchange.node.exchange.sealing import Opener
 from creditexchange.node.ledger import merkle
 from creditexchange.node.ledger.log import origin_for
 from creditexchange.node.ledger.note import Signer, open_note, sign_note
 from creditexchange.policy.document import Period
 from creditexchange.policy.engine import quota_period_start
+from creditexchange.policy.trust import key_id
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -199,6 +205,12 @@ def _oversized(fed: Federation) -> Any:
     return _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 75_000)
 
 
+def _ciphertext_flipped(fed: Federation) -> Any:
+    sealed = fed.sealed(_signed(fed, "Query"), "huizhou")
+    sealed.ciphertext = _flip(sealed.ciphertext)
+    return sealed
+
+
 def _seconds_from_now(seconds: int) -> int:
     return now_us() + seconds * 1_000_000
 
@@ -219,7 +231,7 @@ def _individual_in_full(fed: Federation) -> Any:
 @dataclass(frozen=True)
 class Attack:
     method: str
-    craft: Callable[[Federation], Any]
+    craft: Callable[[Federation], Any]  # an Envelope (sealed to the provider), or as sent
     code: grpc.StatusCode
     says: tuple[str, ...]
 
@@ -364,6 +376,73 @@ ATTACKS = [
     pytest.param(
         Attack("BatchCheck", _oversized, Code.RESOURCE_EXHAUSTED, ("at most 1048576",)),
         id="message-over-the-size-limit",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: fed.sealed(_signed(fed, "Query"), "customs"),
+            Code.INVALID_ARGUMENT,
+            ("not to this node's key",),
+        ),
+        id="sealed-to-another-member",
+    ),
+    pytest.param(
+        Attack("Query", _ciphertext_flipped, Code.INVALID_ARGUMENT, ("does not decrypt",)),
+        id="sealed-request-altered",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: exchange_pb2.SealedRequest(ciphertext=b"x"),
+            Code.INVALID_ARGUMENT,
+            ("not sealed",),
+        ),
+        id="request-not-sealed",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: b"\xff\xff\xff\xff",
+            Code.INVALID_ARGUMENT,
+            ("not a SealedRequest",),
+        ),
+        id="bytes-that-do-not-decode",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", case_reference="\u200b"),
+            Code.INVALID_ARGUMENT,
+            ("case_reference holds the control or format character U+200B",),
+        ),
+        id="case-reference-a-zero-width-space",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", officer="officer\x07"),
+            Code.INVALID_ARGUMENT,
+            ("officer holds the control or format character U+0007",),
+        ),
+        id="officer-with-a-control-character",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", case_reference="ＣＧ-2026-0001"),
+            Code.INVALID_ARGUMENT,
+            ("case_reference is not in Unicode NFKC form",),
+        ),
+        id="case-reference-not-nfkc",
+    ),
+    pytest.param(
+        Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", case_reference="   "),
+            Code.INVALID_ARGUMENT,
+            ("case_reference holds no visible character",),
+        ),
+        id="case-reference-only-spaces",
     ),
     pytest.param(
         Attack(
@@ -657,7 +736,29 @@ def _body_altered_after_signing(fed: Federation, tamper: _Tamper, envelope: Any)
     return altered
 
 
+def _subject_replaced(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(answer.body)
+    body.subjects[0].subject_id = showcase_subject("shenzhen", 2026)
+    answer.body = body.SerializeToString(deterministic=True)
+    return _resealed(fed, answer)
+
+
+def _memorandum_hash_altered(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    answer = _answer_of(envelope)
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(answer.body)
+    body.memorandum_hash = bytes(32)
+    answer.body = body.SerializeToString(deterministic=True)
+    return _resealed(fed, answer)
+
+
 TAMPERINGS = [
+    pytest.param(_subject_replaced, "about another subject", id="answer-about-another-subject"),
+    pytest.param(
+        _memorandum_hash_altered, "whose hash differs", id="answer-under-another-memorandum"
+    ),
     pytest.param(_signed_by_requester, "is not signed by it", id="re-signed-by-the-requester"),
     pytest.param(
         _answer_of_another_request, "bound to another request", id="answer-to-another-request"
@@ -714,7 +815,7 @@ def test_calls_beyond_the_concurrency_limit_are_refused_and_none_is_lost(fed: Fe
     server = NodeServer(config, port=free_ports(1)[0])
     fed.run(server.start())
     credentials = fed.credentials("shenzhen")
-    envelopes = [_signed(fed, "Check") for _ in range(40)]
+    envelopes = [fed.sealed(_signed(fed, "Check"), "huizhou") for _ in range(40)]
     before = _ledger_size(fed, "huizhou")
 
     async def storm() -> list[grpc.StatusCode]:
@@ -796,16 +897,19 @@ def test_concurrent_calls_never_exceed_a_quota_on_postgres(fed: Federation) -> N
         fed, "customs", "SELECT subject_id FROM records WHERE theme = 'customs_credit_grade'"
     )[0]
     envelopes = [
-        _signed(
-            fed,
-            "Check",
-            provider="customs",
-            subjects=(graded,),
-            themes=("customs_credit_grade",),
-            purpose="bank_credit",
-            legal_basis="《征信业管理条例》",
-            case_reference=f"LOAN-{i}",
-            officer="bank",
+        fed.sealed(
+            _signed(
+                fed,
+                "Check",
+                provider="customs",
+                subjects=(graded,),
+                themes=("customs_credit_grade",),
+                purpose="bank_credit",
+                legal_basis="《征信业管理条例》",
+                case_reference=f"LOAN-{i}",
+                officer="bank",
+            ),
+            "customs",
         )
         for i in range(20)
     ]
@@ -853,3 +957,523 @@ def test_a_node_that_cannot_listen_says_so_and_stops_what_it_opened(fed: Federat
     assert fed.run(committers()) == before
     with pytest.raises(ExchangeError, match="not running"):
         server.ledger  # noqa: B018 (the property refuses a node that is not running)
+
+
+# -- hole by hole: what the attack on a running federation found ----------------------
+
+
+def _uscc(kind: str, serial: int) -> str:
+    """A valid unified social credit code: kind "91" an enterprise, "92" an individual business."""
+    first17 = f"{kind}441300{serial:08d}0"
+    return first17 + uscc_check_character(first17)
+
+
+_QUOTA_CASES = [
+    # provider (store), requester, rule, its daily limit, themes, purpose
+    pytest.param(
+        "huizhou", "shenzhen", "core-bank-credit", 20000, ("serious_dishonesty",), id="sqlite"
+    ),
+    pytest.param(
+        "customs", "huizhou", "customs-bank-credit", 5000, ("customs_credit_grade",), id="postgres"
+    ),
+]
+
+
+def _set_quota_used(fed: Federation, provider: str, requester: str, rule: str, used: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for start in {quota_period_start(Period.DAY, now + dt.timedelta(minutes=m)) for m in (0, 5)}:
+        _sql(
+            fed,
+            provider,
+            "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
+            "VALUES (:requester, :rule, :start, :used) "
+            "ON CONFLICT (requester, rule_id, period_start) DO UPDATE SET used = :used "
+            "RETURNING used",
+            requester=requester,
+            rule=rule,
+            start=int(start.timestamp()),
+            used=used,
+        )
+    fed.restart(provider)  # the serving node reads the count afresh
+
+
+def _mixed_batch(
+    fed: Federation, provider: str, requester: str, themes: tuple[str, ...], first: int, n: int
+) -> Any:
+    subjects = tuple(_uscc(kind, first + i) for i in range(n) for kind in ("91", "92"))
+    return _signed(
+        fed,
+        "BatchCheck",
+        signer=requester,
+        requester=requester,
+        provider=provider,
+        subjects=subjects,
+        themes=themes,
+        purpose="bank_credit",
+        legal_basis="《征信业管理条例》",
+        case_reference="",
+        officer="bank-system",
+    )
+
+
+@pytest.mark.parametrize(("provider", "requester", "rule", "limit", "themes"), _QUOTA_CASES)
+def test_a_batch_mixing_subject_types_is_charged_whole_against_a_quota(
+    fed: Federation,
+    provider: str,
+    requester: str,
+    rule: str,
+    limit: int,
+    themes: tuple[str, ...],
+) -> None:
+    """Hole 1: 2 enterprises + 2 individual businesses are 4 queries, not 2 and 2."""
+    _set_quota_used(fed, provider, requester, rule, limit - 3)
+    envelope = _mixed_batch(fed, provider, requester, themes, first=100, n=2)
+    _, error = fed.raw(provider, "BatchCheck", envelope, fed.credentials(requester))
+    _assert_refused_on_record(
+        fed,
+        error,
+        Code.RESOURCE_EXHAUSTED,
+        (
+            f"quota of {limit} per day of rule {rule} exceeded",
+            "asks about 4 subjects",
+            "3 are left",
+        ),
+        peer=requester,
+        provider=provider,
+    )
+    (entry,) = fed.ledger_entries(provider)
+    assert not entry["decision"].get("allowed")
+    assert entry["subject_count"] == 4 and "subject_hmacs" not in entry
+    used = _sql(
+        fed,
+        provider,
+        "SELECT max(used) FROM quota_usage WHERE requester = :r AND rule_id = :rule",
+        r=requester,
+        rule=rule,
+    )
+    assert used == [limit - 3], "a refused batch is not charged"
+
+
+@pytest.mark.parametrize(("provider", "requester", "rule", "limit", "themes"), _QUOTA_CASES)
+def test_concurrent_mixed_batches_of_one_requester_cannot_together_pass_a_quota(
+    fed: Federation,
+    provider: str,
+    requester: str,
+    rule: str,
+    limit: int,
+    themes: tuple[str, ...],
+) -> None:
+    """Hole 1: 8 batches of 2 subjects at once, 5 left: 2 answered, 6 refused whole."""
+    _set_quota_used(fed, provider, requester, rule, limit - 5)
+    sealed = [
+        fed.sealed(
+            _mixed_batch(fed, provider, requester, themes, first=200 + 10 * i, n=1), provider
+        )
+        for i in range(8)
+    ]
+
+    async def all_at_once() -> list[Any]:
+        target = f"127.0.0.1:{fed.nodes[provider].port}"
+        options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
+        async with grpc.aio.secure_channel(
+            target, fed.credentials(requester), options=options
+        ) as channel:
+            stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+
+            async def one(request: Any) -> Any:
+                try:
+                    return await stub.BatchCheck(request, timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+            return await asyncio.gather(*(one(r) for r in sealed))
+
+    results = fed.run(all_at_once())
+    refused = [r for r in results if isinstance(r, grpc.StatusCode)]
+    assert len(results) - len(refused) == 2
+    assert set(refused) == {Code.RESOURCE_EXHAUSTED}
+    used = _sql(
+        fed,
+        provider,
+        "SELECT max(used) FROM quota_usage WHERE requester = :r AND rule_id = :rule",
+        r=requester,
+        rule=rule,
+    )
+    assert used == [limit - 1]
+
+
+def test_a_refusal_signed_by_the_provider_is_recorded_with_its_receipt(fed: Federation) -> None:
+    """Hole 2: the requester keeps a refusal as the provider's only when the provider signed it."""
+    with pytest.raises(QueryRefused) as refused:
+        fed.ask(
+            "shenzhen",
+            ENTERPRISE,
+            to="huizhou",
+            purpose="customs_clearance",
+            legal_basis="海关法",
+            case_reference="BG-1",
+            officer="o-1",
+        )
+    assert refused.value.verified
+    assert refused.value.status == "PERMISSION_DENIED"
+    (theirs,) = fed.ledger_entries("huizhou")
+    assert refused.value.leaf_index == _ledger_size(fed, "huizhou") - 1
+    (own,) = fed.ledger_entries("shenzhen")
+    assert own["outcome"]["status"] == "PERMISSION_DENIED"
+    assert own["outcome"]["message"] == theirs["outcome"]["message"]
+    assert int(own["remote_receipt"].get("leaf_index", 0)) == refused.value.leaf_index
+    assert own["remote_receipt"]["checkpoint"].startswith("credit-exchange/3plus2/huizhou/audit\n")
+
+
+def test_an_oversized_refused_batch_leaves_a_small_entry(fed: Federation) -> None:
+    """Hole 5: sizes and counts come before anything is captured; no HMAC list is kept."""
+    envelope = _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 20_000, legal_basis="条" * 600)
+    _, error = fed.raw("huizhou", "BatchCheck", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(fed, error, Code.INVALID_ARGUMENT, ("legal_basis has 600",))
+    index = _ledger_size(fed, "huizhou") - 1
+    entry = fed.entry_at("huizhou", index)
+    assert entry.subject_count == 20_000 and not entry.subject_hmacs and not entry.subject_hmac
+    assert len(entry.legal_basis) == 512 and entry.legal_basis.endswith("…")
+    assert entry.ByteSize() < 4096
+
+
+@pytest.mark.parametrize("provider", ["huizhou", "customs"], ids=["sqlite", "postgres"])
+def test_a_refused_request_with_900_kb_of_text_leaves_a_bounded_entry(
+    fed: Federation, provider: str
+) -> None:
+    """Hole 5: a 900 KB legal basis is refused and its entry keeps 512 characters of it."""
+    envelope = _signed(fed, "Query", provider=provider, legal_basis="x" * 900_000)
+    _, error = fed.raw(provider, "Query", envelope, fed.credentials("shenzhen"))
+    _assert_refused_on_record(
+        fed, error, Code.INVALID_ARGUMENT, ("legal_basis has 900000",), provider=provider
+    )
+    entry = fed.entry_at(provider, _ledger_size(fed, provider) - 1)
+    assert len(entry.legal_basis) == 512 and entry.ByteSize() < 4096
+
+
+_SIDE_CALLS = {
+    "GetMemorandum": ("/creditexchange.v1.CreditExchange/GetMemorandum", b""),
+    "GetCheckpoint": ("/creditexchange.v1.Audit/GetCheckpoint", b""),
+    "GetInclusionProof": ("/creditexchange.v1.Audit/GetInclusionProof", b"\x08\x01"),
+    "health": ("/grpc.health.v1.Health/Check", b""),
+}
+
+
+def _side_call(fed: Federation, provider: str, method: str, body: bytes, credentials: Any) -> Any:
+    async def call() -> Any:
+        target = f"127.0.0.1:{fed.nodes[provider].port}"
+        options = [
+            ("grpc.ssl_target_name_override", member_dns_name(provider)),
+            ("grpc.max_metadata_size", 1 << 20),
+        ]
+        async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
+            try:
+                call: Any = channel.unary_unary(method)
+                await call(body, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            return None
+
+    return fed.run(call())
+
+
+def _reflection_list(fed: Federation, provider: str, credentials: Any) -> Any:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async def call() -> Any:
+        target = f"127.0.0.1:{fed.nodes[provider].port}"
+        options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
+        async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            try:
+                async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            return None
+
+    return fed.run(call())
+
+
+def _assert_side_call_refused(
+    fed: Federation, error: Any, code: grpc.StatusCode, says: str, peer: str, method: str
+) -> None:
+    assert error is not None, f"{method} answered"
+    assert error.code() == code, error.details()
+    assert says in (error.details() or "")
+    (entry,) = fed.ledger_entries("huizhou")
+    assert entry["kind"] == "SERVICE_CALL" and entry["note"] == method
+    assert entry["requester"] == peer and entry["outcome"]["status"] == code.name
+
+
+def test_side_services_answer_members_only(fed: Federation, tmp_path: Path) -> None:
+    """Hole 6: a non-member certificate of the federation CA gets nothing from any service."""
+    zhuhai = issue(
+        "zhuhai", fed.root / "ca", out_dir=tmp_path, dns_names=("localhost",), ips=("127.0.0.1",)
+    )
+    credentials = fed.credentials("shenzhen", cert=zhuhai.certificate_path, key=zhuhai.key_path)
+    for method, body in _SIDE_CALLS.values():
+        error = _side_call(fed, "huizhou", method, body, credentials)
+        _assert_side_call_refused(
+            fed, error, Code.PERMISSION_DENIED, "zhuhai is not a member", "zhuhai", method
+        )
+    error = _reflection_list(fed, "huizhou", credentials)
+    _assert_side_call_refused(
+        fed,
+        error,
+        Code.PERMISSION_DENIED,
+        "zhuhai is not a member",
+        "zhuhai",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    )
+    for method, body in _SIDE_CALLS.values():  # a member is answered
+        assert _side_call(fed, "huizhou", method, body, fed.credentials("shenzhen")) is None
+
+
+def test_a_side_call_that_does_not_decode_is_refused_on_record(fed: Federation) -> None:
+    """Hole 7: no UNKNOWN for bytes that are not the method's message."""
+    method = "/creditexchange.v1.Audit/GetInclusionProof"
+    error = _side_call(fed, "huizhou", method, b"\xff\xff\xff", fed.credentials("shenzhen"))
+    _assert_side_call_refused(
+        fed, error, Code.INVALID_ARGUMENT, "does not decode", "shenzhen", method
+    )
+
+
+@contextlib.contextmanager
+def _ledger_held(fed: Federation, member: str) -> Iterator[None]:
+    """Another writer holds the member's ledger for a while: its appends wait."""
+    database = open_database(fed.nodes[member].config.database_url)
+    try:
+        with database.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+                conn.exec_driver_sql("LOCK TABLE ledger_head IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.rollback()
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("provider", ["huizhou", "customs"], ids=["sqlite", "postgres"])
+def test_a_caller_leaving_while_its_entry_is_made_durable_makes_no_second_entry(
+    fed: Federation, provider: str
+) -> None:
+    """Hole 8: the deadline passes while the answer's entry waits for the disk: still one
+    request, one entry."""
+    before = _ledger_size(fed, provider)
+    sealed = [fed.sealed(_signed(fed, "Check", provider=provider), provider) for _ in range(12)]
+
+    async def hurried() -> list[Any]:
+        target = f"127.0.0.1:{fed.nodes[provider].port}"
+        options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
+        async with grpc.aio.secure_channel(
+            target, fed.credentials("shenzhen"), options=options
+        ) as channel:
+            stub = exchange_pb2_grpc.CreditExchangeStub(channel)
+
+            async def one(request: Any) -> Any:
+                try:
+                    return await stub.Check(request, timeout=0.5)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+            return await asyncio.gather(*(one(r) for r in sealed))
+
+    with _ledger_held(fed, provider):
+        codes = fed.run(hurried())
+        time.sleep(0.5)
+    assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
+    deadline = time.monotonic() + 10
+    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a second entry would land now
+    entries = [fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider))]
+    assert sorted(e.nonce for e in entries) == sorted(_header_of(fed, r).nonce for r in sealed), (
+        "each request is recorded exactly once"
+    )
+
+
+def _header_of(fed: Federation, sealed: Any) -> exchange_pb2.RequestHeader:
+    """The header inside a request this test sealed (it holds the provider's key)."""
+    provider = "huizhou" if sealed.recipients[0].key_id == _key_id(fed, "huizhou") else "customs"
+    envelope = Opener(fed.signing_key(provider)).open(sealed)
+    request = exchange_pb2.CheckRequest()
+    request.ParseFromString(envelope.payload)
+    return request.header
+
+
+def _key_id(fed: Federation, member: str) -> str:
+    return key_id(bytes(fed.signing_key(member).verify_key))
+
+
+def test_revocation_is_checked_before_the_signature(fed: Federation, tmp_path: Path) -> None:
+    """Hole 10: a revoked certificate is refused as revoked, however the request is signed."""
+    ca = fed.root / "ca"
+    third = issue("shenzhen", ca, out_dir=tmp_path, dns_names=("localhost",), ips=("127.0.0.1",))
+    revoke(third.record.serial_hex, ca)
+    shutil.copy(ca / "crl.pem", fed.nodes["huizhou"].home / "tls" / "crl.pem")
+    time.sleep(1.2)  # the watcher looks at the file at most once a second
+    revoked = fed.credentials("shenzhen", cert=third.certificate_path, key=third.key_path)
+    _, error = fed.raw("huizhou", "Query", _signature_flipped(fed), revoked)
+    _assert_refused_on_record(fed, error, Code.UNAUTHENTICATED, ("revoked",))
+    for method, body in _SIDE_CALLS.values():  # hole 6: every service checks revocation
+        error = _side_call(fed, "huizhou", method, body, revoked)
+        _assert_side_call_refused(fed, error, Code.UNAUTHENTICATED, "revoked", "shenzhen", method)
+
+
+def test_the_client_refuses_invisible_or_control_text_before_sending(fed: Federation) -> None:
+    """Hole 10: a case reference of a zero-width space never leaves the requester."""
+    before = _ledger_size(fed, "huizhou")
+    for case in ("\u200b", "CG\x00-1", "\u200e"):
+        with pytest.raises(ExchangeError, match="case_reference"):
+            fed.ask(
+                "shenzhen",
+                ENTERPRISE,
+                to="huizhou",
+                purpose="public_procurement",
+                legal_basis="政府采购法第二十二条",
+                case_reference=case,
+                officer="officer-7",
+            )
+    assert _ledger_size(fed, "huizhou") == before
+
+
+# -- impostors: certificates that name the wrong thing ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dns_names", "says"),
+    [
+        pytest.param(["*.member.credit-exchange"], "'*.member.credit-exchange'", id="wildcard"),
+        pytest.param(
+            ["shenzhen.member.credit-exchange", "huizhou.member.credit-exchange"],
+            "huizhou.member.credit-exchange",
+            id="another-members-name",
+        ),
+    ],
+)
+def test_a_client_certificate_with_a_wildcard_or_another_members_name_is_refused(
+    fed: Federation, tmp_path: Path, dns_names: list[str], says: str
+) -> None:
+    """Hole 2: a certificate the CA should never have issued is refused, and recorded."""
+    forged = forge_certificate(fed.root / "ca", "shenzhen", dns_names=dns_names)
+    key, cert = forged.write(tmp_path, "forged")
+    _, error = fed.raw(
+        "huizhou", "Query", _signed(fed, "Query"), fed.credentials("shenzhen", cert, key)
+    )
+    assert error is not None and error.code() == Code.UNAUTHENTICATED, error
+    assert says in (error.details() or "")
+    (entry,) = fed.ledger_entries("huizhou")
+    assert entry["outcome"]["status"] == "UNAUTHENTICATED"
+    assert entry["outcome"]["message"] == error.details()
+    assert entry.get("requester", "") == ""  # a certificate that names no member names no one
+
+
+class _Impostor:
+    """A server that passes a requester's TLS checks for huizhou with a certificate it should
+    not hold, keeps every byte it is sent, and refuses with a made-up, unsigned refusal."""
+
+    def __init__(self, fed: Federation, cert: Path, key: Path) -> None:
+        self.fed = fed
+        self.received: list[bytes] = []
+        self.port = free_ports(1)[0]
+        tls = fed.nodes["huizhou"].home / "tls"
+        self.credentials = grpc.ssl_server_credentials(
+            [(key.read_bytes(), cert.read_bytes())],
+            root_certificates=(tls / "ca.crt").read_bytes(),
+            require_client_auth=True,
+        )
+        self.server: grpc.aio.Server | None = None
+
+    async def _refuse(self, request: bytes, context: Any) -> bytes:
+        self.received.append(request)
+        context.set_trailing_metadata(
+            (("audit-leaf-index", "7"), ("audit-refusal-bin", b"\x0a\x03abc"))
+        )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused by huizhou")
+        raise AssertionError("unreachable")
+
+    async def _start(self) -> None:
+        self.server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "creditexchange.v1.CreditExchange",
+            {m: grpc.unary_unary_rpc_method_handler(self._refuse) for m in ("Query", "Check")},
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.server.add_secure_port(f"127.0.0.1:{self.port}", self.credentials)
+        await self.server.start()
+
+    def __enter__(self) -> _Impostor:
+        self.fed.run(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.fed.run(self.server.stop(0))
+
+
+def _wildcard_impostor(fed: Federation, tmp_path: Path) -> tuple[Path, Path]:
+    forged = forge_certificate(
+        fed.root / "ca", "zhuhai", dns_names=["*.member.credit-exchange"], ips=["127.0.0.1"]
+    )
+    key, cert = forged.write(tmp_path, "impostor")
+    return cert, key
+
+
+def _revoked_huizhou(fed: Federation, tmp_path: Path) -> tuple[Path, Path]:
+    ca = fed.root / "ca"
+    old = issue("huizhou", ca, out_dir=tmp_path, dns_names=("localhost",), ips=("127.0.0.1",))
+    revoke(old.record.serial_hex, ca)  # a leaked key, revoked: the client cannot see the CRL
+    return old.certificate_path, old.key_path
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    [pytest.param(_wildcard_impostor, id="wildcard"), pytest.param(_revoked_huizhou, id="revoked")],
+)
+def test_an_impostor_learns_nothing_of_the_query_and_its_refusal_is_no_receipt(
+    fed: Federation,
+    tmp_path: Path,
+    certificate: Callable[[Federation, Path], tuple[Path, Path]],
+) -> None:
+    """Hole 2: the request reaches the impostor sealed to huizhou's key; its refusal, unsigned,
+    is recorded as unverified."""
+    (person,) = _sql(
+        fed, "huizhou", "SELECT subject_id FROM subjects WHERE subject_type = 'individual' LIMIT 1"
+    )
+    cert, key = certificate(fed, tmp_path)
+    with _Impostor(fed, cert, key) as impostor:
+        requester = dataclasses.replace(
+            requester_from(fed.nodes["shenzhen"].config),
+            peers={"huizhou": f"127.0.0.1:{impostor.port}"},
+        )
+
+        async def ask() -> None:
+            async with FederationClient(requester, ledger=fed.servers["shenzhen"].ledger) as c:
+                await c.query(
+                    person,
+                    to="huizhou",
+                    purpose="civil_service_hiring",
+                    legal_basis="公务员法第二十六条",
+                    case_reference="GWY-2026-0417",
+                    officer="hr-officer-3",
+                    check=True,
+                )
+
+        with pytest.raises(QueryRefused) as refused:
+            fed.run(ask())
+    assert not refused.value.verified and refused.value.leaf_index is None
+    assert "unverified" in str(refused.value)
+    (sent,) = impostor.received
+    for secret in (person, person[-8:], "civil_service_hiring", "GWY-2026-0417", "hr-officer-3"):
+        assert secret.encode() not in sent, f"the impostor read {secret!r}"
+    assert "公务员法".encode() not in sent
+    (own,) = fed.ledger_entries("shenzhen")
+    assert own["direction"] == "OUTGOING" and own["outcome"]["status"] == "UNVERIFIED"
+    assert "PERMISSION_DENIED: refused by huizhou" in own["outcome"]["message"]
+    assert "remote_receipt" not in own, "an unsigned refusal is never a receipt"

@@ -33,6 +33,7 @@ from creditexchange.node.exchange.provider import Provider
 from creditexchange.node.exchange.quotas import QuotaCounter
 from creditexchange.node.exchange.readers import open_reader
 from creditexchange.node.exchange.replay import ReplayGuard
+from creditexchange.node.exchange.sealing import Opener
 from creditexchange.node.exchange.server import (
     SERVICE_NAMES,
     SERVING,
@@ -113,6 +114,7 @@ class NodeServer:
         replay = ReplayGuard(database, settings.request_window_s)
         replay.load()
         quotas = QuotaCounter(database)
+        signing_key = load_signing_key(config.signing_key_path)
         checks = Checks(
             member_id=config.member_id,
             catalog=catalog,
@@ -123,6 +125,7 @@ class NodeServer:
                 max_message_bytes=settings.max_message_bytes,
                 max_batch_subjects=settings.max_batch_subjects,
             ),
+            opener=Opener(signing_key),
         )
         return Provider(
             member_id=config.member_id,
@@ -131,7 +134,7 @@ class NodeServer:
             reader=open_reader(database),
             ledger=ledger,
             quotas=quotas,
-            signing_key=load_signing_key(config.signing_key_path),
+            signing_key=signing_key,
             hmac_key=load_hmac_key(config.subject_hmac_key_path),
             metrics=self.metrics,
         )

@@ -5,29 +5,38 @@ the status and message the caller gets and a reason label for the metrics. The
 provider runs them in this order (the first that fails refuses the call):
 
 1. :meth:`Checks.peer` — the caller's member id comes from its mutual-TLS
-   certificate, never from the request (``UNAUTHENTICATED`` without one);
+   certificate, never from the request (``UNAUTHENTICATED`` without one, or with
+   one that names no member, a wildcard or another member's name);
 2. :meth:`Checks.size` — the message is within the size limit (``RESOURCE_EXHAUSTED``);
 3. :meth:`Checks.federation` — this node holds a usable memorandum
    (``FAILED_PRECONDITION``);
 4. :meth:`Checks.member` — the caller is a member of it, and its certificate is
    one the memorandum pins for it when it pins any (``PERMISSION_DENIED``,
    ``UNAUTHENTICATED``);
-5. :meth:`Checks.signature` — the envelope is signed by one of *that* member's
-   keys (``UNAUTHENTICATED``: a bad signature, another member's key, an unknown key);
-6. :meth:`Checks.revocation` — the certificate is not revoked (``UNAUTHENTICATED``;
-   ``FAILED_PRECONDITION`` when this node's own list is out of date);
-7. :meth:`Checks.parse` and :meth:`Checks.header` — the payload parses and its
-   header names the caller as requester and this node as provider, within bounds
-   (``INVALID_ARGUMENT``; ``RESOURCE_EXHAUSTED`` for too many subjects);
-8. :meth:`Checks.themes` — the themes asked are in the catalog, each once
+5. :meth:`Checks.revocation` — the certificate is not revoked (``UNAUTHENTICATED``;
+   ``FAILED_PRECONDITION`` when this node's own list is out of date), before any
+   work is spent on what the caller sent;
+6. :meth:`Checks.unseal` — the request is sealed to this node's key and opens
    (``INVALID_ARGUMENT``);
-9. :meth:`Checks.fresh` — its time is within the window and its nonce unseen, also
-   across restarts (``UNAUTHENTICATED``);
-10. :meth:`Checks.memorandum_version` — it was made under the installed version
+7. :meth:`Checks.signature` — the envelope inside is signed by one of *that*
+   member's keys (``UNAUTHENTICATED``: a bad signature, another member's key, an
+   unknown key);
+8. :meth:`Checks.parse` and :meth:`Checks.header` — the payload parses and its
+   header names the caller as requester and this node as provider, its texts are
+   NFKC, visible and within bounds, its subjects within the batch limit
+   (``INVALID_ARGUMENT``; ``RESOURCE_EXHAUSTED`` for too many subjects);
+9. :meth:`Checks.themes` — the themes asked are in the catalog, each once
+   (``INVALID_ARGUMENT``);
+10. :meth:`Checks.fresh` — its time is within the window and its nonce unseen, also
+    across restarts (``UNAUTHENTICATED``);
+11. :meth:`Checks.memorandum_version` — it was made under the installed version
     (``FAILED_PRECONDITION``).
 
 :meth:`Checks.deadline` is asked again before the store is read and before the
 answer is recorded: a caller that gave up is not answered.
+
+The side services (the memorandum, the audit log, health, reflection) run
+checks 1 to 5 on every call (:meth:`Checks.caller`).
 
 Adding a check to incoming queries means adding a method here and calling it
 from ``Provider.handle`` at its place in this order.
@@ -54,16 +63,15 @@ from creditexchange.errors import (
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.exchange.envelope import open_envelope
 from creditexchange.node.exchange.federation import Federation, FederationView
-from creditexchange.node.exchange.protocol import Method
+from creditexchange.node.exchange.protocol import HEADER_TEXT_LIMITS, Method, header_text_problem
 from creditexchange.node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
+from creditexchange.node.exchange.sealing import Opener
 from creditexchange.node.ledger import SideWrite
 from creditexchange.v1 import exchange_pb2
 
 __all__ = ["Checks", "Context", "Limits"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-_HEADER_LIMITS = {"purpose": 64, "legal_basis": 512, "case_reference": 128, "officer": 128}
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,10 @@ class Checks:
         replay: ReplayGuard,
         revocations: RevocationWatcher,
         limits: Limits,
+        opener: Opener,
     ) -> None:
         self.member_id = member_id
+        self.opener = opener
         self.catalog = catalog
         self.view = federation
         self.replay = replay
@@ -105,8 +115,14 @@ class Checks:
         except CertificateError as exc:
             raise Refused("UNAUTHENTICATED", str(exc), "certificate") from None
 
-    def size(self, envelope: exchange_pb2.Envelope) -> None:
-        size = envelope.ByteSize()
+    def caller(self, context: Context) -> PeerCertificate:
+        """Checks 1 to 5 (no size: a side call's request is small): a member, not revoked."""
+        peer = self.peer(context)
+        self.member(self.federation(), peer)
+        self.revocation(peer)
+        return peer
+
+    def size(self, size: int) -> None:
         if size > self.limits.max_message_bytes:
             raise Refused(
                 "RESOURCE_EXHAUSTED",
@@ -139,6 +155,22 @@ class Checks:
                 f"one the memorandum lists for it",
                 "certificate",
             )
+
+    def unseal(self, raw: bytes) -> exchange_pb2.Envelope:
+        """The signed envelope inside the sealed request this node received."""
+        sealed = exchange_pb2.SealedRequest()
+        try:
+            sealed.ParseFromString(raw)
+        except DecodeError:
+            raise Refused(
+                "INVALID_ARGUMENT",
+                "the message is not a SealedRequest: seal the signed envelope to the provider",
+                "malformed",
+            ) from None
+        try:
+            return self.opener.open(sealed)
+        except EnvelopeError as exc:
+            raise Refused("INVALID_ARGUMENT", str(exc), "sealing") from None
 
     def signature(
         self,
@@ -204,10 +236,10 @@ class Checks:
             raise bad(f"the request names requester {header.requester!r}, the caller is {member}")
         if header.provider != self.member_id:
             raise bad(f"the request is addressed to {header.provider!r}, this is {self.member_id}")
-        for name, limit in _HEADER_LIMITS.items():
-            value = getattr(header, name)
-            if len(value) > limit:
-                raise bad(f"{name} has {len(value)} characters; at most {limit} are accepted")
+        for name in HEADER_TEXT_LIMITS:
+            problem = header_text_problem(name, getattr(header, name))
+            if problem:
+                raise bad(problem)
         if not MIN_NONCE_BYTES <= len(header.nonce) <= MAX_NONCE_BYTES:
             raise bad(
                 f"the nonce has {len(header.nonce)} bytes; it must have {MIN_NONCE_BYTES} to "

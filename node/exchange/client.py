@@ -4,19 +4,28 @@
 integrations use. For every query it
 
 1. builds the request (fresh 32-byte nonce, its time, the memorandum version it
-   holds, purpose, legal basis, case reference, officer) and signs it;
+   holds, purpose, legal basis, case reference, officer — texts NFKC-normalised
+   and refused here if they hold control or format characters or nothing
+   visible), signs it, and seals it to the keys the memorandum lists for the
+   provider (``sealing``), so that only that member can read it;
 2. calls the provider over mutual TLS, pinning the provider's member name
    (``<member>.member.credit-exchange``) in the certificate it must present;
 3. checks the answer: signed by a key the memorandum lists for the provider,
-   bound to this request's digest, addressed to this member; the receipt's entry
-   hashes to its leaf hash, records this request and this answer, and is
-   included (RFC 9162 proof) in a checkpoint signed with the provider's key;
+   bound to this request's digest, addressed to this member, under the
+   memorandum it holds (version and hash), one subject answer per subject asked,
+   in order; the receipt's entry hashes to its leaf hash, records this request
+   and this answer, and is included (RFC 9162 proof) in a checkpoint signed with
+   the provider's key;
 4. writes its own OUTGOING audit entry, with the provider's receipt, durably;
-5. returns the verified answer, or raises :class:`QueryRefused` (the provider
-   said no: its status and message) or :class:`AnswerRejected` (the answer did
-   not verify: it is not used).
+5. returns the verified answer, or raises :class:`QueryRefused` (the call was
+   refused: its status and message, and whether the refusal was signed by the
+   provider) or :class:`AnswerRejected` (the answer did not verify: it is not used).
 
-Refused and rejected queries are recorded too. A client is made of this node's
+Refused and rejected queries are recorded too. A refusal counts as the
+provider's — its status kept, its receipt recorded — only when the signed
+``Refusal`` in its trailers verifies like an answer; any other failure (an
+impostor's refusal, a transport error) is recorded with the status
+``UNVERIFIED`` and no receipt. A client is made of this node's
 :class:`Requester` parts and a running ledger; ``creditexchange.node.app`` opens
 one from a node home (``open_client``).
 """
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,17 +43,32 @@ import nacl.signing
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.clock import now_us
-from creditexchange.errors import AnswerRejected, EnvelopeError, NoteError, ProofError, QueryRefused
+from creditexchange.errors import (
+    AnswerRejected,
+    EnvelopeError,
+    ExchangeError,
+    InvalidIdentifier,
+    NoteError,
+    ProofError,
+    QueryRefused,
+)
+from creditexchange.identifiers import mask_identifier, subject_type_of
 from creditexchange.node.exchange.envelope import digest, open_envelope, seal
 from creditexchange.node.exchange.federation import Federation, FederationView
 from creditexchange.node.exchange.protocol import (
     ANSWER,
+    HEADER_TEXT_LIMITS,
+    MAX_BATCH_SUBJECTS,
     METHODS,
+    REFUSAL,
     Method,
     call_entry,
+    header_text_problem,
     leaf_index_of,
+    refusal_of,
     subject_hmacs,
 )
+from creditexchange.node.exchange.sealing import seal_request
 from creditexchange.node.ledger import Ledger, Receipt, merkle, origin_for
 from creditexchange.node.ledger.entries import encode
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
@@ -124,6 +149,7 @@ class FederationClient:
                 options=[
                     ("grpc.ssl_target_name_override", member_dns_name(member)),
                     ("grpc.max_receive_message_length", 64 << 20),
+                    ("grpc.max_metadata_size", 1 << 20),  # a signed refusal with its receipt
                 ],
             )
             self._channels[member] = channel
@@ -140,16 +166,26 @@ class FederationClient:
         case_reference: str,
         officer: str,
     ) -> exchange_pb2.RequestHeader:
+        """A request header to ``to``; its texts NFKC-normalised and checked as the
+        provider will check them (:class:`ExchangeError` saying which field is wrong)."""
+        texts = {
+            "purpose": purpose,
+            "legal_basis": legal_basis,
+            "case_reference": case_reference,
+            "officer": officer,
+        }
+        for name in HEADER_TEXT_LIMITS:
+            texts[name] = unicodedata.normalize("NFKC", texts[name]).strip()
+            problem = header_text_problem(name, texts[name])
+            if problem:
+                raise ExchangeError(f"{problem}; nothing was sent")
         return exchange_pb2.RequestHeader(
             requester=self.member_id,
             provider=to,
             nonce=os.urandom(32),
             created_unix_micros=now_us(),
             memorandum_version=self.federation.version,
-            purpose=purpose,
-            legal_basis=legal_basis,
-            case_reference=case_reference,
-            officer=officer,
+            **texts,
         )
 
     async def query(
@@ -214,9 +250,18 @@ class FederationClient:
         themes: Sequence[str],
         timeout: float | None,
     ) -> VerifiedAnswer:
+        if len(subjects) > MAX_BATCH_SUBJECTS:
+            raise ExchangeError(
+                f"{len(subjects)} subjects in one call; at most {MAX_BATCH_SUBJECTS} are "
+                "accepted: split the batch; nothing was sent"
+            )
         request = method.request_for(header, subjects, themes)
         envelope = seal(method.payload_type, request.SerializeToString(), self.signing_key)
         request_digest = digest(envelope)
+        try:
+            sealed = seal_request(envelope, self.federation.keys.get(to, {}))
+        except EnvelopeError as exc:
+            raise ExchangeError(f"cannot ask {to}: {exc}") from None
         entry = call_entry(
             direction=audit_pb2.OUTGOING,
             method=method,
@@ -228,24 +273,17 @@ class FederationClient:
             themes_asked=request.themes,
         )
         stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(to))
-        call = getattr(stub, method.name)(envelope, timeout=timeout or self.requester.timeout_s)
+        call = getattr(stub, method.name)(sealed, timeout=timeout or self.requester.timeout_s)
         try:
             answer_envelope = await call
         except grpc.aio.AioRpcError as exc:
-            leaf = leaf_index_of(exc.trailing_metadata())
-            entry.outcome.CopyFrom(
-                audit_pb2.Outcome(status=exc.code().name, message=exc.details() or "")
-            )
-            if leaf is not None:
-                entry.remote_receipt.leaf_index = leaf
-            await self._record(entry)
-            raise QueryRefused(to, exc.code().name, exc.details() or "", leaf) from None
+            await self._refused(to, exc, entry, (request_digest, sealed))
         try:
             answer, body, checks = self._verify(
                 to,
                 answer_envelope,
                 request_digest,
-                expect=(method.kind, request.header, len(subjects)),
+                expect=(method.kind, request.header, list(subjects)),
             )
         except AnswerRejected as exc:
             entry.outcome.CopyFrom(audit_pb2.Outcome(status="ANSWER_REJECTED", message=str(exc)))
@@ -269,6 +307,44 @@ class FederationClient:
         own = await self._record(entry)
         return VerifiedAnswer(to, body, answer.receipt, request_digest, own, checks)
 
+    async def _refused(
+        self,
+        provider: str,
+        error: grpc.aio.AioRpcError,
+        entry: audit_pb2.AuditEntry,
+        sent: tuple[bytes, exchange_pb2.SealedRequest],
+    ) -> None:
+        """Record a failed call — as the provider's refusal, with its receipt, only when
+        the provider signed it — and raise :class:`QueryRefused`."""
+        status, message = error.code().name, error.details() or ""
+        request_digest, sealed = sent
+        try:
+            refusal = self._verify_refusal(
+                provider,
+                error.trailing_metadata(),
+                {request_digest, hashlib.sha256(sealed.SerializeToString()).digest()},
+                status,
+                message,
+            )
+        except AnswerRejected as why:
+            entry.outcome.CopyFrom(
+                audit_pb2.Outcome(status="UNVERIFIED", message=f"{status}: {message} ({why})")
+            )
+            await self._record(entry)
+            raise QueryRefused(
+                provider, status, message, leaf_index_of(error.trailing_metadata()), verified=False
+            ) from None
+        entry.outcome.CopyFrom(audit_pb2.Outcome(status=status, message=message))
+        entry.remote_receipt.CopyFrom(
+            audit_pb2.RemoteReceipt(
+                leaf_index=refusal.receipt.leaf_index,
+                leaf_hash=refusal.receipt.leaf_hash,
+                checkpoint=refusal.receipt.checkpoint,
+            )
+        )
+        await self._record(entry)
+        raise QueryRefused(provider, status, message, refusal.receipt.leaf_index)
+
     async def _record(self, entry: audit_pb2.AuditEntry) -> Receipt:
         entry.time_unix_micros = now_us()
         return await self._ledger.append(encode(entry))
@@ -280,7 +356,7 @@ class FederationClient:
         provider: str,
         envelope: exchange_pb2.Envelope,
         request_digest: bytes,
-        expect: tuple[int, exchange_pb2.RequestHeader, int] | None = None,
+        expect: tuple[int, exchange_pb2.RequestHeader, list[str]] | None = None,
     ) -> tuple[exchange_pb2.Answer, exchange_pb2.AnswerBody, tuple[str, ...]]:
         """Check an answer envelope; ``expect`` = (entry kind, request header, subjects asked)."""
         federation = self.federation
@@ -307,14 +383,17 @@ class FederationClient:
             )
         if expect is not None:
             _, header, asked = expect
-            if len(body.subjects) != asked:
-                raise AnswerRejected(
-                    f"the answer covers {len(body.subjects)} subject(s), {asked} were asked"
-                )
+            _check_subjects(body, asked)
             if body.memorandum_version != header.memorandum_version:
                 raise AnswerRejected(
                     f"the answer was given under memorandum version {body.memorandum_version}, "
                     f"the request under {header.memorandum_version}"
+                )
+            if body.memorandum_hash != federation.hash:
+                raise AnswerRejected(
+                    f"the answer was given under a memorandum of version "
+                    f"{header.memorandum_version} whose hash differs from the one this node "
+                    "installed: the two nodes hold different memoranda of the same version"
                 )
         receipt = answer.receipt
         if merkle.leaf_hash(receipt.entry) != receipt.leaf_hash:
@@ -331,8 +410,20 @@ class FederationClient:
             raise AnswerRejected(
                 "the provider's audit entry does not record this request and this answer"
             )
-        verify_key = keys[signer]
-        origin = origin_for(provider, federation.memorandum.federation)
+        checkpoint = self._verify_inclusion(provider, keys[signer], receipt)
+        checks = (
+            f"answer signed by {provider} (key {signer[:16]}…)",
+            f"bound to request {request_digest.hex()[:16]}…",
+            f"audit entry {receipt.leaf_index} records this request and answer",
+            f"entry included in {provider}'s signed checkpoint of size {checkpoint.size}",
+        )
+        return answer, body, checks
+
+    def _verify_inclusion(
+        self, provider: str, verify_key: nacl.signing.VerifyKey, receipt: exchange_pb2.Receipt
+    ) -> Checkpoint:
+        """The checkpoint of a receipt, signed by ``provider``'s key, including its leaf."""
+        origin = origin_for(provider, self.federation.memorandum.federation)
         verifier = Verifier(origin, note_key_id(origin, bytes(verify_key)), bytes(verify_key))
         try:
             text, _ = open_note(receipt.checkpoint, [verifier])
@@ -346,10 +437,75 @@ class FederationClient:
             )
         except (NoteError, ProofError) as exc:
             raise AnswerRejected(f"the receipt does not verify: {exc}") from None
-        checks = (
-            f"answer signed by {provider} (key {signer[:16]}…)",
-            f"bound to request {request_digest.hex()[:16]}…",
-            f"audit entry {receipt.leaf_index} records this request and answer",
-            f"entry included in {provider}'s signed checkpoint of size {checkpoint.size}",
+        return checkpoint
+
+    def _verify_refusal(
+        self,
+        provider: str,
+        metadata: object,
+        request_digests: set[bytes],
+        status: str,
+        message: str,
+    ) -> exchange_pb2.Refusal:
+        """The provider's signed refusal of this request, verified; AnswerRejected saying
+        why it is not the provider's otherwise."""
+        envelope = refusal_of(metadata)
+        if envelope is None:
+            raise AnswerRejected(f"no refusal signed by {provider} came with it")
+        keys = self.federation.keys.get(provider, {})
+        try:
+            signer = open_envelope(envelope, REFUSAL, keys)
+        except EnvelopeError as exc:
+            raise AnswerRejected(f"the refusal is not signed by {provider}: {exc}") from None
+        refusal = exchange_pb2.Refusal()
+        entry = audit_pb2.AuditEntry()
+        try:
+            refusal.ParseFromString(envelope.payload)
+            entry.ParseFromString(refusal.receipt.entry)
+        except Exception:
+            raise AnswerRejected(f"the refusal of {provider} does not parse") from None
+        if (
+            refusal.requester != self.member_id
+            or refusal.provider != provider
+            or refusal.request_digest not in request_digests
+            or refusal.status != status
+            or refusal.message != message
+        ):
+            raise AnswerRejected(
+                f"the refusal signed by {provider} is not of this request with this status"
+            )
+        receipt = refusal.receipt
+        if merkle.leaf_hash(receipt.entry) != receipt.leaf_hash or (
+            entry.request_digest != refusal.request_digest
+            or entry.requester != self.member_id
+            or entry.responder != provider
+            or entry.direction != audit_pb2.INCOMING
+            or entry.outcome.status != status
+        ):
+            raise AnswerRejected(f"{provider}'s audit entry does not record this refusal")
+        self._verify_inclusion(provider, keys[signer], receipt)
+        return refusal
+
+
+def _check_subjects(body: exchange_pb2.AnswerBody, asked: Sequence[str]) -> None:
+    """One subject answer per subject asked, each that subject (as the provider shows it:
+    individuals masked), of its type, in the request's order."""
+    if len(body.subjects) != len(asked):
+        raise AnswerRejected(
+            f"the answer covers {len(body.subjects)} subject(s), {len(asked)} were asked"
         )
-        return answer, body, checks
+    for position, (subject, answered) in enumerate(zip(asked, body.subjects, strict=True)):
+        try:
+            canonical, subject_type = subject_type_of(subject)
+        except InvalidIdentifier:
+            raise AnswerRejected(
+                f"the provider answered for subject {position + 1}, which is not a valid identifier"
+            ) from None
+        if (
+            answered.subject_id != mask_identifier(canonical, subject_type)
+            or answered.subject_type != subject_type
+        ):
+            raise AnswerRejected(
+                f"answer {position + 1} is about another subject than the one asked in that "
+                "place: the subjects are swapped or replaced"
+            )

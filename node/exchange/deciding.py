@@ -7,9 +7,14 @@ so a refusal has the status and reason of the rules that did apply (a quota, a
 missing case reference, a forbid) rather than of the first theme of the catalog.
 
 A batch of n subjects counts n queries against each quota: it must fit whole, so
-the engine is told the count plus the batch's other subjects of that type. The
-quota is charged (in memory at once, durably with the call's audit entry) only
-when something is allowed.
+the engine is told the count plus the batch's other subjects of that type, and
+:meth:`Decider.charge` then checks each quota against the whole call (a rule may
+cover several subject types: 499 enterprises and 499 individual businesses are
+998 queries under it). A call that does not fit is refused whole with
+``RESOURCE_EXHAUSTED``. The check and the charge happen with nothing awaited
+between them, so concurrent calls of one requester cannot together pass a quota.
+The quota is charged (in memory at once, durably with the call's audit entry)
+only when something is allowed.
 """
 
 from __future__ import annotations
@@ -183,8 +188,9 @@ class Decider:
         self, verdict: Verdict, requester: str, engine_quotas: Mapping[str, Any], now: dt.datetime
     ) -> None:
         """Count an allowed call against its quotas now, before anything awaits, so that
-        concurrent calls see it. ``verdict.charges`` are the side writes that make the
-        counts durable with the call's audit entry; they are given back if it is not."""
+        concurrent calls see it; refuse it whole (``RESOURCE_EXHAUSTED``) if it does not
+        fit a quota. ``verdict.charges`` are the side writes that make the counts durable
+        with the call's audit entry; they are given back if it is not."""
         counts: Counter[str] = Counter()
         for subject_type, n in verdict.per_type.items():
             rules = {
@@ -196,6 +202,19 @@ class Decider:
             for rule in rules:
                 counts[rule] += n
         periods = {r: quota_period_start(engine_quotas[r].period, now) for r in counts}
+        for rule, n in counts.items():
+            quota = engine_quotas[rule]
+            used = self.quotas.used(requester, rule, periods[rule])
+            if used + n > quota.limit:
+                left = max(0, quota.limit - used)
+                reason = (
+                    f"quota of {quota.limit} per {quota.period} of rule {rule} exceeded for "
+                    f"{requester}: the call asks about {n} subjects under it and {left} are "
+                    "left in this period; split the batch or wait for the next period"
+                )
+                verdict.summary.allowed = False
+                verdict.summary.reason = reason
+                raise Refused("RESOURCE_EXHAUSTED", reason, "policy")
         _, verdict.charges = self.quotas.charge(requester, periods, counts)
 
 

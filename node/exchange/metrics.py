@@ -51,8 +51,9 @@ class Metrics:
         )
         self.refusals = Counter(
             "credit_node_refusals",
-            "Calls refused before the policy decided, by reason "
-            "(signature, replay, time, certificate, memorandum, malformed, size)",
+            "Calls refused, by reason: certificate, member, signature, sealing, replay, time, "
+            "memorandum, malformed, size, policy (the memorandum's rules and quotas), "
+            "deadline, internal, overload (not recorded in the ledger)",
             ["reason"],
             registry=r,
         )

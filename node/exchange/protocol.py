@@ -6,8 +6,13 @@ must agree on from here, so that they cannot drift apart:
 
 * :data:`METHODS`: each signed method's payload type, request message, audit
   kind and policy mode;
-* :data:`LEAF_INDEX_TRAILER`: the trailing metadata that carries a refusal's
-  audit entry index to the caller;
+* :data:`LEAF_INDEX_TRAILER` and :data:`REFUSAL_TRAILER`: the trailing metadata
+  that carry a refusal's audit entry index and the provider's signed
+  :class:`Refusal` to the caller;
+* :data:`HEADER_TEXT_LIMITS` and :func:`header_text_problem`: what the text of a
+  request header may hold (NFKC, visible characters, no control or format
+  characters, bounded), which the requester applies before it signs and the
+  provider checks;
 * :func:`call_entry`: the audit entry of a call, as either side records it (who
   asked whom, the request's header and digest, the subjects as keyed HMACs: one
   for a query or a check, the list for a batch);
@@ -17,6 +22,7 @@ must agree on from here, so that they cannot drift apart:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +39,7 @@ from creditexchange.errors import (
     Refused,
     RevocationListExpired,
 )
+from creditexchange.node.exchange.replay import MAX_NONCE_BYTES
 from creditexchange.node.ledger.entries import subject_hmac
 from creditexchange.policy.document import Mode
 from creditexchange.v1 import audit_pb2, exchange_pb2
@@ -41,13 +48,20 @@ __all__ = [
     "ANSWER",
     "BATCH_CHECK_REQUEST",
     "CHECK_REQUEST",
+    "HEADER_TEXT_LIMITS",
     "LEAF_INDEX_TRAILER",
+    "MAX_BATCH_SUBJECTS",
     "METHODS",
     "QUERY_REQUEST",
+    "REFUSAL",
+    "REFUSAL_TRAILER",
     "Method",
     "call_entry",
+    "clipped_header",
     "grpc_code",
+    "header_text_problem",
     "leaf_index_of",
+    "refusal_of",
     "status_of",
     "subject_hmacs",
 ]
@@ -59,8 +73,69 @@ BATCH_CHECK_REQUEST: Final = _PREFIX + "BatchCheckRequest+protobuf"
 ANSWER: Final = _PREFIX + "Answer+protobuf"
 """The payload type of every signed answer."""
 
+REFUSAL: Final = _PREFIX + "Refusal+protobuf"
+"""The payload type of every signed refusal."""
+
 LEAF_INDEX_TRAILER: Final = "audit-leaf-index"
 """Trailing metadata of a refused call: the index of the refusal's audit entry."""
+
+REFUSAL_TRAILER: Final = "audit-refusal-bin"
+"""Trailing metadata of a refused call: the provider's signed ``Refusal`` envelope."""
+
+MAX_BATCH_SUBJECTS: Final = 1000
+"""The most subjects one call may ask about; a provider may accept fewer."""
+
+HEADER_TEXT_LIMITS: Final[Mapping[str, int]] = {
+    "purpose": 64,
+    "legal_basis": 512,
+    "case_reference": 128,
+    "officer": 128,
+}
+"""The text fields of a request header and the most characters each may hold."""
+
+# control (Cc), format (Cf: zero-width and bidirectional marks), surrogates, private use,
+# unassigned: nothing an officer types, and what disguises one text as another
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_INVISIBLE_CATEGORIES: Final = frozenset({"Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def header_text_problem(name: str, value: str) -> str | None:
+    """What is wrong with a header text field, or None: too long, not NFKC, a control or
+    format character, or (when not empty) no visible character at all."""
+    limit = HEADER_TEXT_LIMITS[name]
+    if len(value) > limit:
+        return f"{name} has {len(value)} characters; at most {limit} are accepted"
+    if not value:
+        return None
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return (
+                f"{name} holds the control or format character U+{ord(char):04X} at position "
+                f"{position + 1}: remove it"
+            )
+    if unicodedata.normalize("NFKC", value) != value:
+        return f"{name} is not in Unicode NFKC form: normalise it before signing"
+    if all(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in value):
+        return f"{name} holds no visible character"
+    return None
+
+
+def clipped_header(header: exchange_pb2.RequestHeader) -> exchange_pb2.RequestHeader:
+    """The header as a refusal's audit entry keeps it: every text within its limit, so that
+    an oversized request cannot grow the ledger."""
+    if (
+        all(len(getattr(header, n)) <= limit for n, limit in HEADER_TEXT_LIMITS.items())
+        and len(header.nonce) <= MAX_NONCE_BYTES
+    ):
+        return header
+    clipped = exchange_pb2.RequestHeader()
+    clipped.CopyFrom(header)
+    for name, limit in HEADER_TEXT_LIMITS.items():
+        value = getattr(header, name)
+        if len(value) > limit:
+            setattr(clipped, name, value[: limit - 1] + "…")
+    clipped.nonce = header.nonce[:MAX_NONCE_BYTES]
+    return clipped
 
 
 @dataclass(frozen=True)
@@ -160,12 +235,28 @@ def call_entry(
         entry.subject_hmacs.extend(hmacs)
     elif hmacs:
         entry.subject_hmac = hmacs[0]
+    if hmacs and not entry.subject_count:
+        entry.subject_count = len(hmacs)
     return entry
 
 
 def subject_hmacs(key: bytes, subjects: Iterable[str]) -> list[bytes]:
     """The subjects of a call as the audit ledger holds them."""
     return [subject_hmac(key, s) for s in subjects]
+
+
+def refusal_of(metadata: Any) -> exchange_pb2.Envelope | None:
+    """A refusal's signed envelope, from a call's trailing metadata (None if absent or
+    not an envelope)."""
+    for key, value in metadata or ():
+        if key == REFUSAL_TRAILER and isinstance(value, bytes):
+            envelope = exchange_pb2.Envelope()
+            try:
+                envelope.ParseFromString(value)
+            except Exception:
+                return None
+            return envelope
+    return None
 
 
 def leaf_index_of(metadata: Any) -> int | None:

@@ -3,11 +3,12 @@
 For every call (:meth:`Provider.handle`):
 
 1. the checks, in their order (``checks``): peer certificate, size, memorandum,
-   member, signature, revocation, payload and header, themes, freshness,
-   memorandum version;
+   member, revocation, sealing, signature, payload and header, themes,
+   freshness, memorandum version;
 2. the decision (``deciding``): the policy per subject type and theme; nothing
    allowed is a refusal with the policy's status and reasons; an allowed call is
-   charged against its quotas before anything awaits;
+   charged against its quotas, as a whole, before anything awaits (a batch that
+   would pass a quota is refused whole);
 3. the store is read for the allowed themes only (``readers``, through the
    records repository) and the answer built as decided (``answers``);
 4. the audit entry is appended and made durable, in one transaction with the
@@ -16,9 +17,17 @@ For every call (:meth:`Provider.handle`):
    is signed and returned.
 
 A refusal is recorded in the ledger too, and the call ends with the status and
-a message saying what was wrong; its receipt travels in the trailing metadata
-(``protocol.LEAF_INDEX_TRAILER``). A call the caller cancels is recorded as
-cancelled. Nothing leaves the node before its audit entry is durable.
+a message saying what was wrong; the provider's signed :class:`Refusal`, with
+the entry's receipt, travels in the trailing metadata (``protocol.REFUSAL_TRAILER``,
+and the index alone in ``protocol.LEAF_INDEX_TRAILER``). A call the caller
+cancels is recorded as cancelled. One call makes exactly one entry: once its
+entry is on its way to the ledger, a cancellation adds none. Nothing leaves the
+node before its audit entry is durable.
+
+An entry is bounded whatever the caller sends: sizes and counts are checked
+before anything is captured, a refused call keeps the request digest, the
+subject count (a refused batch keeps no HMACs) and its header texts clipped to
+their limits.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from dataclasses import dataclass, field
 import grpc
 import nacl.signing
 
-from creditexchange.clock import china_today, utc_now
+from creditexchange.certs.identity import PeerCertificate
+from creditexchange.clock import china_today, now_us, utc_now
 from creditexchange.errors import CreditExchangeError, Refused
 from creditexchange.node.exchange import answers
 from creditexchange.node.exchange.checks import Checks, Context
@@ -45,8 +55,11 @@ from creditexchange.node.exchange.protocol import (
     ANSWER,
     LEAF_INDEX_TRAILER,
     METHODS,
+    REFUSAL,
+    REFUSAL_TRAILER,
     Method,
     call_entry,
+    clipped_header,
     grpc_code,
     subject_hmacs,
 )
@@ -66,15 +79,17 @@ class _Call:
     """What the provider learned of a call so far: the material of its audit entry."""
 
     method: Method
+    request_digest: bytes  # of the bytes received, then of the signed envelope inside
     requester: str = ""
     peer_fingerprint: str = ""
     header: exchange_pb2.RequestHeader | None = None
-    request_digest: bytes = b""
+    subject_count: int = 0
     subject_hmacs: list[bytes] = field(default_factory=list)
     themes_asked: list[str] = field(default_factory=list)
     federation: Federation | None = None  # the memorandum the call is checked and decided under
     verdict: Verdict | None = None
     side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
+    recording: asyncio.Future[Receipt] | None = None  # the call's one entry, on its way
 
 
 class Provider:
@@ -106,26 +121,29 @@ class Provider:
     def close(self) -> None:
         self.reader.close()
 
-    async def handle(
-        self, method_name: str, envelope: exchange_pb2.Envelope, context: Context
-    ) -> exchange_pb2.Envelope:
+    async def handle(self, method_name: str, raw: bytes, context: Context) -> bytes:
+        """Answer one call of a signed method: ``raw`` is the sealed request as received;
+        the signed answer's bytes, or the call is aborted with its refusal."""
         started = time.perf_counter()
-        call = _Call(method=METHODS[method_name])
+        call = _Call(method=METHODS[method_name], request_digest=hashlib.sha256(raw).digest())
         try:
-            request = self._check(call, envelope, context)
+            request = self._check(call, raw, context)
             body = await self._answer(call, request, context)
             self.checks.deadline(context)
             entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
-            receipt = await self._append(entry, [*call.side_writes, *self._charges(call)])
+            receipt = await self._record(call, entry, [*call.side_writes, *self._charges(call)])
             self._settle(call, committed=True)
             answer = exchange_pb2.Answer(body=body, receipt=_receipt(receipt, entry))
             sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
             self._count(call, "allow", "OK", started)
-            return sealed
+            return bytes(sealed.SerializeToString())
         except Refused as refusal:
             await self._refuse(call, refusal, context, started)
-        except asyncio.CancelledError:  # the caller went away: the call is still recorded
-            await asyncio.shield(self._record_cancelled(call))
+        except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
+            if call.recording is not None:
+                await self._settle_recording(call)
+            else:
+                await asyncio.shield(self._record_cancelled(call))
             raise
         except Exception as exc:  # a fault of this node: recorded, answered INTERNAL
             log.exception("call failed", extra={"data": {"method": method_name}})
@@ -141,22 +159,24 @@ class Provider:
 
     # -- the steps -----------------------------------------------------------------------
 
-    def _check(self, call: _Call, envelope: exchange_pb2.Envelope, context: Context) -> object:
+    def _check(self, call: _Call, raw: bytes, context: Context) -> object:
         """Run the checks in their order, noting what each teaches about the call."""
         checks = self.checks
         peer = checks.peer(context)
         call.requester, call.peer_fingerprint = peer.member, peer.fingerprint
-        checks.size(envelope)
+        checks.size(len(raw))
         federation = call.federation = checks.federation()
         checks.member(federation, peer)
+        checks.revocation(peer)
+        envelope = checks.unseal(raw)
         call.request_digest = digest(envelope)
         checks.signature(federation, peer.member, envelope, call.method.payload_type)
-        checks.revocation(peer)
         request = checks.parse(call.method, envelope.payload)
         call.header = request.header
         subjects = call.method.subjects(request)
-        call.subject_hmacs = subject_hmacs(self.hmac_key, subjects)
+        call.subject_count = len(subjects)
         checks.header(request.header, peer.member, len(subjects))
+        call.subject_hmacs = subject_hmacs(self.hmac_key, subjects)  # a bounded number now
         call.themes_asked = checks.themes(list(request.themes))
         call.side_writes = checks.fresh(request.header)
         checks.memorandum_version(request.header, federation)
@@ -220,14 +240,19 @@ class Provider:
                 "masked_fields": sorted({f for d in decided for f in d.decision.mask}),
                 "answer_digest": hashlib.sha256(answer_body).digest(),
             }
+        header = call.header
+        if not answer_body and header is not None:
+            header = clipped_header(header)  # a refused request's texts may be any length
         entry = call_entry(
             direction=audit_pb2.INCOMING,
             method=call.method,
             requester=call.requester,
             responder=self.member_id,
-            header=call.header,
+            header=header,
             request_digest=call.request_digest,
-            subject_hmacs=call.subject_hmacs,
+            # a refused batch keeps its count only: its HMACs would record lookups not made
+            subject_hmacs=call.subject_hmacs if answer_body or not call.method.batch else (),
+            subject_count=call.subject_count,
             themes_asked=call.themes_asked,
             outcome=outcome,
             theme_decisions=[d.audit for d in decided],
@@ -243,10 +268,25 @@ class Provider:
         self.metrics.ledger_append.observe(time.perf_counter() - started)
         return receipt
 
+    async def _record(self, call: _Call, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
+        """Append the call's one entry; a cancellation of the caller does not stop it."""
+        call.recording = asyncio.ensure_future(self._append(entry, side_writes))
+        return await asyncio.shield(call.recording)
+
+    async def _settle_recording(self, call: _Call) -> None:
+        """The caller left while the call's entry was on its way: let it land, add none."""
+        assert call.recording is not None
+        try:
+            await asyncio.shield(call.recording)
+        except Exception:
+            log.exception("the entry of a call its caller left was not recorded")
+            return
+        self._settle(call, committed=True)
+
     async def _record_cancelled(self, call: _Call) -> None:
         outcome = audit_pb2.Outcome(status="CANCELLED", message="the caller cancelled the call")
         try:
-            await self._append(self._entry(call, outcome), call.side_writes)
+            await self._record(call, self._entry(call, outcome), call.side_writes)
         except Exception:
             log.exception("a cancelled call was not recorded")
 
@@ -255,7 +295,7 @@ class Provider:
     ) -> None:
         entry = self._entry(call, audit_pb2.Outcome(status=refusal.status, message=refusal.message))
         try:
-            receipt = await self._append(entry, call.side_writes)
+            receipt = await self._record(call, entry, call.side_writes)
         except Exception:
             log.exception("refusal not recorded", extra={"data": {"method": call.method.name}})
             await context.abort(
@@ -264,8 +304,88 @@ class Provider:
             )
         self.metrics.refusals.labels(refusal.reason).inc()
         self._count(call, "deny", refusal.status, started)
-        context.set_trailing_metadata(((LEAF_INDEX_TRAILER, str(receipt.index)),))
+        await self._abort(context, call.requester, call.request_digest, refusal, receipt, entry)
+
+    async def _abort(
+        self,
+        context: Context,
+        requester: str,
+        request_digest: bytes,
+        refusal: Refused,
+        receipt: Receipt,
+        entry: bytes,
+    ) -> None:
+        """End a refused call with its status, its message and the signed refusal."""
+        signed = exchange_pb2.Refusal(
+            requester=requester,
+            provider=self.member_id,
+            request_digest=request_digest,
+            status=refusal.status,
+            message=refusal.message,
+            receipt=_receipt(receipt, entry),
+        )
+        envelope = seal(REFUSAL, signed.SerializeToString(), self.signing_key)
+        context.set_trailing_metadata(
+            (
+                (LEAF_INDEX_TRAILER, str(receipt.index)),
+                (REFUSAL_TRAILER, envelope.SerializeToString()),
+            )
+        )
         await context.abort(grpc_code(refusal.status), refusal.message)
+
+    # -- the side services -------------------------------------------------------------
+
+    async def admit_side_call(self, method: str, request: bytes, context: Context) -> None:
+        """Checks 1 to 5 for a call of a side service (the memorandum, the audit log,
+        health, reflection); a refusal is recorded and aborts the call."""
+        peer: PeerCertificate | None = None
+        try:
+            peer = self.checks.peer(context)
+            self.checks.member(self.checks.federation(), peer)
+            self.checks.revocation(peer)
+        except Refused as refusal:
+            await self.refuse_side_call(method, request, refusal, context, peer)
+
+    async def refuse_side_call(
+        self,
+        method: str,
+        request: bytes,
+        refusal: Refused,
+        context: Context,
+        peer: PeerCertificate | None = None,
+    ) -> None:
+        """Record a side service's refusal (kind SERVICE_CALL) and abort the call with it."""
+        if peer is None:
+            try:
+                peer = self.checks.peer(context)
+            except Refused:
+                peer = None
+        request_digest = hashlib.sha256(request).digest()
+        outcome = audit_pb2.Outcome(status=refusal.status, message=refusal.message)
+        entry = encode(
+            audit_pb2.AuditEntry(
+                time_unix_micros=now_us(),
+                requester=peer.member if peer is not None else "",
+                responder=self.member_id,
+                direction=audit_pb2.INCOMING,
+                kind=audit_pb2.SERVICE_CALL,
+                request_digest=request_digest,
+                note=method,
+                outcome=outcome,
+                peer_certificate=peer.fingerprint if peer is not None else "",
+            )
+        )
+        try:
+            receipt = await self._append(entry, [])
+        except Exception:
+            log.exception("refusal not recorded", extra={"data": {"method": method}})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the provider could not record the call in its audit ledger; try again later",
+            )
+        self.metrics.refusals.labels(refusal.reason).inc()
+        requester = peer.member if peer is not None else ""
+        await self._abort(context, requester, request_digest, refusal, receipt, entry)
 
     # -- metrics and logs ------------------------------------------------------------------
 

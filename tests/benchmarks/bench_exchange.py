@@ -54,6 +54,8 @@ from creditexchange.node.app.keys import load_signing_key
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.envelope import seal
 from creditexchange.node.exchange.protocol import QUERY_REQUEST
+from creditexchange.node.exchange.sealing import seal_request
+from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
@@ -92,13 +94,18 @@ async def bare_server(home: Path, port: int, answer_file: Path, concurrency: int
 # --- the load generator ----------------------------------------------------------------
 
 
-def requests(node: ProvisionedNode, provider: str, subjects: list[str], n: int) -> list[Any]:
+def requests(
+    node: ProvisionedNode, provider: ProvisionedNode, subjects: list[str], n: int
+) -> list[Any]:
+    """``n`` signed queries from ``node`` to ``provider``, sealed to its key as a client does."""
     key = load_signing_key(node.config.signing_key_path)
+    provider_key = load_signing_key(provider.config.signing_key_path).verify_key
+    recipients = {key_id(bytes(provider_key)): provider_key}
     envelopes = []
     for i in range(n):
         header = exchange_pb2.RequestHeader(
             requester=node.member,
-            provider=provider,
+            provider=provider.member,
             nonce=os.urandom(32),
             created_unix_micros=now_us(),
             memorandum_version=1,
@@ -110,7 +117,8 @@ def requests(node: ProvisionedNode, provider: str, subjects: list[str], n: int) 
         request = exchange_pb2.QueryRequest(
             header=header, subject_id=subjects[i % len(subjects)], themes=THEMES
         )
-        envelopes.append(seal(QUERY_REQUEST, request.SerializeToString(), key))
+        envelope = seal(QUERY_REQUEST, request.SerializeToString(), key)
+        envelopes.append(seal_request(envelope, recipients))
     return envelopes
 
 
@@ -232,8 +240,8 @@ def run_on(args: argparse.Namespace, provider_url: str | None) -> dict[str, Any]
     database.dispose()
     total = args.requests
     print(f"  signing {2 * total} requests", file=sys.stderr)
-    for_node = requests(requester, "huizhou", subjects, total)
-    for_bare = requests(requester, "huizhou", subjects, total)
+    for_node = requests(requester, provider, subjects, total)
+    for_bare = requests(requester, provider, subjects, total)
 
     log = provider.home / "serve.log"
     command = [
