@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from fedharness import Federation
+from rich.table import Table
+from rich.text import Text
 from typer.testing import CliRunner
 
 from creditexchange.devtools.sample import KNOWN_REGIONS, showcase_subject, write_sample
@@ -21,7 +23,7 @@ from creditexchange.node.app.home import create_home
 from creditexchange.node.app.wiring import open_node
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.cli import app
-from creditexchange.node.cli.common import err
+from creditexchange.node.cli.common import err, out, print_json
 from creditexchange.node.database import open_database
 from creditexchange.node.records.importer import import_file
 
@@ -350,3 +352,27 @@ def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> Non
     assert not list((tmp_path / "fed").glob("*/serve.log")) or all(
         "Traceback" not in log.read_text() for log in (tmp_path / "fed").glob("*/serve.log")
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("FAKE\x1b[2J\x1b[31mBLACKLISTED\x1b[0m", id="escape-sequences"),
+        pytest.param("evil\u202egnp.exe", id="a-right-to-left-override"),
+        pytest.param("A\u200bB\x85C\u2028D", id="zero-width-next-line-and-line-separator"),
+    ],
+)
+def test_control_and_formatting_characters_reach_the_terminal_escaped(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text from a peer (a refusal, a field) cannot repaint or reorder the officer's screen."""
+    table = Table("field", "value")
+    table.add_row("name", text)
+    out.print(Text(f"refused: {text}"))
+    out.print(table)
+    print_json({"message": text})
+    printed = capsys.readouterr().out
+    for char in "\x1b\u202e\u200b\x85\u2028":
+        assert char not in printed, f"{char!r} reached the terminal"
+    assert text.encode("unicode_escape").decode("ascii") in printed  # shown, escaped
+    assert json.loads(printed[printed.index("{") :]) == {"message": text}

@@ -56,6 +56,7 @@ from creditexchange.node.exchange.protocol import (
     BATCH_CHECK_REQUEST,
     CHECK_REQUEST,
     QUERY_REQUEST,
+    subject_tag,
 )
 from creditexchange.node.exchange.sealing import Opener
 from creditexchange.node.ledger import merkle
@@ -446,6 +447,15 @@ ATTACKS = [
     ),
     pytest.param(
         Attack(
+            "Query",
+            lambda fed: _signed(fed, "Query", officer="\u1160\u2800\u0903"),
+            Code.INVALID_ARGUMENT,
+            ("officer holds no visible character",),
+        ),
+        id="officer-of-hangul-filler-braille-blank-and-a-lone-mark",
+    ),
+    pytest.param(
+        Attack(
             "BatchCheck",
             lambda fed: _signed(fed, "BatchCheck", subjects=(ENTERPRISE,) * 1001),
             Code.RESOURCE_EXHAUSTED,
@@ -745,6 +755,16 @@ def _subject_replaced(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
     return _resealed(fed, answer)
 
 
+def _subject_tag_of_another(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
+    """The same masked id, another person's answer: only the request's answer key tells."""
+    answer = _answer_of(envelope)
+    body = exchange_pb2.AnswerBody()
+    body.ParseFromString(answer.body)
+    body.subjects[0].subject_tag = subject_tag(os.urandom(32), ENTERPRISE)
+    answer.body = body.SerializeToString(deterministic=True)
+    return _resealed(fed, answer)
+
+
 def _memorandum_hash_altered(fed: Federation, tamper: _Tamper, envelope: Any) -> Any:
     answer = _answer_of(envelope)
     body = exchange_pb2.AnswerBody()
@@ -756,6 +776,9 @@ def _memorandum_hash_altered(fed: Federation, tamper: _Tamper, envelope: Any) ->
 
 TAMPERINGS = [
     pytest.param(_subject_replaced, "about another subject", id="answer-about-another-subject"),
+    pytest.param(
+        _subject_tag_of_another, "about another subject", id="answer-tagged-for-another-subject"
+    ),
     pytest.param(
         _memorandum_hash_altered, "whose hash differs", id="answer-under-another-memorandum"
     ),
@@ -842,8 +865,12 @@ def test_calls_beyond_the_concurrency_limit_are_refused_and_none_is_lost(fed: Fe
     assert len(codes) == len(envelopes)  # every call came back: none hung, none lost
     assert set(codes) <= {Code.OK, Code.RESOURCE_EXHAUSTED}, codes
     assert codes.count(Code.RESOURCE_EXHAUSTED) > 0 and codes.count(Code.OK) > 0, codes
-    # the answered calls are on the record; the refused ones never reached the node
+    # the answered calls are on the record; the refused ones are counted, not recorded
     assert _ledger_size(fed, "huizhou") - before == codes.count(Code.OK)
+    overload = server.metrics.registry.get_sample_value(
+        "credit_node_refusals_total", {"reason": "overload"}
+    )
+    assert overload == codes.count(Code.RESOURCE_EXHAUSTED)
 
 
 # -- amplification and quotas under concurrency ------------------------------------------
@@ -1378,8 +1405,9 @@ class _Impostor:
     """A server that passes a requester's TLS checks for huizhou with a certificate it should
     not hold, keeps every byte it is sent, and refuses with a made-up, unsigned refusal."""
 
-    def __init__(self, fed: Federation, cert: Path, key: Path) -> None:
+    def __init__(self, fed: Federation, cert: Path, key: Path, message: str) -> None:
         self.fed = fed
+        self.message = message
         self.received: list[bytes] = []
         self.port = free_ports(1)[0]
         tls = fed.nodes["huizhou"].home / "tls"
@@ -1395,7 +1423,7 @@ class _Impostor:
         context.set_trailing_metadata(
             (("audit-leaf-index", "7"), ("audit-refusal-bin", b"\x0a\x03abc"))
         )
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused by huizhou")
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.message)
         raise AssertionError("unreachable")
 
     async def _start(self) -> None:
@@ -1433,13 +1461,20 @@ def _revoked_huizhou(fed: Federation, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize(
-    "certificate",
-    [pytest.param(_wildcard_impostor, id="wildcard"), pytest.param(_revoked_huizhou, id="revoked")],
+    ("certificate", "message"),
+    [
+        pytest.param(_wildcard_impostor, "refused by huizhou", id="wildcard"),
+        pytest.param(_revoked_huizhou, "refused by huizhou", id="revoked"),
+        pytest.param(
+            _revoked_huizhou, "refused by huizhou" + "!" * 200_000, id="revoked-200-kb-refusal"
+        ),
+    ],
 )
 def test_an_impostor_learns_nothing_of_the_query_and_its_refusal_is_no_receipt(
     fed: Federation,
     tmp_path: Path,
     certificate: Callable[[Federation, Path], tuple[Path, Path]],
+    message: str,
 ) -> None:
     """Hole 2: the request reaches the impostor sealed to huizhou's key; its refusal, unsigned,
     is recorded as unverified."""
@@ -1447,7 +1482,7 @@ def test_an_impostor_learns_nothing_of_the_query_and_its_refusal_is_no_receipt(
         fed, "huizhou", "SELECT subject_id FROM subjects WHERE subject_type = 'individual' LIMIT 1"
     )
     cert, key = certificate(fed, tmp_path)
-    with _Impostor(fed, cert, key) as impostor:
+    with _Impostor(fed, cert, key, message) as impostor:
         requester = dataclasses.replace(
             requester_from(fed.nodes["shenzhen"].config),
             peers={"huizhou": f"127.0.0.1:{impostor.port}"},
@@ -1476,4 +1511,82 @@ def test_an_impostor_learns_nothing_of_the_query_and_its_refusal_is_no_receipt(
     (own,) = fed.ledger_entries("shenzhen")
     assert own["direction"] == "OUTGOING" and own["outcome"]["status"] == "UNVERIFIED"
     assert "PERMISSION_DENIED: refused by huizhou" in own["outcome"]["message"]
+    assert len(own["outcome"]["message"]) < 1200, "whatever a peer says, the record is bounded"
     assert "remote_receipt" not in own, "an unsigned refusal is never a receipt"
+
+
+def test_open_streams_cannot_take_the_slots_of_calls(fed: Federation) -> None:
+    """F1 of the review: a member holding health watches open cannot starve the queries;
+    one certificate holds at most four streams."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    base = fed.nodes["huizhou"].config
+    config = NodeConfig(base.home, base.settings.model_copy(update={"max_concurrent_calls": 2}))
+    server = NodeServer(config, port=free_ports(1)[0])
+    fed.run(server.start())
+    sealed = fed.sealed(_signed(fed, "Check"), "huizhou")
+
+    async def hold_streams_and_ask() -> tuple[list[Any], Any, Any]:
+        options = [("grpc.ssl_target_name_override", member_dns_name("huizhou"))]
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{server.port}", fed.credentials("shenzhen"), options=options
+        ) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(4)]
+            for watch in watches:
+                await watch.read()  # SERVING: the stream is open and stays so
+            fifth = health.Watch(health_pb2.HealthCheckRequest())
+            try:
+                await fifth.read()
+                refused: Any = None
+            except grpc.aio.AioRpcError as exc:
+                refused = exc
+            answer = await exchange_pb2_grpc.CreditExchangeStub(channel).Check(sealed, timeout=10)
+            for watch in watches:
+                watch.cancel()
+            return watches, refused, answer
+
+    try:
+        _, refused, answer = fed.run(hold_streams_and_ask())
+    finally:
+        fed.run(server.stop(0))
+    assert refused is not None and refused.code() == Code.RESOURCE_EXHAUSTED
+    assert "holds 4 streams open already" in (refused.details() or "")
+    assert answer.payload, "the query was answered while four streams stayed open"
+
+
+def test_a_flood_of_refused_calls_cannot_grow_the_ledger_without_bound(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """F4 of the review: a certificate refused hundreds of times a second is told to slow
+    down and counted; its refusals beyond the budget are not recorded."""
+    zhuhai = issue("zhuhai", fed.root / "ca", out_dir=tmp_path)
+    credentials = fed.credentials("shenzhen", cert=zhuhai.certificate_path, key=zhuhai.key_path)
+    budget = fed.servers["huizhou"]._provider.refusal_budget  # type: ignore[union-attr]
+    before = _ledger_size(fed, "huizhou")
+    calls = budget.burst + 150
+
+    async def flood() -> tuple[list[grpc.StatusCode], float]:
+        target = f"127.0.0.1:{fed.nodes['huizhou'].port}"
+        options = [("grpc.ssl_target_name_override", member_dns_name("huizhou"))]
+        started = time.monotonic()
+        async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
+            call: Any = channel.unary_unary("/creditexchange.v1.Audit/GetCheckpoint")
+
+            async def one() -> grpc.StatusCode:
+                try:
+                    await call(b"", timeout=20)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return Code.OK
+
+            codes = []
+            for _ in range(calls // 50):
+                codes += await asyncio.gather(*(one() for _ in range(50)))
+        return codes, time.monotonic() - started
+
+    codes, elapsed = fed.run(flood())
+    recorded = _ledger_size(fed, "huizhou") - before
+    assert codes.count(Code.PERMISSION_DENIED) == recorded
+    assert codes.count(Code.RESOURCE_EXHAUSTED) == len(codes) - recorded > 0
+    assert recorded <= budget.burst + budget.per_second * elapsed + 1

@@ -21,14 +21,17 @@ import pytest
 from sqlalchemy import Engine, text
 
 from creditexchange.clock import now_us
-from creditexchange.errors import EnvelopeError
+from creditexchange.errors import AnswerRejected, EnvelopeError
+from creditexchange.identifiers import mask_identifier
+from creditexchange.node.exchange.client import _check_subjects
 from creditexchange.node.exchange.envelope import digest, open_envelope, pae, seal
-from creditexchange.node.exchange.protocol import ANSWER, QUERY_REQUEST
+from creditexchange.node.exchange.protocol import ANSWER, QUERY_REQUEST, subject_tag
 from creditexchange.node.exchange.quotas import QuotaCounter
 from creditexchange.node.exchange.replay import ReplayGuard
 from creditexchange.node.ledger import AuditLog, Ledger, SideWrite
 from creditexchange.node.ledger.note import Signer
 from creditexchange.policy.trust import key_id
+from creditexchange.v1 import exchange_pb2
 from creditexchange.v1.exchange_pb2 import Envelope
 
 # -- the envelope ----------------------------------------------------------------------
@@ -260,3 +263,24 @@ def test_two_counters_on_one_database_see_each_others_counts(engine: Engine) -> 
     assert first.used("shanwei", "core-bank-credit", DAY) == 5
     time.sleep(0.25)
     assert second.used("shanwei", "core-bank-credit", DAY) == 5
+
+
+def test_two_people_whose_masked_ids_coincide_cannot_be_swapped_in_an_answer() -> None:
+    """Both mask to 441302********3312: only the tags under the request's key tell them apart."""
+    first, second = "441302198001013312", "441302198001283312"
+    key = os.urandom(32)
+    body = exchange_pb2.AnswerBody()
+    for person in (second, first):  # swapped
+        body.subjects.add(
+            subject_id=mask_identifier(person, "individual"),
+            subject_type="individual",
+            subject_tag=subject_tag(key, person),
+        )
+    assert body.subjects[0].subject_id == body.subjects[1].subject_id
+    with pytest.raises(AnswerRejected, match="about another subject"):
+        _check_subjects(body, [first, second], key)
+    body.subjects[0].subject_tag, body.subjects[1].subject_tag = (
+        subject_tag(key, first),
+        subject_tag(key, second),
+    )
+    _check_subjects(body, [first, second], key)  # in order, they pass

@@ -11,18 +11,26 @@ and values come from files, the database and other members, and ``[/x]``,
 markup, emoji and highlighting off, and so do the tables printed on them; the
 commands' own styling is a ``style=`` argument or a :class:`rich.text.Text`
 assembled from (text, style) pieces, never tags inside a string.
+
+Nor does anything printed reach the terminal as a control sequence: a render
+hook on both consoles shows C0 and C1 control characters (escape sequences that
+would repaint the screen), zero-width and bidirectional formatting characters
+(which would reorder or hide text) escaped, as ``\x1b`` or ``\u202e``, in
+whatever a command prints, tables and progress bars included.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook
+from rich.segment import Segment
 from rich.text import Text
 
 from creditexchange.errors import CreditExchangeError, QueryRefused
@@ -36,8 +44,42 @@ __all__ = [
     "reports_errors",
 ]
 
+# C0 (but tab and newline) and C1 controls, soft hyphen aside the zero-width and
+# bidirectional marks, embeddings, overrides and isolates, line and paragraph
+# separators, invisible operators, the byte-order mark, interlinear annotations
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+class _Inert:
+    """A renderable whose text segments carry no control or formatting characters."""
+
+    def __init__(self, inner: ConsoleRenderable) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for segment in console.render(self.inner, options):
+            if segment.control or not _UNSAFE.search(segment.text):
+                yield segment
+            else:
+                yield Segment(_UNSAFE.sub(_escaped, segment.text), segment.style)
+
+
+class _InertHook(RenderHook):
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        return [_Inert(r) for r in renderables]
+
+
 out = Console(markup=False, emoji=False, highlight=False)
 err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+for _console in (out, err):
+    _console.push_render_hook(_InertHook())
 
 HomeOption = Annotated[
     Path,
@@ -79,4 +121,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    """``data`` as JSON, Chinese as it is; control and formatting characters as ``\\uXXXX``
+    escapes, which JSON reads back as the same characters."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    print(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))

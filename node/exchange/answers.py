@@ -18,6 +18,7 @@ import orjson
 from creditexchange.clock import now_us
 from creditexchange.identifiers import mask_identifier, mask_subject_name
 from creditexchange.node.catalog import Catalog, FieldType, mask_value
+from creditexchange.node.exchange.protocol import subject_tag
 from creditexchange.node.records.repository import StoredRecord, SubjectRecords
 from creditexchange.policy.document import Mode
 from creditexchange.policy.engine import Decision
@@ -111,10 +112,12 @@ def answer_body(
     themes: Sequence[str],
     shapes: Mapping[tuple[str, str], ThemeShape],
     found: SubjectRecords,
+    answer_key: bytes = b"",
 ) -> bytes:
     """The answer to a call, as the exact bytes that are signed.
 
-    ``subjects`` are (id, subject type) in the request's order; ``shapes`` the
+    ``subjects`` are (id, subject type) in the request's order, each answer tagged
+    with ``answer_key`` (the request's) when there is one; ``shapes`` the
     decision's shape per (subject type, theme), for the themes it covers, in the
     order of ``themes``; ``found`` what the store holds of the allowed themes.
     """
@@ -134,6 +137,8 @@ def answer_body(
         shown = body.subjects.add(
             subject_id=mask_identifier(subject_id, subject_type), subject_type=subject_type
         )
+        if answer_key:
+            shown.subject_tag = subject_tag(answer_key, subject_id)
         if mode is Mode.FULL:
             stored = found.subjects.get(subject_id)
             shown.found = stored is not None

@@ -245,6 +245,11 @@ class Checks:
                 f"the nonce has {len(header.nonce)} bytes; it must have {MIN_NONCE_BYTES} to "
                 f"{MAX_NONCE_BYTES} random bytes"
             )
+        if header.answer_key and len(header.answer_key) != 32:
+            raise bad(
+                f"the answer key has {len(header.answer_key)} bytes; it must have 32 random "
+                "bytes, or none"
+            )
         if subjects == 0:
             raise bad("no subject asked")
         if subjects > self.limits.max_batch_subjects:

@@ -51,6 +51,7 @@ from creditexchange.errors import (
     NoteError,
     ProofError,
     QueryRefused,
+    Refused,
 )
 from creditexchange.identifiers import mask_identifier, subject_type_of
 from creditexchange.node.exchange.envelope import digest, open_envelope, seal
@@ -67,6 +68,7 @@ from creditexchange.node.exchange.protocol import (
     leaf_index_of,
     refusal_of,
     subject_hmacs,
+    subject_tag,
 )
 from creditexchange.node.exchange.sealing import seal_request
 from creditexchange.node.ledger import Ledger, Receipt, merkle, origin_for
@@ -185,6 +187,7 @@ class FederationClient:
             nonce=os.urandom(32),
             created_unix_micros=now_us(),
             memorandum_version=self.federation.version,
+            answer_key=os.urandom(32),
             **texts,
         )
 
@@ -317,6 +320,8 @@ class FederationClient:
         """Record a failed call — as the provider's refusal, with its receipt, only when
         the provider signed it — and raise :class:`QueryRefused`."""
         status, message = error.code().name, error.details() or ""
+        if len(message) > Refused.MAX_MESSAGE_CHARS:  # whoever answered, the record is bounded
+            message = message[: Refused.MAX_MESSAGE_CHARS - 1] + "…"
         request_digest, sealed = sent
         try:
             refusal = self._verify_refusal(
@@ -383,7 +388,7 @@ class FederationClient:
             )
         if expect is not None:
             _, header, asked = expect
-            _check_subjects(body, asked)
+            _check_subjects(body, asked, header.answer_key)
             if body.memorandum_version != header.memorandum_version:
                 raise AnswerRejected(
                     f"the answer was given under memorandum version {body.memorandum_version}, "
@@ -487,9 +492,10 @@ class FederationClient:
         return refusal
 
 
-def _check_subjects(body: exchange_pb2.AnswerBody, asked: Sequence[str]) -> None:
+def _check_subjects(body: exchange_pb2.AnswerBody, asked: Sequence[str], answer_key: bytes) -> None:
     """One subject answer per subject asked, each that subject (as the provider shows it:
-    individuals masked), of its type, in the request's order."""
+    individuals masked, and tagged with the request's answer key, so that two people whose
+    masked ids coincide are not swapped), of its type, in the request's order."""
     if len(body.subjects) != len(asked):
         raise AnswerRejected(
             f"the answer covers {len(body.subjects)} subject(s), {len(asked)} were asked"
@@ -504,6 +510,7 @@ def _check_subjects(body: exchange_pb2.AnswerBody, asked: Sequence[str]) -> None
         if (
             answered.subject_id != mask_identifier(canonical, subject_type)
             or answered.subject_type != subject_type
+            or (answer_key and answered.subject_tag != subject_tag(answer_key, canonical))
         ):
             raise AnswerRejected(
                 f"answer {position + 1} is about another subject than the one asked in that "

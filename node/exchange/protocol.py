@@ -22,6 +22,8 @@ must agree on from here, so that they cannot drift apart:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +66,7 @@ __all__ = [
     "refusal_of",
     "status_of",
     "subject_hmacs",
+    "subject_tag",
 ]
 
 _PREFIX = "application/vnd.creditexchange.v1."
@@ -96,7 +99,9 @@ HEADER_TEXT_LIMITS: Final[Mapping[str, int]] = {
 # control (Cc), format (Cf: zero-width and bidirectional marks), surrogates, private use,
 # unassigned: nothing an officer types, and what disguises one text as another
 _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
-_INVISIBLE_CATEGORIES: Final = frozenset({"Zs", "Zl", "Zp", "Mn", "Me"})
+_INVISIBLE_CATEGORIES: Final = frozenset({"Zs", "Zl", "Zp", "Mn", "Mc", "Me"})
+# letters and symbols that render as nothing: Hangul fillers, the Braille blank
+_BLANK_CHARACTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def header_text_problem(name: str, value: str) -> str | None:
@@ -115,7 +120,9 @@ def header_text_problem(name: str, value: str) -> str | None:
             )
     if unicodedata.normalize("NFKC", value) != value:
         return f"{name} is not in Unicode NFKC form: normalise it before signing"
-    if all(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in value):
+    if all(
+        unicodedata.category(c) in _INVISIBLE_CATEGORIES or c in _BLANK_CHARACTERS for c in value
+    ):
         return f"{name} holds no visible character"
     return None
 
@@ -238,6 +245,12 @@ def call_entry(
     if hmacs and not entry.subject_count:
         entry.subject_count = len(hmacs)
     return entry
+
+
+def subject_tag(answer_key: bytes, subject_id: str) -> bytes:
+    """Which subject a subject answer is about, for the requester only: masked ids of two
+    people can coincide, their tags under the request's secret answer key do not."""
+    return hmac.new(answer_key, subject_id.encode(), hashlib.sha256).digest()
 
 
 def subject_hmacs(key: bytes, subjects: Iterable[str]) -> list[bytes]:

@@ -69,7 +69,7 @@ from creditexchange.node.ledger import Ledger, Receipt, SideWrite
 from creditexchange.node.ledger.entries import encode
 from creditexchange.v1 import audit_pb2, exchange_pb2
 
-__all__ = ["Provider"]
+__all__ = ["Provider", "RefusalBudget"]
 
 log = logging.getLogger("node.exchange")
 
@@ -117,6 +117,7 @@ class Provider:
         self.signing_key = signing_key
         self.hmac_key = hmac_key
         self.metrics = metrics
+        self.refusal_budget = RefusalBudget()
 
     def close(self) -> None:
         self.reader.close()
@@ -216,6 +217,7 @@ class Provider:
             themes=verdict.themes,
             shapes={key: d.shape for key, d in verdict.decisions.items()},
             found=found,
+            answer_key=header.answer_key,
         )
 
     @staticmethod
@@ -293,6 +295,7 @@ class Provider:
     async def _refuse(
         self, call: _Call, refusal: Refused, context: Context, started: float
     ) -> None:
+        await self._within_refusal_budget(call.peer_fingerprint, context)
         entry = self._entry(call, audit_pb2.Outcome(status=refusal.status, message=refusal.message))
         try:
             receipt = await self._record(call, entry, call.side_writes)
@@ -305,6 +308,21 @@ class Provider:
         self.metrics.refusals.labels(refusal.reason).inc()
         self._count(call, "deny", refusal.status, started)
         await self._abort(context, call.requester, call.request_digest, refusal, receipt, entry)
+
+    async def _within_refusal_budget(self, peer: str, context: Context) -> None:
+        """A caller refused faster than the budget allows is told to slow down, counted and
+        not recorded: recording every one would let it grow the ledger without bound."""
+        if self.refusal_budget.take(peer):
+            return
+        self.metrics.refusals.labels("overload").inc()
+        if self.refusal_budget.should_log(peer):
+            log.warning("refusals beyond the budget not recorded", extra={"data": {"peer": peer}})
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"this certificate was refused more than {self.refusal_budget.burst} times "
+            f"within a short while; its refusals are no longer recorded: fix the calls and "
+            f"slow down to {self.refusal_budget.per_second:g} a second",
+        )
 
     async def _abort(
         self,
@@ -360,6 +378,7 @@ class Provider:
                 peer = self.checks.peer(context)
             except Refused:
                 peer = None
+        await self._within_refusal_budget(peer.fingerprint if peer is not None else "", context)
         request_digest = hashlib.sha256(request).digest()
         outcome = audit_pb2.Outcome(status=refusal.status, message=refusal.message)
         entry = encode(
@@ -419,6 +438,41 @@ class Provider:
                 }
             },
         )
+
+
+class RefusalBudget:
+    """How many refusals of one client certificate are recorded: a token bucket of
+    ``burst`` refusals, refilled at ``per_second``. An honest caller that gets a refusal
+    fixes its call; one refused hundreds of times a second is flooding the ledger."""
+
+    def __init__(self, per_second: float = 20.0, burst: int = 200, peers: int = 4096) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.peers = peers  # at most this many certificates tracked (the oldest forgotten)
+        self._buckets: dict[str, tuple[float, float]] = {}  # peer -> (tokens, at)
+        self._logged: dict[str, float] = {}
+
+    def take(self, peer: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self._buckets.pop(peer, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
+        if len(self._buckets) >= self.peers:
+            del self._buckets[next(iter(self._buckets))]
+        if tokens < 1.0:
+            self._buckets[peer] = (tokens, now)
+            return False
+        self._buckets[peer] = (tokens - 1.0, now)
+        return True
+
+    def should_log(self, peer: str) -> bool:
+        """At most one log line a minute per flooding certificate."""
+        now = time.monotonic()
+        if now - self._logged.get(peer, -60.0) < 60.0:
+            return False
+        if len(self._logged) >= self.peers:
+            self._logged.clear()
+        self._logged[peer] = now
+        return True
 
 
 def _receipt(receipt: Receipt, entry: bytes) -> exchange_pb2.Receipt:

@@ -8,8 +8,12 @@ audit log; opening those from a node's configuration is the application's wiring
 
 Every method of every service is behind the gate (:class:`_Gate`):
 
-* **Admission.** At most ``max_concurrent_calls`` calls are in progress; one more
-  is refused with ``RESOURCE_EXHAUSTED`` at once. It is counted
+* **Admission.** At most ``max_concurrent_calls`` unary calls are in progress; one
+  more is refused with ``RESOURCE_EXHAUSTED`` at once. Streams (health ``Watch``,
+  reflection), which may stay open for as long as their caller likes, do not take
+  those slots: each client certificate may hold at most
+  :data:`MAX_STREAMS_PER_PEER` open at once, and all together at most
+  ``max_concurrent_calls`` or 64, whichever is more. A refusal for load is counted
   (``credit_node_refusals_total{reason="overload"}``) and logged at most once a
   second, not recorded in the ledger: recording it would itself be the overload.
 * **Who calls.** The signed methods run the provider's checks (``checks``). Every
@@ -47,7 +51,7 @@ from creditexchange.node.exchange.provider import Provider
 from creditexchange.node.ledger import AuditLog
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
-__all__ = ["SERVICE_NAMES", "SERVING", "grpc_server", "server_credentials"]
+__all__ = ["MAX_STREAMS_PER_PEER", "SERVICE_NAMES", "SERVING", "grpc_server", "server_credentials"]
 
 log = logging.getLogger("node.exchange")
 
@@ -58,6 +62,9 @@ SERVICE_NAMES = (_EXCHANGE, _AUDIT, health.SERVICE_NAME, reflection.SERVICE_NAME
 
 _SIGNED_PATHS = frozenset(f"/{_EXCHANGE}/{name}" for name in METHODS)
 
+MAX_STREAMS_PER_PEER = 4
+"""Streams one client certificate may hold open at once (health watches, reflection)."""
+
 
 class _Gate:
     """Admission and the caller checks, around every method handler of the server."""
@@ -67,28 +74,54 @@ class _Gate:
         self.metrics = metrics
         self.max_calls = max_calls
         self.in_flight = 0
+        self.streams: dict[bytes, int] = {}  # client certificate (PEM) -> streams it holds
         self._overload_logged = 0.0
         self._overloaded_since_log = 0
 
+    async def _overloaded(self, context: Any, message: str) -> None:
+        self.metrics.refusals.labels("overload").inc()
+        self._overloaded_since_log += 1
+        now = time.monotonic()
+        if now - self._overload_logged >= 1.0:
+            log.warning(
+                "overloaded: calls refused",
+                extra={"data": {"refused": self._overloaded_since_log, "limit": self.max_calls}},
+            )
+            self._overload_logged, self._overloaded_since_log = now, 0
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
     async def _enter(self, context: Any) -> None:
         if self.in_flight >= self.max_calls:
-            self.metrics.refusals.labels("overload").inc()
-            self._overloaded_since_log += 1
-            now = time.monotonic()
-            if now - self._overload_logged >= 1.0:
-                log.warning(
-                    "overloaded: calls refused",
-                    extra={
-                        "data": {"refused": self._overloaded_since_log, "limit": self.max_calls}
-                    },
-                )
-                self._overload_logged, self._overloaded_since_log = now, 0
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            await self._overloaded(
+                context,
                 f"this node is answering its limit of {self.max_calls} calls at once; "
                 "try again shortly",
             )
         self.in_flight += 1
+
+    async def _open_stream(self, context: Any) -> bytes:
+        """Take a stream slot of the caller's certificate; its key, to give it back."""
+        pem = list(context.auth_context().get("x509_pem_cert", ()))
+        key = pem[0] if pem else b""
+        held = self.streams.get(key, 0)
+        if held >= MAX_STREAMS_PER_PEER:
+            await self._overloaded(
+                context,
+                f"this certificate holds {held} streams open already, the most one caller may; "
+                "close one first",
+            )
+        limit = max(self.max_calls, 64)
+        if sum(self.streams.values()) >= limit:
+            await self._overloaded(context, f"this node holds its limit of {limit} streams open")
+        self.streams[key] = held + 1
+        return key
+
+    def _close_stream(self, key: bytes) -> None:
+        left = self.streams.get(key, 0) - 1
+        if left > 0:
+            self.streams[key] = left
+        else:
+            self.streams.pop(key, None)
 
     async def _admit(self, method: str, raw: bytes, context: Any) -> None:
         if method not in _SIGNED_PATHS:
@@ -137,26 +170,26 @@ class _Gate:
             if inspect.isasyncgenfunction(inner_us):
 
                 async def unary_stream_gen(raw: bytes, context: Any) -> Any:
-                    await self._enter(context)
+                    slot = await self._open_stream(context)
                     try:
                         await self._admit(method, raw, context)
                         request = await self._decode(method, raw, decode, context)
                         async for response in inner_us(request, context):
                             yield response
                     finally:
-                        self.in_flight -= 1
+                        self._close_stream(slot)
 
                 behavior: Any = unary_stream_gen
             else:
 
                 async def unary_stream(raw: bytes, context: Any) -> Any:
-                    await self._enter(context)
+                    slot = await self._open_stream(context)
                     try:
                         await self._admit(method, raw, context)
                         request = await self._decode(method, raw, decode, context)
                         return await inner_us(request, context)
                     finally:
-                        self.in_flight -= 1
+                        self._close_stream(slot)
 
                 behavior = unary_stream
             return grpc.unary_stream_rpc_method_handler(
@@ -166,13 +199,13 @@ class _Gate:
             inner_ss: Any = handler.stream_stream
 
             async def stream_stream(requests: Any, context: Any) -> Any:
-                await self._enter(context)
+                slot = await self._open_stream(context)
                 try:
                     await self._admit(method, b"", context)
                     async for response in inner_ss(requests, context):
                         yield response
                 finally:
-                    self.in_flight -= 1
+                    self._close_stream(slot)
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, request_deserializer=decode, response_serializer=serialize
