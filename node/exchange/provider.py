@@ -89,7 +89,7 @@ class _Call:
     federation: Federation | None = None  # the memorandum the call is checked and decided under
     verdict: Verdict | None = None
     side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
-    recording: asyncio.Future[Receipt] | None = None  # the call's one entry, on its way
+    recorded: bool = False  # the call's one entry is on its way: it lands, whatever follows
 
 
 class Provider:
@@ -141,8 +141,8 @@ class Provider:
         except Refused as refusal:
             await self._refuse(call, refusal, context, started)
         except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
-            if call.recording is not None:
-                await self._settle_recording(call)
+            if call.recorded:  # its entry is queued and commits: count its quota as charged
+                self._settle(call, committed=True)
             else:
                 await asyncio.shield(self._record_cancelled(call))
             raise
@@ -271,19 +271,11 @@ class Provider:
         return receipt
 
     async def _record(self, call: _Call, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
-        """Append the call's one entry; a cancellation of the caller does not stop it."""
-        call.recording = asyncio.ensure_future(self._append(entry, side_writes))
-        return await asyncio.shield(call.recording)
-
-    async def _settle_recording(self, call: _Call) -> None:
-        """The caller left while the call's entry was on its way: let it land, add none."""
-        assert call.recording is not None
-        try:
-            await asyncio.shield(call.recording)
-        except Exception:
-            log.exception("the entry of a call its caller left was not recorded")
-            return
-        self._settle(call, committed=True)
+        """Append the call's one entry. Once queued it commits even if the caller leaves
+        (the appender commits what it took; only the wait for it is cancelled), so the call
+        is marked recorded and a cancellation adds no second entry."""
+        call.recorded = True
+        return await self._append(entry, side_writes)
 
     async def _record_cancelled(self, call: _Call) -> None:
         outcome = audit_pb2.Outcome(status="CANCELLED", message="the caller cancelled the call")
