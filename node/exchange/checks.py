@@ -36,7 +36,7 @@ provider runs them in this order (the first that fails refuses the call):
 answer is recorded: a caller that gave up is not answered.
 
 The side services (the memorandum, the audit log, health, reflection) run
-checks 1 to 5 on every call (:meth:`Checks.caller`).
+checks 1, 3, 4 and 5 on every call (``Provider.admit_side_call``).
 
 Adding a check to incoming queries means adding a method here and calling it
 from ``Provider.handle`` at its place in this order.
@@ -114,13 +114,6 @@ class Checks:
             return peer_certificate(pem[0])
         except CertificateError as exc:
             raise Refused("UNAUTHENTICATED", str(exc), "certificate") from None
-
-    def caller(self, context: Context) -> PeerCertificate:
-        """Checks 1 to 5 (no size: a side call's request is small): a member, not revoked."""
-        peer = self.peer(context)
-        self.member(self.federation(), peer)
-        self.revocation(peer)
-        return peer
 
     def size(self, size: int) -> None:
         if size > self.limits.max_message_bytes:
