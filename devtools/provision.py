@@ -75,6 +75,7 @@ def provision(
     subjects: int = 200,
     seed: int = 2026,
     version: int = 1,
+    witness_interval_s: float = 0.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, ProvisionedNode]:
     """Build a federation of ``members`` under ``root``; returns each member's node.
@@ -82,6 +83,9 @@ def provision(
     Node ``i`` listens on ``ports[i]``, by default ``base_port + i`` (and serves
     metrics on ``metrics_base_port + i`` unless that is 0). ``database_urls`` puts a
     member's store elsewhere (e.g. PostgreSQL); the default is SQLite in its home.
+    The nodes witness each other every ``witness_interval_s`` seconds when serving
+    (0, the default here: only when asked, so that tests and benchmarks see no
+    background calls).
     """
     root.mkdir(parents=True, exist_ok=True)
     ca_dir = root / "ca"
@@ -111,7 +115,9 @@ def provision(
         say(f"node {member}: {home} on 127.0.0.1:{port}")
     peers = {m: f"127.0.0.1:{n.port}" for m, n in nodes.items()}
     for node in nodes.values():
-        set_settings(node.home, peers=peers, grpc_host="127.0.0.1")
+        set_settings(
+            node.home, peers=peers, grpc_host="127.0.0.1", witness_interval_s=witness_interval_s
+        )
     envelope = signed_memorandum(nodes, version=version)
     for node in nodes.values():
         TrustStore(node.config.policy_dir).install(envelope, dt.datetime.now(dt.UTC))

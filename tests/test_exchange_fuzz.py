@@ -49,6 +49,9 @@ SIDE = [
     "/creditexchange.v1.Audit/GetCheckpoint",
     "/creditexchange.v1.Audit/GetInclusionProof",
     "/creditexchange.v1.Audit/GetConsistencyProof",
+    "/creditexchange.v1.Audit/AddCosignature",
+    "/creditexchange.v1.Audit/GetWitnessed",
+    "/creditexchange.v1.Audit/ListEntries",
     "/grpc.health.v1.Health/Check",
 ]
 

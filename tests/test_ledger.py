@@ -33,10 +33,13 @@ from creditexchange.node.ledger import (
     Ledger,
     Receipt,
     VerifyReport,
+    Vouched,
     entries,
     merkle,
     verify,
+    verify_witnessed,
 )
+from creditexchange.node.ledger.cosignature import CosignatureVerifier, Cosigner, witness_name
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 
 SEED = bytes(range(32))
@@ -585,3 +588,142 @@ def test_a_nodes_ledger_takes_its_origin_key_and_batching_from_the_configuration
     assert max(asyncio.run(run())) == 8
     signing = SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip()))
     assert ledger.log.signer.public_key == bytes(signing.verify_key)
+
+
+# --- every problem once, root causes first ----------------------------------------------------
+
+
+def test_two_entries_altered_far_apart_are_two_root_causes_and_their_consequences_one_line(
+    store: AuditLog,
+) -> None:
+    for start in range(0, 1000, 10):  # a checkpoint every 10 entries: 100 of them
+        store.commit(bodies(10, f"batch-{start}"))
+    sql(store, "UPDATE ledger_entries SET body = ? WHERE idx = 7", b"forged")
+    sql(store, "UPDATE ledger_entries SET body = ? WHERE idx = 900", b"forged again")
+
+    report = verify(store, store.signer.verifier())
+
+    assert report.root_causes == 2 and len(report.problems) == 3, report.problems
+    first, second, consequences = report.problems
+    assert first.startswith("entry 7: its stored bytes hash to") and "altered" in first
+    assert second.startswith("entry 900: its stored bytes hash to")
+    assert consequences.startswith("because of the problems above: ")
+    assert "100 checkpoint(s) at sizes 10, 20, … 1000 no longer match" in consequences
+    assert not any(p.startswith("checkpoint at size") for p in report.problems)
+
+
+def test_a_deleted_entry_does_not_hide_an_altered_one_after_it(store: AuditLog) -> None:
+    for chunk in (bodies(10, "a"), bodies(10, "b")):
+        store.commit(chunk)
+    sql(store, "DELETE FROM ledger_entries WHERE idx BETWEEN 3 AND 4")
+    sql(store, "UPDATE ledger_entries SET body = ? WHERE idx = 15", b"forged")
+
+    report = verify(store, store.signer.verifier())
+
+    assert report.root_causes == 2, report.problems
+    assert report.problems[0].startswith("entries 3-4 are missing: the log jumps from entry 2 to 5")
+    assert report.problems[1].startswith("entry 15: its stored bytes hash to")
+    assert report.problems[2] == (
+        "because of the problems above: 2 checkpoint(s) at sizes 10 and 20 cannot be checked "
+        "past the missing entries"
+    )
+
+
+def test_the_audit_command_lists_every_root_cause_once(tmp_path: Path) -> None:
+    config = create_home(tmp_path / "hz", "huizhou")
+    engine = create_database_engine(config.database_url)
+    key = SigningKey(bytes.fromhex(config.signing_key_path.read_text().strip()))
+    store = AuditLog(engine, Signer(ORIGIN, key))
+    for start in range(0, 40, 10):
+        store.commit(bodies(10, f"c{start}", at=now_us()))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE ledger_entries SET body = X'00' WHERE idx IN (2, 33)")
+    result = runner.invoke(app, ["audit", "verify", "--home", str(config.home)])
+    assert result.exit_code == 1
+    first, *also = " ".join(result.output.split()).split(" also: ")  # as wrapped to the terminal
+    assert first.startswith("ledger verification failed: entry 2:")
+    assert len(also) == 2 and also[0].startswith("entry 33:")
+    assert also[1].startswith("because of the problems above:")
+
+
+# --- the head against what the witnesses cosigned ----------------------------------------------
+
+WITNESS_KEYS = {"shenzhen": SigningKey(bytes([7]) * 32), "customs": SigningKey(bytes([9]) * 32)}
+
+
+def vouch(
+    store: AuditLog, witness: str, note: str | None = None, *, key: SigningKey | None = None
+) -> Vouched:
+    """``witness``'s cosignature on ``note`` (the latest checkpoint by default)."""
+    note = store.latest_checkpoint() if note is None else note
+    text, _ = open_note(note, [store.signer.verifier()])
+    name = witness_name(witness)
+    line = Cosigner(name, key or WITNESS_KEYS[witness]).cosign(text).line()
+    verifier = CosignatureVerifier.for_key(name, bytes(WITNESS_KEYS[witness].verify_key))
+    return Vouched(witness, note, line, (verifier,))
+
+
+def roll_back(store: AuditLog, size: int) -> None:
+    """Put the ledger tables back as they were at ``size`` entries (a restored backup)."""
+    _, root = store.root(size)
+    sql(store, "DELETE FROM ledger_entries WHERE idx >= ?", size)
+    for level in range(1, 64):
+        sql(store, "DELETE FROM ledger_nodes WHERE level = ? AND idx >= ?", level, size >> level)
+    sql(store, "DELETE FROM ledger_checkpoints WHERE size > ?", size)
+    sql(store, "UPDATE ledger_head SET size = ?, root_hash = ?", size, root)
+
+
+def test_a_log_holding_what_its_witnesses_cosigned_passes_the_witnessed_check(
+    store: AuditLog,
+) -> None:
+    store.commit(bodies(10, "a"))
+    earlier = vouch(store, "customs")
+    store.commit(bodies(10, "b"))
+    report = verify_witnessed(store, [earlier, vouch(store, "shenzhen")])
+    assert report.ok, report.problems
+    assert sorted(report.witnesses) == ["customs", "shenzhen"] and report.largest == 20
+
+
+def test_a_log_rolled_back_below_a_cosigned_checkpoint_fails_once_naming_its_witnesses(
+    store: AuditLog,
+) -> None:
+    store.commit(bodies(10, "a"))
+    store.commit(bodies(10, "b"))
+    witnessed = [vouch(store, "shenzhen"), vouch(store, "customs")]
+    roll_back(store, 10)
+    assert verify(store, store.signer.verifier()).ok  # the log alone cannot tell
+
+    report = verify_witnessed(store, witnessed)
+
+    (problem,) = report.problems
+    assert problem.startswith(
+        "the log has 10 entries, but customs and shenzhen cosigned a checkpoint of 20 entries"
+    )
+    assert "rolled back to an earlier state" in problem
+
+
+def test_a_log_rewritten_under_a_cosigned_checkpoint_fails_the_witnessed_check(
+    store: AuditLog,
+) -> None:
+    store.commit(bodies(10, "a"))
+    witnessed = vouch(store, "shenzhen")
+    roll_back(store, 5)
+    reopened = AuditLog(store.engine, store.signer)  # as the node, restarted on the backup
+    reopened.commit(bodies(6, "rewritten"))  # 11 entries, the first 10 not the ones cosigned
+    report = verify_witnessed(store, [witnessed])
+    (problem,) = report.problems
+    assert problem.startswith("the log's first 10 entries no longer hash to the root")
+    assert "rewritten after the witnesses saw it" in problem
+
+
+def test_a_cosignature_that_does_not_verify_counts_for_nothing(store: AuditLog) -> None:
+    store.commit(bodies(10, "a"))
+    forged = vouch(store, "shenzhen", key=SigningKey(bytes(32)))  # not shenzhen's key
+    foreign = Signer("credit-exchange/3plus2/heyuan/audit", SigningKey(bytes([3]) * 32))
+    other_log = sign_note(Checkpoint(foreign.name, 50, bytes(32)).body(), foreign)
+    report = verify_witnessed(
+        store, [forged, Vouched("customs", other_log, forged.cosignature, ())]
+    )
+    assert report.witnesses == [] and len(report.problems) == 2, report.problems
+    assert "shenzhen's cosignature is not by a key the memorandum lists for it" in report.problems
+    assert report.problems[1].startswith("customs vouches for a checkpoint that does not verify")

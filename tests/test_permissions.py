@@ -8,6 +8,7 @@ refuses one that others can reach, naming the file, its mode and the chmod.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -191,6 +192,7 @@ def test_serve_refuses_a_home_others_can_reach_naming_the_file_its_mode_and_the_
     home: Path, name: str, mode: int, fix: int, described: str
 ) -> None:
     path = home if name == "." else home / name
+    gc.collect()  # a connection left from making the home, closed now, removes its -wal
     if not path.exists():  # a -wal file, as SQLite leaves one beside a database in use
         path.touch(0o600)
     path.chmod(mode)

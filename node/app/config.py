@@ -141,6 +141,13 @@ class NodeSettings(BaseSettings):
     audit_retention_days: int = Field(
         default=1096, ge=1096, description="entry bodies are kept at least 3 years (PIPL Art. 56)"
     )
+    witness_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="seconds between the serving node's witness rounds over its peers' "
+        "logs; 0: it does not witness",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -3,14 +3,17 @@
 :class:`NodeServer` opens everything a serving node holds — the database, the
 audit ledger, the replay guard, the quota counters, the installed memorandum,
 the revocation list — starts the gRPC services behind mutual TLS
-(``exchange.server``), serves metrics, and closes them in the reverse order,
-after the last queued audit entry is durable. It refuses to start without a
-memorandum or a valid revocation list (fail closed), saying how to install one.
+(``exchange.server``), serves metrics, witnesses its peers' logs every
+``witness_interval_s`` seconds (``federation.witness``; the first round one interval
+after the start, none when it is 0), and closes them in the reverse order, after the
+last queued audit entry is durable. It refuses to start without a memorandum or a
+valid revocation list (fail closed), saying how to install one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -22,7 +25,12 @@ from creditexchange.certs.revocation import RevocationWatcher
 from creditexchange.errors import CertificateError, ConfigError, ExchangeError
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
-from creditexchange.node.app.wiring import federation_view, open_ledger, tls_credentials
+from creditexchange.node.app.wiring import (
+    federation_view,
+    open_client,
+    open_ledger,
+    tls_credentials,
+)
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.checks import Checks, Limits
@@ -40,6 +48,7 @@ from creditexchange.node.exchange.server import (
     grpc_server,
     server_credentials,
 )
+from creditexchange.node.federation.witness import Witness
 from creditexchange.node.ledger import Ledger
 
 __all__ = ["NodeServer", "serve"]
@@ -58,6 +67,8 @@ class NodeServer:
         self._server: grpc.aio.Server | None = None
         self._ledger: Ledger | None = None
         self._provider: Provider | None = None
+        self._witness: Witness | None = None
+        self._witnessing: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -66,6 +77,13 @@ class NodeServer:
         if self._ledger is None:
             raise ExchangeError("the node is not running")
         return self._ledger
+
+    @property
+    def witness(self) -> Witness:
+        """The running node's witness of its peers' logs (``await witness.round()``)."""
+        if self._witness is None:
+            raise ExchangeError("the node is not running")
+        return self._witness
 
     async def __aenter__(self) -> NodeServer:
         await self.start()
@@ -100,7 +118,20 @@ class NodeServer:
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
         self._provider = self._open_provider(database, catalog, view, revocations, self._ledger)
-        await self._listen(self._provider, view, self._ledger, tls)
+        await asyncio.to_thread(self._provider.cosignatures.load)
+        self._witness = await self._open_witness(self._ledger)
+        await self._listen(self._provider, view, self._ledger, tls)  # the port opens last
+        interval = self.config.settings.witness_interval_s
+        if interval:
+            self._witnessing = asyncio.create_task(
+                self._witness.run(interval, first_after=interval), name="witness"
+            )
+
+    async def _open_witness(self, ledger: Ledger) -> Witness:
+        """The witness, asking through a client of its own that shares the node's ledger."""
+        client = open_client(self.config, ledger=ledger)
+        await client.__aenter__()
+        return Witness(client, ledger, self.metrics)
 
     def _open_provider(
         self,
@@ -188,6 +219,14 @@ class NodeServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopped.set()
+        if self._witnessing is not None:
+            self._witnessing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._witnessing
+            self._witnessing = None
+        if self._witness is not None:
+            await self._witness.client.__aexit__(None, None, None)
+            self._witness = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -1,11 +1,23 @@
 """``credit-node audit …``: the auditor's tools over the node's ledger.
 
 Every command reads the node's own database; ``verify`` recomputes everything
-from the stored bytes and exits 1 naming the first problem it finds.
+from the stored bytes and exits 1 listing every problem it finds, each once, root
+causes first. With ``--witnessed`` it also checks the head against the checkpoints
+the peers cosigned (held here, and asked of each peer's witness now), so that a
+rollback to an earlier signed state is caught.
+
+``witness`` runs one witness round over the peers' logs now (a serving node runs
+them every ``witness_interval_s``); ``witness-status`` shows what this node's
+witness knows of each peer's log: the last size verified and cosigned, when, the
+largest size seen in its receipts, and any alarm with its evidence.
+
+``reconcile`` also asks a peer for its entries about this node and matches the two
+ledgers' records of the calls between them; it exits 1 on any mismatch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from collections.abc import Mapping
@@ -16,8 +28,15 @@ import typer
 from rich.text import Text
 
 from creditexchange.clock import now_us
+from creditexchange.errors import CreditExchangeError
 from creditexchange.node.app.config import NodeConfig
-from creditexchange.node.app.wiring import open_audit_log, open_node
+from creditexchange.node.app.wiring import (
+    federation_view,
+    open_audit_log,
+    open_client,
+    open_ledger,
+    open_node,
+)
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
@@ -26,7 +45,23 @@ from creditexchange.node.cli.common import (
     print_json,
     reports_errors,
 )
-from creditexchange.node.ledger import AuditLog, entries, verify
+from creditexchange.node.federation.reconcile import Reconciliation, Window, reconcile
+from creditexchange.node.federation.witness import (
+    PeerResult,
+    PeerStatus,
+    Witness,
+    vouched_for,
+    witness_status,
+)
+from creditexchange.node.ledger import (
+    AuditLog,
+    VerifyReport,
+    WitnessedReport,
+    entries,
+    verify,
+    verify_witnessed,
+)
+from creditexchange.node.ledger.witnessing import WitnessRecords
 
 __all__ = [
     "audit_app",
@@ -147,34 +182,181 @@ def consistency(old: int, new: int, home: HomeOption, as_json: JsonOption = Fals
 
 @audit_app.command("verify")
 @reports_errors
-def verify_command(home: HomeOption, as_json: JsonOption = False) -> None:
-    """Recompute the whole log and check every checkpoint; exits 1 naming the first problem."""
-    _, log = audit_log(home)
+def verify_command(
+    home: HomeOption,
+    witnessed: Annotated[
+        bool,
+        typer.Option(
+            "--witnessed",
+            help="also check the head against the checkpoints the peers cosigned (asks them)",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute the whole log and check every checkpoint; exits 1 listing every problem,
+    each once, root causes first."""
+    config, log = audit_log(home)
     report = verify(log, log.signer.verifier())
+    vouched: tuple[WitnessedReport, list[str]] | None = None
+    if witnessed:
+        vouched = asyncio.run(_witnessed(config, log))
     if as_json:
-        print_json(
-            {
-                "ok": report.ok,
-                "size": report.size,
-                "checked_bodies": report.checked_bodies,
-                "pruned_bodies": report.pruned_bodies,
-                "checkpoints": report.checkpoints,
-                "problems": report.problems,
+        data: dict[str, Any] = {
+            "ok": report.ok,
+            "size": report.size,
+            "checked_bodies": report.checked_bodies,
+            "pruned_bodies": report.pruned_bodies,
+            "checkpoints": report.checkpoints,
+            "problems": report.problems,
+        }
+        if vouched is not None:
+            checked, unasked = vouched
+            data["ok"] = report.ok and checked.ok
+            data["witnessed"] = {
+                "ok": checked.ok,
+                "witnesses": checked.witnesses,
+                "largest": checked.largest,
+                "problems": checked.problems,
+                "not_asked": unasked,
             }
-        )
-    elif report.ok:
+        print_json(data)
+    else:
+        _print_verify(report)
+        if vouched is not None:
+            _print_witnessed(*vouched)
+    if not report.ok or (vouched is not None and not vouched[0].ok):
+        raise typer.Exit(1)
+
+
+def _print_verify(report: VerifyReport) -> None:
+    if report.ok:
         out.print(
             f"ledger verified: {report.size} entries ({report.checked_bodies} bodies rehashed, "
             f"{report.pruned_bodies} pruned), {report.checkpoints} signed checkpoints consistent"
         )
-    else:
-        err.print(
-            Text.assemble(("ledger verification failed", "bold red"), f": {report.problems[0]}")
+        return
+    err.print(Text.assemble(("ledger verification failed", "bold red"), f": {report.problems[0]}"))
+    for problem in report.problems[1:]:
+        err.print(f"  also: {problem}")
+
+
+async def _witnessed(config: NodeConfig, log: AuditLog) -> tuple[WitnessedReport, list[str]]:
+    """The head against what the peers vouch for; and the peers that could not be asked."""
+    async with open_client(config) as client:
+        vouched, unasked = await vouched_for(client, WitnessRecords(log.engine))
+    checked = await asyncio.to_thread(verify_witnessed, log, vouched)
+    if not checked.witnesses and not checked.problems:
+        checked.problems.append(
+            "no peer vouches for this log yet: no cosignature is held and no peer's witness "
+            "has verified it (run 'credit-node audit witness' on the peers, or wait for their "
+            "next round)"
         )
-        for problem in report.problems[1:]:
-            err.print(f"  also: {problem}")
-    if not report.ok:
+    return checked, unasked
+
+
+def _print_witnessed(checked: WitnessedReport, unasked: list[str]) -> None:
+    for line in unasked:
+        err.print(f"  could not ask {line}")
+    if checked.ok:
+        out.print(
+            f"witnessed: the head ({checked.size} entries) holds every checkpoint that "
+            f"{', '.join(sorted(checked.witnesses))} cosigned (the largest: {checked.largest} "
+            "entries)"
+        )
+        return
+    err.print(Text.assemble(("witness check failed", "bold red"), f": {checked.problems[0]}"))
+    for problem in checked.problems[1:]:
+        err.print(f"  also: {problem}")
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else dt.datetime.fromtimestamp(us / 1e6, dt.UTC).isoformat()
+
+
+@audit_app.command("witness")
+@reports_errors
+def witness_command(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Witness every peer's log once now: verify, cosign, hand back; exits 1 on an alarm."""
+    node = open_node(home)
+
+    async def one_round() -> list[PeerResult]:
+        ledger = open_ledger(node.config, node.database)
+        async with ledger, open_client(node.config, ledger=ledger) as client:
+            return await Witness(client, ledger).round()
+
+    results = asyncio.run(one_round())
+    if as_json:
+        print_json(
+            [
+                {
+                    "peer": r.peer,
+                    "outcome": r.outcome,
+                    "size": r.size,
+                    "detail": r.detail,
+                    "delivered": r.delivered,
+                    "alarm": None if r.alarm is None else r.alarm.kind,
+                }
+                for r in results
+            ]
+        )
+    else:
+        for r in results:
+            line = f"{r.peer:<12} {r.outcome:<11} {r.detail}"
+            (err if r.outcome == "alarm" else out).print(line)
+    if any(r.outcome == "alarm" for r in results):
         raise typer.Exit(1)
+
+
+@audit_app.command("witness-status")
+@reports_errors
+def witness_status_command(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Per peer: the last size verified and cosigned, when, and any alarm (with evidence)."""
+    node = open_node(home)
+    try:
+        members = federation_view(node.config, node.catalog).current().memorandum.members
+        peers = [m.id for m in members if m.id != node.config.member_id]
+    except CreditExchangeError:
+        peers = []  # no memorandum installed: what is recorded, still
+    statuses = witness_status(WitnessRecords(node.database), peers)
+    if as_json:
+        print_json([_status_json(s) for s in statuses])
+        return
+    for s in statuses:
+        _print_status(s)
+
+
+def _status_json(s: PeerStatus) -> dict[str, Any]:
+    return {
+        "peer": s.peer,
+        "size": s.size,
+        "seen": _iso(s.seen_us),
+        "cosigned": _iso(s.cosigned_us),
+        "receipt_size": s.receipt_size,
+        "alarms": [
+            {
+                "kind": a.kind,
+                "detail": a.detail,
+                "raised": _iso(a.raised_us),
+                "earlier_checkpoint": a.earlier_note,
+                "later_checkpoint": a.later_note,
+            }
+            for a in s.alarms
+        ],
+    }
+
+
+def _print_status(s: PeerStatus) -> None:
+    size = "never witnessed" if s.size is None else f"size {s.size}"
+    cosigned = f"cosigned {(_iso(s.cosigned_us) or '')[:19]}" if s.cosigned_us else "not cosigned"
+    receipts = "" if s.receipt_size is None else f", receipts up to {s.receipt_size}"
+    out.print(f"{s.peer:<12} {size}, {cosigned}{receipts}")
+    for a in s.alarms:
+        err.print(
+            Text.assemble(
+                (f"  ALARM {a.kind}", "bold red"),
+                f" ({(_iso(a.raised_us) or '')[:19]}): {a.detail}",
+            )
+        )
 
 
 @audit_app.command("prune")
@@ -191,3 +373,65 @@ def prune(home: HomeOption) -> None:
         out.print(f"nothing to prune: no entry body is older than {days} days")
         return
     out.print(f"{pruned.note}; recorded as entry {pruned.recorded_as}")
+
+
+def _china_day(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date: write it as 2026-12-01 (a day in China Standard Time)",
+            param_hint=option,
+        ) from None
+
+
+@audit_app.command("reconcile")
+@reports_errors
+def reconcile_command(
+    home: HomeOption,
+    peer: Annotated[str, typer.Option("--peer", help="the member to reconcile with")],
+    first: Annotated[str, typer.Option("--from", help="the first day, YYYY-MM-DD, China time")],
+    last: Annotated[str, typer.Option("--to", help="the last day (included)")],
+    as_json: JsonOption = False,
+) -> None:
+    """Match this node's records of the calls with a peer against the peer's, both ways.
+
+    Exits 1 when a call is recorded on one side only or differently on the two.
+    """
+    config, log = audit_log(home)
+    window = Window.china_days(_china_day(first, "--from"), _china_day(last, "--to"))
+
+    async def run() -> Reconciliation:
+        async with open_client(config) as client:
+            return await reconcile(client, log, peer, window)
+
+    result = asyncio.run(run())
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        _print_reconciliation(result, first, last)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_reconciliation(result: Reconciliation, first: str, last: str) -> None:
+    data = result.as_dict()
+    out.print(f"reconciled {result.member} with {result.peer}, {first} to {last} (China time)")
+    for d in data["directions"]:
+        out.print(
+            f"  {d['requester']} → {d['provider']}: {d['matched']} matched, "
+            f"{d['missing']} missing, {d['differs']} differing, {d['pruned']} pruned, "
+            f"{d['unconfirmed']} unconfirmed"
+        )
+    mismatches = result.mismatches
+    if mismatches:
+        out.print(Text(f"{len(mismatches)} mismatch(es):", style="bold red"))
+    else:
+        out.print(Text("no mismatch", style="green"))
+    for finding in mismatches:
+        out.print(f"  - {finding.describe()}")
+    others = [f for f in result.findings if not f.mismatch]
+    if others:
+        out.print("not compared (not mismatches):")
+    for finding in others:
+        out.print(f"  - {finding.describe()}")

@@ -15,6 +15,9 @@ with a migrated database), and every query of the node is written against them.
 * The ledger's tables (``ledger_*``) are written only by the audit log
   (``creditexchange.node.ledger``); ``quota_usage`` and ``request_nonces`` by the
   exchange's quota counter and replay guard, in the ledger's transactions.
+* What the node knows of the other members' logs and they of its own —
+  ``peer_checkpoints``, ``cosignatures``, ``witness_alarms`` — is written only by
+  ``creditexchange.node.ledger.witnessing``.
 """
 
 from __future__ import annotations
@@ -39,16 +42,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "CHECKPOINTS",
+    "COSIGNATURES",
     "ENTRIES",
     "HEAD",
     "IMPORT_BATCHES",
     "NODES",
     "NONCES",
     "OBJECTIONS",
+    "PEER_CHECKPOINTS",
     "QUOTA_USAGE",
     "RECORDS",
     "RECORD_VERSIONS",
     "SUBJECTS",
+    "WITNESS_ALARMS",
     "Base",
     "ImportBatch",
     "LedgerCheckpoint",
@@ -56,11 +62,14 @@ __all__ = [
     "LedgerHead",
     "LedgerNode",
     "Objection",
+    "PeerCheckpoint",
     "QuotaUsage",
     "Record",
     "RecordVersion",
     "RequestNonce",
     "Subject",
+    "WitnessAlarm",
+    "WitnessCosignature",
 ]
 
 # SQLite only gives autoincrementing row ids to INTEGER PRIMARY KEY columns.
@@ -245,6 +254,71 @@ class RequestNonce(Base):
     created_us: Mapped[int] = mapped_column(BigInteger)  # the request's own time, UTC
 
 
+# --- witnessing: the other members' logs, and their cosignatures on this one ----------
+
+
+class PeerCheckpoint(Base):
+    """The largest checkpoint of a peer's log this node has seen, per way it saw it.
+
+    ``source`` "witnessed": the last checkpoint this node's witness verified (signed by
+    the peer, consistent with every earlier one it verified) and cosigned. "receipt":
+    the largest checkpoint found in a receipt the peer gave this node as a requester
+    (signed by the peer; the witness checks it against the peer's later ones).
+    """
+
+    __tablename__ = "peer_checkpoints"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    peer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)  # the signed note, exactly as the peer signed it
+    seen_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class WitnessCosignature(Base):
+    """The latest cosignature (c2sp.org/tlog-cosignature) per role and member.
+
+    ``role`` "made": this node cosigned ``member``'s checkpoint; "received": the witness
+    ``member`` cosigned this node's checkpoint (served with it, carried in receipts).
+    """
+
+    __tablename__ = "cosignatures"
+    __table_args__ = (
+        Index("ix_cosignatures_role_size", "role", "size"),
+        {"sqlite_with_rowid": False},
+    )
+
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
+    member: Mapped[str] = mapped_column(String(32), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)  # the checkpoint cosigned, as its log signed it
+    line: Mapped[str] = mapped_column(Text)  # the cosignature line
+    timestamp: Mapped[int] = mapped_column(BigInteger)  # the cosignature's own, POSIX seconds
+    recorded_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class WitnessAlarm(Base):
+    """A peer showed two checkpoints that cannot both be true: a fork or a rollback.
+
+    Both signed notes are kept as evidence; the alarm's ledger entry commits with it.
+    """
+
+    __tablename__ = "witness_alarms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # fork | rollback
+    detail: Mapped[str] = mapped_column(Text)
+    earlier_note: Mapped[str] = mapped_column(Text)  # the checkpoint it showed before
+    later_note: Mapped[str] = mapped_column(Text)  # the one contradicting it
+    raised_us: Mapped[int] = mapped_column(BigInteger)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -263,3 +337,6 @@ CHECKPOINTS = _table(LedgerCheckpoint)
 HEAD = _table(LedgerHead)
 QUOTA_USAGE = _table(QuotaUsage)
 NONCES = _table(RequestNonce)
+PEER_CHECKPOINTS = _table(PeerCheckpoint)
+COSIGNATURES = _table(WitnessCosignature)
+WITNESS_ALARMS = _table(WitnessAlarm)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
     "Metrics",
@@ -55,6 +55,33 @@ class Metrics:
             "memorandum, malformed, size, policy (the memorandum's rules and quotas), "
             "deadline, internal, overload (not recorded in the ledger)",
             ["reason"],
+            registry=r,
+        )
+        self.member_circuit = Gauge(
+            "credit_node_member_circuit",
+            "Circuit breaker of each member this node asks in a fan-out: 0 closed, "
+            "1 half-open (one probe let through), 2 open (skipped until its cool-down ends)",
+            ["member"],
+            registry=r,
+        )
+        self.witness_alarms = Counter(
+            "credit_node_witness_alarms",
+            "Peers' logs found forked (two checkpoints no append-only log can both have "
+            "signed) or rolled back (a smaller tree than one shown before), by peer and kind",
+            ["peer", "kind"],
+            registry=r,
+        )
+        self.witness_size = Gauge(
+            "credit_node_witness_size",
+            "Size of the latest checkpoint of each peer's log this node verified and cosigned",
+            ["peer"],
+            registry=r,
+        )
+        self.witness_rounds = Counter(
+            "credit_node_witness_rounds",
+            "Witness checks of a peer's log, by peer and outcome: cosigned, unchanged, "
+            "alarm, unreachable, invalid (its checkpoint or proof did not verify)",
+            ["peer", "outcome"],
             registry=r,
         )
 

@@ -67,6 +67,7 @@ from creditexchange.node.exchange.quotas import QuotaCounter
 from creditexchange.node.exchange.readers import Reader
 from creditexchange.node.ledger import Ledger, Receipt, SideWrite
 from creditexchange.node.ledger.entries import encode
+from creditexchange.node.ledger.witnessing import CosignatureBook, WitnessRecords
 from creditexchange.v1 import audit_pb2, exchange_pb2
 
 __all__ = ["Provider", "RefusalBudget"]
@@ -118,6 +119,8 @@ class Provider:
         self.hmac_key = hmac_key
         self.metrics = metrics
         self.refusal_budget = RefusalBudget()
+        # the witnesses' cosignatures on this node's checkpoints, for the receipts
+        self.cosignatures = CosignatureBook(WitnessRecords(ledger.log.engine))
 
     def close(self) -> None:
         self.reader.close()
@@ -134,7 +137,9 @@ class Provider:
             entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
             receipt = await self._record(call, entry, [*call.side_writes, *self._charges(call)])
             self._settle(call, committed=True)
-            answer = exchange_pb2.Answer(body=body, receipt=_receipt(receipt, entry))
+            answer = exchange_pb2.Answer(
+                body=body, receipt=_receipt(receipt, entry, self.cosignatures)
+            )
             sealed = seal(ANSWER, answer.SerializeToString(), self.signing_key)
             self._count(call, "allow", "OK", started)
             return bytes(sealed.SerializeToString())
@@ -332,7 +337,7 @@ class Provider:
             request_digest=request_digest,
             status=refusal.status,
             message=refusal.message,
-            receipt=_receipt(receipt, entry),
+            receipt=_receipt(receipt, entry, self.cosignatures),
         )
         envelope = seal(REFUSAL, signed.SerializeToString(), self.signing_key)
         context.set_trailing_metadata(
@@ -467,11 +472,14 @@ class RefusalBudget:
         return True
 
 
-def _receipt(receipt: Receipt, entry: bytes) -> exchange_pb2.Receipt:
+def _receipt(receipt: Receipt, entry: bytes, book: CosignatureBook) -> exchange_pb2.Receipt:
+    """The receipt as given: with the witnesses' cosignatures on exactly its checkpoint,
+    where held (a cosignature on an earlier checkpoint says nothing of this one)."""
     return exchange_pb2.Receipt(
         leaf_index=receipt.index,
         leaf_hash=receipt.leaf_hash,
         checkpoint=receipt.checkpoint,
         inclusion_proof=list(receipt.proof),
         entry=entry,
+        cosignatures=book.lines_for(receipt.checkpoint),
     )

@@ -20,6 +20,9 @@ Every method of every service is behind the gate (:class:`_Gate`):
   other method — ``GetMemorandum``, the ``Audit`` service, health, reflection —
   answers only a member of the memorandum with an unrevoked certificate; a
   refusal is recorded (kind ``SERVICE_CALL``) and signed like any other.
+  ``Audit.ListEntries`` (reconciliation) lists a member only the entries about
+  itself, and records every call it answers too, with the range asked
+  (:func:`entries_about` selects the entries, for this node's own side as well).
 * **Bytes that do not decode** are refused with ``INVALID_ARGUMENT`` and recorded,
   never answered ``UNKNOWN``: the gate takes every unary request as bytes and
   decodes it itself.
@@ -32,10 +35,13 @@ before it is read.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,15 +49,34 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from creditexchange.certs.credentials import NodeCredentials
-from creditexchange.errors import CreditExchangeError, LedgerError, Refused
+from creditexchange.certs.identity import PeerCertificate
+from creditexchange.clock import CST, now_us
+from creditexchange.errors import CreditExchangeError, LedgerError, NoteError, Refused
 from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.protocol import METHODS, status_of
 from creditexchange.node.exchange.provider import Provider
-from creditexchange.node.ledger import AuditLog
-from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
+from creditexchange.node.ledger import AuditLog, StoredEntry
+from creditexchange.node.ledger.cosignature import Cosignature, CosignatureVerifier, witness_name
+from creditexchange.node.ledger.entries import encode
+from creditexchange.node.ledger.witnessing import (
+    MADE,
+    RECEIVED,
+    WITNESSED,
+    HeldCosignature,
+    own_checkpoint,
+)
+from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
-__all__ = ["MAX_STREAMS_PER_PEER", "SERVICE_NAMES", "SERVING", "grpc_server", "server_credentials"]
+__all__ = [
+    "MAX_STREAMS_PER_PEER",
+    "SERVICE_NAMES",
+    "SERVING",
+    "EntryListing",
+    "entries_about",
+    "grpc_server",
+    "server_credentials",
+]
 
 log = logging.getLogger("node.exchange")
 
@@ -283,6 +308,7 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
     def __init__(self, provider: Provider, log: AuditLog) -> None:
         self.provider = provider
         self.log = log
+        self.cosignatures = provider.cosignatures  # the witnesses', on this node's checkpoints
 
     async def _answer(
         self, method: str, request: Any, context: Any, work: Callable[[], Any]
@@ -294,7 +320,9 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
 
     async def GetCheckpoint(self, request: Any, context: Any) -> Any:
         note = await asyncio.to_thread(self.log.latest_checkpoint)
-        return exchange_pb2.GetCheckpointResponse(checkpoint=note)
+        return exchange_pb2.GetCheckpointResponse(
+            checkpoint=note, cosignatures=self.cosignatures.lines_for(note)
+        )
 
     async def GetInclusionProof(self, request: Any, context: Any) -> Any:
         def work() -> Any:
@@ -307,6 +335,7 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
                 leaf_hash=proof["leaf_hash"],
                 hashes=proof["proof"],
                 checkpoint=note if not request.tree_size else "",
+                cosignatures=self.cosignatures.lines_for(note) if not request.tree_size else (),
             )
 
         return await self._answer("GetInclusionProof", request, context, work)
@@ -321,9 +350,340 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
 
         return await self._answer("GetConsistencyProof", request, context, work)
 
+    async def ListEntries(self, request: Any, context: Any) -> Any:
+        """The entries about the caller in a time range, a page at a time, each with its
+        inclusion proof in the latest checkpoint. Only the caller's own: ``counterpart``
+        must be the TLS peer. Every call is recorded, the allowed ones with the range and
+        what was listed, the refused ones as every side service's refusals are."""
+        method, raw = _LIST_ENTRIES, request.SerializeToString()
+        try:
+            peer = self.provider.checks.peer(context)  # admitted: a member, not revoked
+            start = _listing_request(request, peer.member)
+        except Refused as refusal:
+            await self.provider.refuse_side_call(method, raw, refusal, context)
+        counterpart = request.counterpart
+        from_us, to_us = request.from_unix_micros, request.to_unix_micros
+
+        def work() -> exchange_pb2.ListEntriesResponse:
+            note = self.log.latest_checkpoint()
+            size = _note_size(note)
+            if start is not None and start > size:
+                raise LedgerError(
+                    f"the page token {request.page_token!r} is past this log's {size} entries: "
+                    "it is not one this node gave; start again with an empty token"
+                )
+            listing = entries_about(self.log, counterpart, from_us, to_us, start, size)
+            listed = []
+            for stored in listing.entries:
+                proof = self.log.inclusion_proof(stored.index, size)["proof"]
+                listed.append(
+                    exchange_pb2.ListedEntry(
+                        leaf_index=stored.index,
+                        leaf_hash=stored.leaf_hash,
+                        entry=stored.body or b"",
+                        pruned=stored.body is None,
+                        inclusion_proof=proof,
+                    )
+                )
+            return exchange_pb2.ListEntriesResponse(
+                checkpoint=note,
+                entries=listed,
+                next_page_token="" if listing.next_index is None else str(listing.next_index),
+                pruned_before_unix_micros=listing.pruned_before_us,
+            )
+
+        response = await self._answer("ListEntries", request, context, work)
+        indexes = [e.leaf_index for e in response.entries]
+        span = f"indexes {indexes[0]}-{indexes[-1]}" if indexes else "none"
+        what = (
+            f"listed {len(indexes)} entries about {counterpart} recorded from "
+            f"{_china_time(from_us)} to {_china_time(to_us)} ({span}; tree size "
+            f"{_note_size(response.checkpoint)}, page token {request.page_token or 'first'!r})"
+        )
+        await self._record_allowed(method, raw, peer, what, context)
+        return response
+
+    async def AddCosignature(self, request: Any, context: Any) -> Any:
+        """Keep a witness's cosignature on one of this node's checkpoints: the checkpoint
+        must be this log's as it stands, the cosignature the caller's (its memorandum key,
+        its witness name), not dated in the future. A refusal is recorded; an accepted
+        cosignature is not (an entry would move the log past the checkpoint cosigned)."""
+        method = "AddCosignature"
+        raw = request.SerializeToString()
+        try:
+            peer = self.provider.checks.peer(context)  # admitted: a member, not revoked
+            federation = self.provider.checks.federation()
+            cosignature = Cosignature.parse(request.cosignature)
+        except Refused as refusal:
+            await self.provider.refuse_side_call(method, raw, refusal, context)
+        except NoteError as exc:
+            await _refuse(self.provider, method, request, "INVALID_ARGUMENT", str(exc), context)
+        try:
+            checkpoint = await asyncio.to_thread(own_checkpoint, self.log, request.checkpoint)
+        except NoteError as exc:
+            message = f"the checkpoint is not one this node signed: {exc}"
+            await _refuse(self.provider, method, request, "INVALID_ARGUMENT", message, context)
+        except LedgerError as exc:
+            await _refuse(self.provider, method, request, "FAILED_PRECONDITION", str(exc), context)
+        name = witness_name(peer.member, federation.memorandum.federation)
+        verifiers = [
+            CosignatureVerifier.for_key(name, bytes(key))
+            for key in federation.keys.get(peer.member, {}).values()
+        ]
+        problem = _cosignature_problem(
+            cosignature, checkpoint.body(), name, verifiers, self.provider.checks.replay.window_us
+        )
+        if problem:
+            await self.provider.refuse_side_call(
+                method, raw, Refused("UNAUTHENTICATED", problem, "signature"), context
+            )
+        held = HeldCosignature(
+            role=RECEIVED,
+            member=peer.member,
+            origin=checkpoint.origin,
+            size=checkpoint.size,
+            root_hash=checkpoint.root_hash,
+            note=request.checkpoint,
+            line=cosignature.line(),
+            timestamp=cosignature.timestamp,
+            recorded_us=now_us(),
+        )
+        await asyncio.to_thread(self.cosignatures.keep, held)
+        return exchange_pb2.AddCosignatureResponse()
+
+    async def GetWitnessed(self, request: Any, context: Any) -> Any:
+        """What this node's witness last verified of ``member``'s log, with its cosignature."""
+
+        def work() -> Any:
+            records = self.cosignatures.records
+            seen = records.seen(request.member, WITNESSED)
+            if seen is None:
+                return exchange_pb2.GetWitnessedResponse()
+            made = [
+                c for c in records.cosignatures(MADE) if c.member == request.member
+            ]  # at most one: the latest per member
+            line = made[0].line if made and made[0].note == seen.note else ""
+            return exchange_pb2.GetWitnessedResponse(checkpoint=seen.note, cosignature=line)
+
+        return await self._answer("GetWitnessed", request, context, work)
+
+    async def _record_allowed(
+        self, method: str, raw: bytes, peer: PeerCertificate, what: str, context: Any
+    ) -> None:
+        """Record an answered side call (kind SERVICE_CALL), durably, before it is answered."""
+        entry = audit_pb2.AuditEntry(
+            time_unix_micros=now_us(),
+            requester=peer.member,
+            responder=self.provider.member_id,
+            direction=audit_pb2.INCOMING,
+            kind=audit_pb2.SERVICE_CALL,
+            request_digest=hashlib.sha256(raw).digest(),
+            note=method,
+            outcome=audit_pb2.Outcome(status="OK", message=what),
+            peer_certificate=peer.fingerprint,
+        )
+        try:
+            await self.provider.ledger.append(encode(entry))
+        except Exception:
+            log.exception("side call not recorded", extra={"data": {"method": method}})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "this node could not record the call in its audit ledger; try again later",
+            )
+
+
+def _cosignature_problem(
+    cosignature: Cosignature,
+    body: str,
+    name: str,
+    verifiers: list[CosignatureVerifier],
+    window_us: int,
+) -> str:
+    """Why ``cosignature`` on ``body`` is not the caller's, or the empty string."""
+    if cosignature.name != name:
+        return (
+            f"the cosignature is signed as {cosignature.name!r}; the caller witnesses as "
+            f"{name!r}: cosign under that name"
+        )
+    verifier = next((v for v in verifiers if v.signed(cosignature)), None)
+    if verifier is None:
+        return (
+            f"the cosignature's key id {cosignature.key_id.hex()} is not that of a key the "
+            f"memorandum lists for the caller under {name!r}"
+        )
+    try:
+        verifier.verify(body, cosignature)
+    except NoteError as exc:
+        return str(exc)
+    ahead = cosignature.timestamp * 1_000_000 - now_us()
+    if ahead > window_us:
+        return (
+            f"the cosignature is dated {ahead // 1_000_000} s in the future; this node accepts "
+            f"{window_us // 1_000_000} s: check the witness's clock (NTP)"
+        )
+    return ""
+
 
 def _note_size(note: str) -> int:
     return int(note.split("\n", 2)[1])
+
+
+# --- the entries about a counterpart (ListEntries, and reconciliation's own side) ---------
+
+_LIST_ENTRIES = f"/{_AUDIT}/ListEntries"
+
+LISTING_PAGE_ENTRIES = 256
+"""The most entries one page of a listing holds (each carries its inclusion proof)."""
+LISTING_PAGE_BYTES = 4 << 20
+"""The most entry bytes one page holds: a page stays well within a gRPC message."""
+LISTING_SCAN_ROWS = 20_000
+"""The most rows one page reads, listed or not: a page costs a bounded time."""
+CLOCK_SLACK_US = 300_000_000
+"""How far out of time order (5 minutes) entries may stand in index order: an entry's time
+is taken when it is built, and appends of concurrent calls (or of several processes
+sharing the database) commit in the order they reach the log."""
+
+_EXCHANGE_KINDS = frozenset(m.kind for m in METHODS.values())
+
+
+@dataclass(frozen=True)
+class EntryListing:
+    """One page of the entries about a counterpart.
+
+    ``entries`` are in index order: every query, check and batch check between this node
+    and the counterpart (INCOMING from it, OUTGOING to it) recorded in the range, and any
+    pruned entry met among them (``body`` None: its time and parties are gone).
+    ``next_index`` is where the next page starts (None: the range is complete).
+    ``pruned_before_us`` (first page): bodies of entries recorded before that time may
+    be pruned here (the entry just before the range's first is pruned); 0 otherwise.
+    """
+
+    entries: list[StoredEntry]
+    next_index: int | None
+    pruned_before_us: int
+
+
+def entries_about(
+    log: AuditLog,
+    counterpart: str,
+    from_us: int,
+    to_us: int,
+    start: int | None,
+    end: int,
+) -> EntryListing:
+    """A page of the entries about ``counterpart`` recorded in [``from_us``, ``to_us``)
+    among the log's first ``end`` entries, from index ``start`` (None: the first page,
+    whose start is found by a binary search over the entries' recorded times, O(log n)
+    reads, so a recent range of a years-long log costs no scan of its past).
+
+    Entries stand in index order nearly in time order (within :data:`CLOCK_SLACK_US`);
+    the search and the scan allow for that, and each entry listed is in the range by its
+    own recorded time. A pruned entry has no time: the search takes it as older than any
+    range, since retention prunes the oldest bodies."""
+    pruned_before = 0
+    if start is None:
+        start = _first_recorded_at(log, from_us - CLOCK_SLACK_US, end)
+        before = _stored(log, start - 1) if start > 0 else None
+        if before is not None and before.body is None:
+            first = _stored(log, start) if start < end else None
+            recorded = _recorded_us(first)
+            pruned_before = recorded if recorded is not None else now_us()
+    listed: list[StoredEntry] = []
+    size = scanned = 0
+    for stored in log.entries(start, end, page=1000):
+        if (
+            scanned >= LISTING_SCAN_ROWS
+            or len(listed) >= LISTING_PAGE_ENTRIES
+            or size >= LISTING_PAGE_BYTES
+        ):
+            return EntryListing(listed, stored.index, pruned_before)
+        scanned += 1
+        if stored.body is None:
+            listed.append(stored)
+            continue
+        entry = audit_pb2.AuditEntry()
+        try:
+            entry.ParseFromString(stored.body)
+        except Exception:
+            continue  # not an entry this node wrote; `audit verify` reports it
+        if entry.time_unix_micros >= to_us + CLOCK_SLACK_US:
+            break
+        if from_us <= entry.time_unix_micros < to_us and _is_about(entry, counterpart):
+            listed.append(stored)
+            size += len(stored.body)
+    return EntryListing(listed, None, pruned_before)
+
+
+def _is_about(entry: audit_pb2.AuditEntry, counterpart: str) -> bool:
+    """A query, check or batch check between this node and ``counterpart``, either way."""
+    return entry.kind in _EXCHANGE_KINDS and (
+        (entry.direction == audit_pb2.INCOMING and entry.requester == counterpart)
+        or (entry.direction == audit_pb2.OUTGOING and entry.responder == counterpart)
+    )
+
+
+def _stored(log: AuditLog, index: int) -> StoredEntry | None:
+    return next(iter(log.entries(index, index + 1)), None)
+
+
+def _recorded_us(stored: StoredEntry | None) -> int | None:
+    if stored is None or stored.body is None:
+        return None
+    entry = audit_pb2.AuditEntry()
+    try:
+        entry.ParseFromString(stored.body)
+    except Exception:
+        return None
+    return entry.time_unix_micros or None
+
+
+def _first_recorded_at(log: AuditLog, time_us: int, end: int) -> int:
+    """The first index whose entry was recorded at ``time_us`` or later, taking a pruned
+    or undatable entry as older than any time."""
+    low, high = 0, end
+    while low < high:
+        middle = (low + high) // 2
+        recorded = _recorded_us(_stored(log, middle))
+        if recorded is None or recorded < time_us:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _listing_request(request: exchange_pb2.ListEntriesRequest, caller: str) -> int | None:
+    """Where a ListEntries page starts (None: the first page); Refused when the caller asks
+    for another member's entries or the request makes no sense."""
+    if request.counterpart != caller:
+        raise Refused(
+            "PERMISSION_DENIED",
+            f"{caller} asked for the entries about {request.counterpart or '(nobody)'}: a member "
+            "may list only the entries about itself (counterpart = its own member id); "
+            f"{request.counterpart or 'the other member'} can reconcile with this node itself",
+            "policy",
+        )
+    if not 0 < request.from_unix_micros < request.to_unix_micros:
+        raise Refused(
+            "INVALID_ARGUMENT",
+            f"the range {request.from_unix_micros} to {request.to_unix_micros} is empty or "
+            "negative: from_unix_micros must be positive and before to_unix_micros",
+            "malformed",
+        )
+    token = request.page_token
+    if not token:
+        return None
+    if not (token.isascii() and token.isdigit()) or len(token) > 19:
+        raise Refused(
+            "INVALID_ARGUMENT",
+            f"the page token {token[:40]!r} is not one this node gave: send the "
+            "next_page_token of the previous page, or none for the first",
+            "malformed",
+        )
+    return int(token)
+
+
+def _china_time(time_us: int) -> str:
+    return dt.datetime.fromtimestamp(time_us / 1e6, CST).isoformat(timespec="seconds")
 
 
 def grpc_server(

@@ -2,10 +2,13 @@
 with signed checkpoints.
 
 ``merkle`` is the tree arithmetic (pure: it never touches storage), ``note`` the
-C2SP signed-note and checkpoint formats, ``entries`` the entry encoding and its
-size bound (:data:`MAX_ENTRY_BYTES`), ``log`` the storage (:class:`AuditLog`:
-commit, read, prove, prune), ``appender`` the group commit (:class:`Ledger`) and
-``verify`` the auditor's recomputation.
+C2SP signed-note and checkpoint formats, ``cosignature`` the C2SP
+tlog-cosignature a witness puts on a checkpoint, ``entries`` the entry encoding
+and its size bound (:data:`MAX_ENTRY_BYTES`), ``log`` the storage
+(:class:`AuditLog`: commit, read, prove, prune), ``appender`` the group commit
+(:class:`Ledger`), ``verify`` the auditor's recomputation (and the check of the
+head against what the witnesses cosigned), and ``witnessing`` what the node keeps
+of its peers' logs and of their cosignatures on its own.
 Building a node's ledger from its configuration is the application's wiring
 (``creditexchange.node.app``), not the ledger's.
 """
@@ -24,7 +27,13 @@ from creditexchange.node.ledger.log import (
     StoredEntry,
     origin_for,
 )
-from creditexchange.node.ledger.verify import VerifyReport, verify
+from creditexchange.node.ledger.verify import (
+    VerifyReport,
+    Vouched,
+    WitnessedReport,
+    verify,
+    verify_witnessed,
+)
 
 __all__ = [
     "MAX_ENTRY_BYTES",
@@ -37,6 +46,9 @@ __all__ = [
     "SideWrite",
     "StoredEntry",
     "VerifyReport",
+    "Vouched",
+    "WitnessedReport",
     "origin_for",
     "verify",
+    "verify_witnessed",
 ]
