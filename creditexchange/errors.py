@@ -46,6 +46,7 @@ most a few dozen characters of it.
     │   ├── Refused              a provider refuses a call (its status, message, reason)
     │   ├── QueryRefused         the asked provider refused (its status and message)
     │   └── AnswerRejected       an answer that did not verify; it must not be used
+    ├── ReportError              a consolidated report that cannot be built, read or rendered
     └── FederationSetupError     provisioning or starting a local federation failed
 """
 
@@ -89,6 +90,7 @@ __all__ = [
     "PublicityViolation",
     "QueryRefused",
     "Refused",
+    "ReportError",
     "RevocationListError",
     "RevocationListExpired",
     "describe_validation_error",
@@ -293,6 +295,10 @@ class QueryRefused(ExchangeError):
 
 class AnswerRejected(ExchangeError):
     """The answer did not verify; it must not be used."""
+
+
+class ReportError(CreditExchangeError):
+    """A consolidated report that cannot be built, read or rendered; says what to do."""
 
 
 class FederationSetupError(CreditExchangeError):

@@ -25,6 +25,9 @@ from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient, Requester
 from creditexchange.node.exchange.federation import FederationView
+from creditexchange.node.exchange.metrics import Metrics
+from creditexchange.node.federation.breaker import Breakers
+from creditexchange.node.federation.fanout import KeepingClient, RegionalClient
 from creditexchange.node.ledger import AuditLog, Ledger, origin_for
 from creditexchange.node.ledger.note import Signer
 from creditexchange.policy.trust import TrustStore
@@ -36,6 +39,7 @@ __all__ = [
     "open_client",
     "open_ledger",
     "open_node",
+    "open_regional_client",
     "requester_from",
     "tls_credentials",
 ]
@@ -134,3 +138,29 @@ def open_client(config: NodeConfig, *, ledger: Ledger | None = None) -> Federati
         return FederationClient(requester_from(config), ledger=ledger)
     own = open_ledger(config, open_database(config.database_url))
     return FederationClient(requester_from(config), ledger=own, owns_ledger=True)
+
+
+def open_regional_client(
+    config: NodeConfig,
+    *,
+    ledger: Ledger | None = None,
+    database: Engine | None = None,
+    metrics: Metrics | None = None,
+) -> RegionalClient:
+    """A client asking the whole region as this node, for consolidated reports and
+    fan-outs: ``async with open_regional_client(config) as region``.
+
+    Like :func:`open_client` it records in a ledger of its own unless a serving node
+    passes its running ``ledger`` (and its ``database``, the store its own records are
+    read from); ``metrics`` receives the members' circuit states
+    (``credit_node_member_circuit``). Its breakers live as long as it does.
+    """
+    store = database if database is not None else open_database(config.database_url)
+    requester = requester_from(config)
+    catalog = requester.federation.catalog
+    if ledger is not None:
+        client = KeepingClient(requester, ledger=ledger)
+    else:
+        client = KeepingClient(requester, ledger=open_ledger(config, store), owns_ledger=True)
+    gauge = metrics.member_circuit if metrics is not None else None
+    return RegionalClient(client, store=store, catalog=catalog, breakers=Breakers(gauge=gauge))

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from creditexchange.node.cli import exchange, node, records
+from creditexchange.node.cli import exchange, node, records, report
 from creditexchange.node.cli.audit import audit_app
 from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
@@ -39,6 +39,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(certs_app, name="certs")
 app.command()(exchange.serve)
 app.command()(exchange.query)
+app.add_typer(report.report_app, name="report")
+app.command()(report.check)
 for _command in entry_points(group=COMMANDS_GROUP):
     app.command(_command.name)(_command.load())
 
