@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from creditexchange.devtools.demo import run_demo
 from creditexchange.devtools.sample import write_sample
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import out, reports_errors
@@ -24,11 +23,16 @@ __all__ = ["demo", "sample"]
 def demo(
     once: Annotated[bool, typer.Option("--once", help="stop after the showcase")] = False,
     base_port: Annotated[
-        int, typer.Option(help="nodes listen on this port and the next five")
+        int,
+        typer.Option(help="nodes listen on this port and the next five; metrics 2000 higher"),
     ] = 7501,
     metrics_port: Annotated[
-        int, typer.Option(help="first Prometheus port (six in a row); 0: none")
-    ] = 9501,
+        int | None,
+        typer.Option(
+            help="first Prometheus port (six in a row), by default --base-port + 2000; 0: none",
+            show_default=False,
+        ),
+    ] = None,
     subjects: Annotated[int, typer.Option(min=20, help="sample subjects per member")] = 300,
     seed: int = 2026,
     directory: Annotated[
@@ -37,6 +41,9 @@ def demo(
     ] = None,
 ) -> None:
     """Start a six-member federation on loopback and show signed, audited cross-city queries."""
+    # here, not at import: the demo uses the command line (node.cli), which loads this module
+    from creditexchange.devtools.demo import run_demo
+
     run_demo(
         once=once,
         base_port=base_port,

@@ -7,12 +7,19 @@ allowed query, a masked answer, a denied purpose, a hit / no-hit check on an
 individual, a batch check, customs data, an auditor verifying a ledger — printing
 each answer with its receipt and what was verified. Then the federation keeps
 running for you to query until Ctrl-C (``--once`` stops after the showcase).
+
+``--base-port`` moves the whole federation: the nodes listen on it and the next
+five ports, and serve metrics :data:`METRICS_OFFSET` ports higher unless told
+otherwise. The commands the demo invites you to try are resolved against the
+``credit-node`` command before they are printed: it names only commands that exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,27 +48,50 @@ from creditexchange.node.app.wiring import (
     tls_credentials,
 )
 from creditexchange.node.cli.common import err, out
-from creditexchange.node.cli.exchange import print_answer
+from creditexchange.node.cli.exchange import EVERY_MEMBER, print_answer, print_refusal
 from creditexchange.node.database import open_database
 from creditexchange.node.ledger import verify
 from creditexchange.node.records import repository
 from creditexchange.subjects import SubjectType
 
-__all__ = ["run_demo"]
+__all__ = ["METRICS_OFFSET", "command_exists", "metrics_base_port", "run_demo"]
+
+MEMBERS_STARTED = 6
+METRICS_OFFSET = 2000
+"""The nodes on ports 7501–7506 serve metrics on 9501–9506: ``--base-port`` + 2000."""
+
+
+def metrics_base_port(base_port: int, metrics_port: int | None) -> int:
+    """The first metrics port: ``metrics_port`` if given (0: no metrics), otherwise
+    :data:`METRICS_OFFSET` above ``base_port``; FederationSetupError when a range of
+    six ports would not fit below 65536."""
+    first = base_port + METRICS_OFFSET if metrics_port is None else metrics_port
+    for what, start in (("--base-port", base_port), ("the first metrics port", first)):
+        if start and not 1024 <= start <= 65536 - MEMBERS_STARTED:
+            raise FederationSetupError(
+                f"{what} is {start}: six ports from it must lie between 1024 and 65535; "
+                f"give a lower --base-port (metrics go {METRICS_OFFSET} above it) or "
+                "--metrics-port 0 for none"
+            )
+    return first
 
 
 def run_demo(
     *,
     once: bool,
     base_port: int,
-    metrics_port: int,
+    metrics_port: int | None,
     subjects: int,
     seed: int,
     directory: Path | None,
 ) -> None:
-    """Provision, start, show, then keep the federation running until interrupted."""
+    """Provision, start, show, then keep the federation running until interrupted.
+
+    ``metrics_port`` is the first metrics port; None: ``base_port`` + 2000, 0: none.
+    """
     if directory is not None and directory.exists() and any(directory.iterdir()):
         raise FederationSetupError(f"{directory} is not empty: give a new folder to --dir")
+    metrics_port = metrics_base_port(base_port, metrics_port)
     root = directory or Path(tempfile.mkdtemp(prefix="credit-federation-"))
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -72,6 +102,7 @@ def run_demo(
             metrics_base_port=metrics_port,
             subjects=subjects,
             seed=seed,
+            witness_interval_s=30.0,  # the members watch each other's ledgers while it runs
             say=lambda line: out.print(f"  {line}"),
         )
         out.rule("2. start each node as its own process (credit-node serve)")
@@ -310,7 +341,7 @@ async def _ask(node: ProvisionedNode, step: _Step, subjects: list[str]) -> None:
             else:
                 answer = await client.query(subjects[0], to=step.provider, **step.asked)
         except QueryRefused as refused:
-            out.print(Text.assemble(("refused", "bold red"), f" {refused}"))
+            print_refusal(refused, out)
             out.print(
                 f"  both ledgers recorded the refusal ({refused.provider}'s entry "
                 f"{refused.leaf_index}); nothing about the subject left {refused.provider}",
@@ -347,16 +378,57 @@ async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
     _audit(nodes["huizhou"])
 
 
+def _invitations(nodes: dict[str, ProvisionedNode], seed: int) -> list[list[str]]:
+    """The commands the demo invites you to try, as argument lists after ``credit-node``."""
+    subject = showcase_subject("huizhou", seed)
+    shenzhen, heyuan, huizhou = (str(nodes[m].home) for m in ("shenzhen", "heyuan", "huizhou"))
+    procurement = [
+        "--purpose", "public_procurement", "--legal-basis", "政府采购法", "--case", "C-1",
+        "--officer", "me",
+    ]  # fmt: skip
+    bank = [
+        "--purpose", "bank_credit", "--legal-basis", "征信业管理条例", "--case", "L-1",
+        "--officer", "me",
+    ]  # fmt: skip
+    explain = [
+        "policy", "explain", "--home", huizhou, "--requester", "heyuan",
+        "--purpose", "bank_credit", "--subject-type", "enterprise", "--theme", "admin_penalty",
+        "--mode", "check",
+    ]  # fmt: skip
+    return [
+        ["query", subject, "--to", "huizhou", *procurement, "--home", shenzhen],
+        ["query", subject, "--to", "huizhou", *procurement, "--json", "--home", shenzhen],
+        ["query", subject, "--to", "huizhou", *bank, "--check", "--home", heyuan],
+        ["query", subject, "--to", EVERY_MEMBER, *procurement, "--home", shenzhen],
+        ["report", subject, *procurement, "--home", shenzhen],
+        ["show", subject, "--home", huizhou],
+        explain,
+        ["audit", "entries", "--home", huizhou],
+        ["audit", "verify", "--home", huizhou],
+        ["audit", "witness-status", "--home", huizhou],
+    ]
+
+
+def command_exists(argv: list[str]) -> bool:
+    """Whether ``credit-node argv`` names a command this installation has, with options
+    it knows: ``argv --help`` succeeds (nothing is run). ``query --to all`` needs the
+    consolidated report's module besides."""
+    from typer.testing import CliRunner
+
+    from creditexchange.node.cli import app  # not at import: the CLI loads this module
+
+    if CliRunner().invoke(app, [*argv, "--help"]).exit_code != 0:
+        return False
+    if argv[0] == "query" and argv[argv.index("--to") + 1] == EVERY_MEMBER:
+        return importlib.util.find_spec("creditexchange.node.cli.report") is not None
+    return True
+
+
 def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
-    shenzhen = nodes["shenzhen"].home
     out.rule("try it yourself")
     out.print(f"federation in {root} (node homes, CA, logs in <member>/serve.log)")
-    out.print(
-        f"  credit-node query {showcase_subject('huizhou', seed)} --to huizhou "
-        "--purpose public_procurement --legal-basis 政府采购法 --case C-1 --officer me "
-        f"--home {shenzhen}"
-    )
-    out.print(f"  credit-node audit entries --home {nodes['huizhou'].home}")
-    out.print(f"  credit-node audit verify --home {nodes['huizhou'].home}")
+    for argv in _invitations(nodes, seed):
+        if command_exists(argv):
+            out.print(f"  credit-node {shlex.join(argv)}", soft_wrap=True)
     if os.environ.get("CREDIT_NODE_HOME"):
         out.print("(CREDIT_NODE_HOME is set in your shell; --home overrides it)", style="dim")

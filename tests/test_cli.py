@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import random
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,12 +19,18 @@ import pytest
 from fedharness import Federation
 from rich.table import Table
 from rich.text import Text
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
+from creditexchange.devtools import demo
+from creditexchange.devtools.demo import metrics_base_port
+from creditexchange.devtools.provision import ProvisionedNode
 from creditexchange.devtools.sample import KNOWN_REGIONS, showcase_subject, write_sample
+from creditexchange.errors import FederationSetupError
+from creditexchange.identifiers import uscc_check_character
+from creditexchange.node.app.config import load_config
 from creditexchange.node.app.home import create_home
-from creditexchange.node.app.wiring import open_node
-from creditexchange.node.catalog import Catalog
+from creditexchange.node.app.wiring import open_audit_log, open_node
+from creditexchange.node.catalog import Catalog, FieldType, load_catalog
 from creditexchange.node.cli import app
 from creditexchange.node.cli.common import err, out, print_json
 from creditexchange.node.database import open_database
@@ -181,6 +190,7 @@ class MarkedFederation:
     shenzhen: Path  # not serving: the command line asks from its home
     subject: str  # the enterprise the marked penalty is about
     department_file: Path  # the penalty file, under a name with brackets
+    fed: Federation
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +223,7 @@ def marked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MarkedFederatio
         node.database.dispose()
         assert summary.inserted == 1, summary
         yield MarkedFederation(
-            huizhou, fed.nodes["shenzhen"].home, row["subject_id"], department_file
+            huizhou, fed.nodes["shenzhen"].home, row["subject_id"], department_file, fed
         )
     finally:
         fed.close()
@@ -239,7 +249,7 @@ _HZ = ["--home", "{huizhou}"]
         pytest.param(
             [*_ASK_HUIZHOU, "--case", "[bold]x[/bold]", "--theme", "admin_penalty"],
             0,
-            [SUBJECT_NAME, CASE_NUMBER, f"violation_facts: {FACTS}", "✓"],
+            [SUBJECT_NAME, CASE_NUMBER, f"违法事实: {FACTS}", "✓"],
             id="a-case-reference-asked-and-a-case-number-answered-by-a-peer",
         ),
         pytest.param(
@@ -318,7 +328,9 @@ def test_the_import_progress_bar_shows_a_files_name_as_written(
 
 @pytest.mark.slow
 def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> None:
-    base = random.randrange(20_000, 60_000, 10)
+    # below the ephemeral range (32768 up), where other servers get their free ports;
+    # the metrics ports are 2000 higher
+    base = random.randrange(20_000, 30_000, 10)
     done = subprocess.run(
         [
             sys.executable,
@@ -330,8 +342,6 @@ def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> Non
             "40",
             "--base-port",
             str(base),
-            "--metrics-port",
-            "0",
             "--dir",
             str(tmp_path / "fed"),
         ],
@@ -349,6 +359,12 @@ def test_the_demo_runs_a_six_member_federation_end_to_end(tmp_path: Path) -> Non
     assert "(masked)" in output and "********" in output
     assert output.count("✓ entry included in") >= 4
     assert "verified" in output
+    assert "allowed instead: retry with --check" in output  # the +2's bank credit, in full
+    for i in range(6):  # --base-port moved the metrics ports too
+        assert f"metrics http://127.0.0.1:{base + 2000 + i}/metrics" in output
+    commands = _printed_commands(done.stdout)
+    assert {c[0] for c in commands} >= {"query", "show", "policy", "audit"}, commands
+    _assert_each_exists(commands)
     assert not list((tmp_path / "fed").glob("*/serve.log")) or all(
         "Traceback" not in log.read_text() for log in (tmp_path / "fed").glob("*/serve.log")
     )
@@ -376,3 +392,196 @@ def test_control_and_formatting_characters_reach_the_terminal_escaped(
         assert char not in printed, f"{char!r} reached the terminal"
     assert text.encode("unicode_escape").decode("ascii") in printed  # shown, escaped
     assert json.loads(printed[printed.index("{") :]) == {"message": text}
+
+
+# --- the requester's interface: query -------------------------------------------------------
+
+PENALTY = load_catalog().theme("admin_penalty")
+UNKNOWN_ENTERPRISE = "91441300MA4W7K3P1" + uscc_check_character("91441300MA4W7K3P1")
+
+
+def _query(marked: MarkedFederation, subject: str, *options: str, to: str = "huizhou") -> Result:
+    """``credit-node query SUBJECT --to huizhou …`` from Shenzhen's home."""
+    argv = [
+        "query", subject, "--to", to, "--legal-basis", "政府采购法第二十二条",
+        "--case", "C-1", "--officer", "officer-7", "--home", str(marked.shenzhen), *options,
+    ]  # fmt: skip
+    return runner.invoke(app, argv, env={"COLUMNS": "1000"})
+
+
+def _ledger_sizes(marked: MarkedFederation) -> tuple[int, int]:
+    """The sizes of Huizhou's (serving) and Shenzhen's (the command line's) ledgers."""
+    config = load_config(marked.shenzhen)
+    database = open_database(config.database_url)
+    try:
+        shenzhen = open_audit_log(config, database).size()
+    finally:
+        database.dispose()
+    return marked.fed.servers["huizhou"].ledger.log.size(), shenzhen
+
+
+def test_query_prints_the_catalogs_labels_units_and_code_labels_as_show_does(
+    marked: MarkedFederation,
+) -> None:
+    result = _query(
+        marked, marked.subject, "--purpose", "public_procurement", "-t", "admin_penalty"
+    )
+    assert result.exit_code == 0, result.output
+    _, shown = cli("show", marked.subject, "--json", home=marked.huizhou)
+    (penalty,) = [r for r in json.loads(shown)["records"] if r["record_key"] == CASE_NUMBER]
+    code = penalty["fields"]["penalty_type"]
+    printed = result.stdout
+    assert "行政处罚信息（双公示） (admin_penalty)" in printed
+    labels = PENALTY.field_by_name["penalty_type"].codes or {}
+    assert f"处罚类别: {code} ({labels[code]})" in printed
+    assert "罚款金额（万元）" in printed  # a label with its unit
+    assert "法定代表人证件号码: " in printed and "(masked)" in printed
+    assert "violation_facts:" not in printed and "penalty_type:" not in printed
+
+
+def test_query_json_is_the_projects_schema_not_protobufs(marked: MarkedFederation) -> None:
+    result = _query(
+        marked, marked.subject, "--purpose", "public_procurement", "-t", "admin_penalty", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["outcome"] == "answered" and answer["provider"] == "huizhou"
+    (subject,) = answer["subjects"]
+    assert subject["found"] is True
+    (theme,) = subject["themes"]
+    assert theme["mode"] == "full" and theme["hit"] is True
+    assert theme["field_labels"]["fine_amount"] == "罚款金额（万元）"
+    numeric = {f.name for f in PENALTY.fields if f.type in (FieldType.DECIMAL, FieldType.INTEGER)}
+    for record in theme["records"]:
+        for name in numeric & set(record["fields"]):
+            value = record["fields"][name]
+            assert value is None or isinstance(value, int | float), (name, value)
+        assert record["decision_date"] is None or re.fullmatch(
+            r"\d{4}-\d{2}-\d{2}", record["decision_date"]
+        )
+    assert "MODE_" not in result.stdout and '"answer"' not in result.stdout
+
+
+def test_an_unknown_subject_says_no_such_subject(marked: MarkedFederation) -> None:
+    result = _query(marked, UNKNOWN_ENTERPRISE, "--purpose", "public_procurement")
+    assert result.exit_code == 0, result.output
+    assert "no such subject: huizhou holds no record of it" in result.stdout
+    assert "record(s)" not in result.stdout
+    result = _query(marked, UNKNOWN_ENTERPRISE, "--purpose", "public_procurement", "--json")
+    (subject,) = json.loads(result.stdout)["subjects"]
+    assert subject["found"] is False and subject["name"] == ""
+
+
+def test_a_refusal_with_json_is_a_json_object_on_stdout_too(marked: MarkedFederation) -> None:
+    person = "441302198506123314"  # an individual, asked in full mode: refused by the provider
+    before, _ = _ledger_sizes(marked)
+    result = _query(
+        marked, person, "--purpose", "civil_service_hiring", "--json",
+        "-t", "serious_dishonesty", "-t", "dishonest_debtor",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    refusal = json.loads(result.stdout)
+    assert refusal["outcome"] == "refused" and refusal["status"] == "PERMISSION_DENIED"
+    assert refusal["provider"] == "huizhou" and refusal["verified"] is True
+    assert refusal["leaf_index"] == before  # the provider's entry of this refusal
+    assert "forbid-individual-full" in refusal["reason"]
+    assert refusal["instead"] == (
+        "retry with --check: memorandum version 1 allows check mode for serious_dishonesty, "
+        "dishonest_debtor"
+    )
+    # people read it on stderr: the status, the reason and the suggestion, each once
+    assert f"refused: huizhou refused the query (its audit entry {before})" in result.stderr
+    assert result.stderr.count("forbid-individual-full forbids it") == 1
+    assert result.stderr.count("retry with --check") == 1
+
+
+def test_a_refusal_names_each_distinct_reason_once(marked: MarkedFederation) -> None:
+    result = _query(
+        marked, marked.subject, "--purpose", "public_procurement",
+        "-t", "customs_credit_grade", "-t", "customs_case", "-t", "customs_light_status",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("denied by default") == 1
+    assert "themes customs_credit_grade, customs_case, customs_light_status" in result.stderr
+    assert result.stderr.count("allowed instead: ask without --theme") == 1
+
+
+@pytest.mark.parametrize(
+    ("subject", "purpose", "says"),
+    [
+        pytest.param(
+            "91441300MA4W7K3P2X", "public_procurement",
+            "the subject is not a valid identifier: check character is 'X', expected 'D'",
+            id="a-wrong-check-character",
+        ),
+        pytest.param(
+            "{subject}", "customs_clearance",
+            "no rule of memorandum version 1 lets shenzhen ask huizhou about enterprise subjects "
+            "for purpose customs_clearance: huizhou may be asked about enterprise subjects for "
+            "purpose fiscal_funds",
+            id="a-purpose-no-rule-allows",
+        ),
+        pytest.param(
+            "{subject}", "tax_refund", "purpose 'tax_refund' is not in memorandum version 1",
+            id="a-purpose-not-in-the-memorandum",
+        ),
+    ],
+)  # fmt: skip
+def test_what_the_memorandum_or_check_character_rules_out_is_never_sent(
+    marked: MarkedFederation, subject: str, purpose: str, says: str
+) -> None:
+    before = _ledger_sizes(marked)
+    result = _query(marked, subject.format(subject=marked.subject), "--purpose", purpose)
+    assert result.exit_code == 2, result.output
+    shown = " ".join(result.stderr.split())
+    assert says in shown and "nothing was sent" in shown
+    assert _ledger_sizes(marked) == before  # neither side recorded anything
+
+
+def test_query_to_all_asks_every_member_through_the_consolidated_report(
+    marked: MarkedFederation,
+) -> None:
+    result = _query(marked, marked.subject, "--purpose", "public_procurement", to="all")
+    assert result.exit_code == 0, result.output
+    assert "huizhou" in result.stdout
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+
+def test_the_demos_metrics_ports_move_with_its_base_port() -> None:
+    assert metrics_base_port(7501, None) == 9501
+    assert metrics_base_port(20_000, None) == 22_000
+    assert metrics_base_port(20_000, 0) == 0  # no metrics
+    assert metrics_base_port(20_000, 30_000) == 30_000
+    with pytest.raises(FederationSetupError, match="--metrics-port 0"):
+        metrics_base_port(64_000, None)
+
+
+def _printed_commands(text: str) -> list[list[str]]:
+    return [
+        shlex.split(line.strip())[1:]
+        for line in text.splitlines()
+        if line.strip().startswith("credit-node ")
+    ]
+
+
+def _assert_each_exists(commands: list[list[str]]) -> None:
+    for argv in commands:
+        result = runner.invoke(app, [*argv, "--help"])
+        assert result.exit_code == 0, f"credit-node {shlex.join(argv)}: {result.output}"
+        if argv[:1] == ["query"] and "all" in argv:
+            assert importlib.util.find_spec("creditexchange.node.cli.report") is not None
+
+
+def test_the_demo_invites_only_commands_that_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    members = ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs")
+    nodes = {m: ProvisionedNode(m, tmp_path / m, 7501 + i, 0) for i, m in enumerate(members)}
+    demo._invite(nodes, tmp_path, 2026)
+    commands = _printed_commands(capsys.readouterr().out)
+    assert {c[0] for c in commands} >= {"query", "show", "policy", "audit"}, commands
+    _assert_each_exists(commands)
+    assert not demo.command_exists(["audit", "no-such-command", "--home", str(tmp_path)])
+    assert not demo.command_exists(["show", "X", "--no-such-option"])

@@ -1136,10 +1136,11 @@ def test_a_refusal_signed_by_the_provider_is_recorded_with_its_receipt(fed: Fede
             "shenzhen",
             ENTERPRISE,
             to="huizhou",
-            purpose="customs_clearance",
-            legal_basis="海关法",
+            purpose="public_procurement",  # allowed for other themes: the provider decides
+            legal_basis="政府采购法第二十二条",
             case_reference="BG-1",
             officer="o-1",
+            themes=["customs_credit_grade"],
         )
     assert refused.value.verified
     assert refused.value.status == "PERMISSION_DENIED"

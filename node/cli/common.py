@@ -40,6 +40,7 @@ __all__ = [
     "JsonOption",
     "err",
     "out",
+    "outcome_of",
     "print_json",
     "reports_errors",
 ]
@@ -105,6 +106,11 @@ _OUTCOMES: tuple[tuple[type[CreditExchangeError], str, int], ...] = (
 )
 
 
+def outcome_of(error: CreditExchangeError) -> tuple[str, int]:
+    """How a command reports ``error``: its label (``refused``, ``error``) and exit status."""
+    return next((label, code) for kind, label, code in _OUTCOMES if isinstance(error, kind))
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn a CreditExchangeError into its message on stderr and its exit status."""
 
@@ -113,7 +119,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except CreditExchangeError as exc:
-            label, code = next((lb, c) for kind, lb, c in _OUTCOMES if isinstance(exc, kind))
+            label, code = outcome_of(exc)
             err.print(Text.assemble((f"{label}:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(code) from None
 

@@ -15,11 +15,22 @@ integrations use. For every query it
    memorandum it holds (version and hash), one subject answer per subject asked,
    in order; the receipt's entry hashes to its leaf hash, records this request
    and this answer, and is included (RFC 9162 proof) in a checkpoint signed with
-   the provider's key;
-4. writes its own OUTGOING audit entry, with the provider's receipt, durably;
-5. returns the verified answer, or raises :class:`QueryRefused` (the call was
-   refused: its status and message, and whether the refusal was signed by the
-   provider) or :class:`AnswerRejected` (the answer did not verify: it is not used).
+   the provider's key; that checkpoint is no fork or rollback of the largest this
+   node has seen of the provider's log (``witnessing.ReceiptCheckpoints``: an older
+   one must be proved consistent with it, through the provider's ``Audit``);
+4. writes its own OUTGOING audit entry, with the provider's receipt, durably (and,
+   in the same transaction, the receipt's checkpoint when it is the largest seen);
+5. returns the verified answer (:class:`VerifiedAnswer`, read with this node's
+   catalog: ``answer_view``), or raises :class:`QueryRefused` (the call was
+   refused: its status and message, whether the refusal was signed by the
+   provider, and in a note what the memorandum would allow instead, ``askable``)
+   or :class:`AnswerRejected` (the answer did not verify: it is not used).
+
+Before any of that, a request the installed memorandum or a check character
+already rules out is refused here (:class:`ExchangeError`, saying what would be
+allowed): nothing is sent, nothing is recorded on either side (``askable``).
+Legal basis, case reference and officer are required arguments, as on the
+command line; an empty text is sent as empty, for the policy to judge.
 
 Refused and rejected queries are recorded too. A refusal counts as the
 provider's — its status kept, its receipt recorded — only when the signed
@@ -54,6 +65,8 @@ from creditexchange.errors import (
     Refused,
 )
 from creditexchange.identifiers import mask_identifier, subject_type_of
+from creditexchange.node.exchange.answer_view import INSTEAD_NOTE, VerifiedAnswer, read_subjects
+from creditexchange.node.exchange.askable import Asked, allowed_instead, ruled_out, subject_types
 from creditexchange.node.exchange.envelope import digest, open_envelope, seal
 from creditexchange.node.exchange.federation import Federation, FederationView
 from creditexchange.node.exchange.protocol import (
@@ -71,10 +84,11 @@ from creditexchange.node.exchange.protocol import (
     subject_tag,
 )
 from creditexchange.node.exchange.sealing import seal_request
-from creditexchange.node.ledger import Ledger, Receipt, merkle, origin_for
+from creditexchange.node.ledger import Ledger, Receipt, SideWrite, merkle, origin_for
 from creditexchange.node.ledger.entries import encode
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
+from creditexchange.node.ledger.witnessing import ReceiptCheckpoints, WitnessRecords
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
 
 __all__ = ["FederationClient", "Requester", "VerifiedAnswer"]
@@ -93,20 +107,6 @@ class Requester:
     timeout_s: float = 10.0
 
 
-@dataclass(frozen=True)
-class VerifiedAnswer:
-    provider: str
-    body: exchange_pb2.AnswerBody
-    receipt: exchange_pb2.Receipt
-    request_digest: bytes
-    own_receipt: Receipt  # this node's OUTGOING entry
-    checks: tuple[str, ...] = field(default=())  # what was verified, for people
-
-    @property
-    def subjects(self) -> Sequence[exchange_pb2.SubjectAnswer]:
-        return self.body.subjects
-
-
 class FederationClient:
     """Ask the federation as one member: ``async with FederationClient(requester, ledger=…)``.
 
@@ -123,6 +123,8 @@ class FederationClient:
         self._ledger = ledger
         self._owns_ledger = owns_ledger
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # the largest checkpoint of each provider seen: every receipt's is checked against it
+        self.receipt_checkpoints = ReceiptCheckpoints(WitnessRecords(ledger.log.engine))
 
     async def __aenter__(self) -> FederationClient:
         self.requester.federation.current()  # no memorandum, no questions: say so now
@@ -197,14 +199,18 @@ class FederationClient:
         *,
         to: str,
         purpose: str,
-        legal_basis: str = "",
-        case_reference: str = "",
-        officer: str = "",
+        legal_basis: str,
+        case_reference: str,
+        officer: str,
         themes: Sequence[str] = (),
         check: bool = False,
         timeout: float | None = None,
     ) -> VerifiedAnswer:
-        """Query (or, with ``check``, hit / no-hit check) one subject at ``to``."""
+        """Query (or, with ``check``, hit / no-hit check) one subject at ``to``.
+
+        ``legal_basis``, ``case_reference`` and ``officer`` are required, as on the
+        command line; pass ``""`` to send one empty (the memorandum may require it).
+        """
         header = self.header(
             to,
             purpose=purpose,
@@ -221,13 +227,14 @@ class FederationClient:
         *,
         to: str,
         purpose: str,
-        legal_basis: str = "",
-        case_reference: str = "",
-        officer: str = "",
+        legal_basis: str,
+        case_reference: str,
+        officer: str,
         themes: Sequence[str] = (),
         timeout: float | None = None,
     ) -> VerifiedAnswer:
-        """Hit / no-hit for many subjects in one call (e.g. every bidder of an auction)."""
+        """Hit / no-hit for many subjects in one call (e.g. every bidder of an auction);
+        a subject's ``found`` is true when it is on a list checked."""
         header = self.header(
             to,
             purpose=purpose,
@@ -241,6 +248,47 @@ class FederationClient:
         stub = exchange_pb2_grpc.CreditExchangeStub(self.channel(member))
         response: exchange_pb2.GetMemorandumResponse = await stub.GetMemorandum(
             exchange_pb2.GetMemorandumRequest(), timeout=self.requester.timeout_s
+        )
+        return response
+
+    # -- a member's audit log (the Audit service) -----------------------------------------
+
+    async def checkpoint(self, member: str) -> exchange_pb2.GetCheckpointResponse:
+        """``member``'s latest signed checkpoint, with the cosignatures it holds on it."""
+        stub = exchange_pb2_grpc.AuditStub(self.channel(member))
+        response: exchange_pb2.GetCheckpointResponse = await stub.GetCheckpoint(
+            exchange_pb2.GetCheckpointRequest(), timeout=self.requester.timeout_s
+        )
+        return response
+
+    async def consistency_proof(self, member: str, first: int, second: int) -> list[bytes]:
+        """``member``'s RFC 9162 proof that its tree of ``first`` entries is a prefix of its
+        tree of ``second`` (unverified: check it against the two roots)."""
+        stub = exchange_pb2_grpc.AuditStub(self.channel(member))
+        response: exchange_pb2.GetConsistencyProofResponse = await stub.GetConsistencyProof(
+            exchange_pb2.GetConsistencyProofRequest(first=first, second=second),
+            timeout=self.requester.timeout_s,
+        )
+        if (response.first, response.second) != (first, second):
+            raise AnswerRejected(
+                f"{member} answered a consistency proof from {response.first} to "
+                f"{response.second}, {first} to {second} was asked"
+            )
+        return list(response.hashes)
+
+    async def add_cosignature(self, member: str, checkpoint: str, cosignature: str) -> None:
+        """Hand ``member`` this node's cosignature line on its ``checkpoint``."""
+        stub = exchange_pb2_grpc.AuditStub(self.channel(member))
+        await stub.AddCosignature(
+            exchange_pb2.AddCosignatureRequest(checkpoint=checkpoint, cosignature=cosignature),
+            timeout=self.requester.timeout_s,
+        )
+
+    async def witnessed(self, member: str, of: str) -> exchange_pb2.GetWitnessedResponse:
+        """What ``member``, as a witness, last verified of ``of``'s log, with its cosignature."""
+        stub = exchange_pb2_grpc.AuditStub(self.channel(member))
+        response: exchange_pb2.GetWitnessedResponse = await stub.GetWitnessed(
+            exchange_pb2.GetWitnessedRequest(member=of), timeout=self.requester.timeout_s
         )
         return response
 
@@ -258,6 +306,18 @@ class FederationClient:
                 f"{len(subjects)} subjects in one call; at most {MAX_BATCH_SUBJECTS} are "
                 "accepted: split the batch; nothing was sent"
             )
+        asked = Asked(
+            requester=self.member_id,
+            provider=to,
+            purpose=header.purpose,
+            subject_types=tuple(kind for _, kind in subject_types(subjects)),
+            themes=tuple(themes),
+            mode=method.mode,
+            case_reference=header.case_reference,
+            officer=header.officer,
+            batch=method.batch,
+        )
+        ruled_out(self.federation, asked)  # before anything is sent or recorded
         request = method.request_for(header, subjects, themes)
         envelope = seal(method.payload_type, request.SerializeToString(), self.signing_key)
         request_digest = digest(envelope)
@@ -280,7 +340,7 @@ class FederationClient:
         try:
             answer_envelope = await call
         except grpc.aio.AioRpcError as exc:
-            await self._refused(to, exc, entry, (request_digest, sealed))
+            await self._refused(to, exc, entry, (request_digest, sealed), asked)
         try:
             answer, body, checks = self._verify(
                 to,
@@ -288,6 +348,7 @@ class FederationClient:
                 request_digest,
                 expect=(method.kind, request.header, list(subjects)),
             )
+            seen = await self._check_history(to, answer.receipt.checkpoint)
         except AnswerRejected as exc:
             entry.outcome.CopyFrom(audit_pb2.Outcome(status="ANSWER_REJECTED", message=str(exc)))
             await self._record(entry)
@@ -307,8 +368,9 @@ class FederationClient:
         decision = audit_pb2.AuditEntry()
         decision.ParseFromString(answer.receipt.entry)
         entry.decision.CopyFrom(decision.decision)
-        own = await self._record(entry)
-        return VerifiedAnswer(to, body, answer.receipt, request_digest, own, checks)
+        own = await self._record(entry, seen)
+        subjects_read = read_subjects(body, self.requester.federation.catalog)
+        return VerifiedAnswer(to, body, answer.receipt, request_digest, own, checks, subjects_read)
 
     async def _refused(
         self,
@@ -316,9 +378,11 @@ class FederationClient:
         error: grpc.aio.AioRpcError,
         entry: audit_pb2.AuditEntry,
         sent: tuple[bytes, exchange_pb2.SealedRequest],
+        asked: Asked,
     ) -> None:
         """Record a failed call — as the provider's refusal, with its receipt, only when
-        the provider signed it — and raise :class:`QueryRefused`."""
+        the provider signed it — and raise :class:`QueryRefused`; a signed refusal
+        carries a note saying what the installed memorandum would allow instead."""
         status, message = error.code().name, error.details() or ""
         if len(message) > Refused.MAX_MESSAGE_CHARS:  # whoever answered, the record is bounded
             message = message[: Refused.MAX_MESSAGE_CHARS - 1] + "…"
@@ -331,6 +395,7 @@ class FederationClient:
                 status,
                 message,
             )
+            seen = await self._check_history(provider, refusal.receipt.checkpoint)
         except AnswerRejected as why:
             entry.outcome.CopyFrom(
                 audit_pb2.Outcome(status="UNVERIFIED", message=f"{status}: {message} ({why})")
@@ -347,12 +412,31 @@ class FederationClient:
                 checkpoint=refusal.receipt.checkpoint,
             )
         )
-        await self._record(entry)
-        raise QueryRefused(provider, status, message, refusal.receipt.leaf_index)
+        await self._record(entry, seen)
+        refused = QueryRefused(provider, status, message, refusal.receipt.leaf_index)
+        instead = allowed_instead(self.federation, asked)
+        if instead:
+            refused.add_note(INSTEAD_NOTE + instead)
+        raise refused
 
-    async def _record(self, entry: audit_pb2.AuditEntry) -> Receipt:
+    async def _record(
+        self, entry: audit_pb2.AuditEntry, side_writes: Sequence[SideWrite] = ()
+    ) -> Receipt:
         entry.time_unix_micros = now_us()
-        return await self._ledger.append(encode(entry))
+        return await self._ledger.append(encode(entry), side_writes)
+
+    async def _check_history(self, provider: str, checkpoint: str) -> list[SideWrite]:
+        """A receipt's checkpoint (its signature verified) against the largest this node has
+        seen of ``provider``'s log: AnswerRejected for a fork or a rollback; the write that
+        records it, with the entry holding the receipt, when it is the largest."""
+
+        async def prove(first: int, second: int) -> list[bytes]:
+            return await self.consistency_proof(provider, first, second)
+
+        try:
+            return await self.receipt_checkpoints.check(provider, checkpoint, prove)
+        except (NoteError, ProofError) as exc:
+            raise AnswerRejected(f"the receipt's checkpoint is not consistent: {exc}") from None
 
     # -- verifying ------------------------------------------------------------------------
 
