@@ -755,9 +755,9 @@ def test_a_listing_whose_log_shrinks_between_pages_is_rejected(fed: Federation) 
 def test_a_listing_comes_whole_in_pages_each_recorded(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from creditexchange.node.exchange import server
+    from creditexchange.node.ledger import listing
 
-    monkeypatch.setattr(server, "LISTING_PAGE_ENTRIES", 2)
+    monkeypatch.setattr(listing, "LISTING_PAGE_ENTRIES", 2)
     _ask_both_ways(fed)
     before = _log(fed, H).size()
     clean = _reconcile(fed, S, H)
@@ -768,7 +768,7 @@ def test_a_listing_comes_whole_in_pages_each_recorded(
     ]
     pages = [e for e in served if e.note == "/creditexchange.v1.Audit/ListEntries"]
     assert len(pages) >= 3 and all(e.requester == S for e in pages)
-    monkeypatch.setattr(server, "LISTING_PAGE_ENTRIES", 256)
+    monkeypatch.setattr(listing, "LISTING_PAGE_ENTRIES", 256)
     whole = _reconcile(fed, S, H)
     assert clean.matched == whole.matched and clean.findings == whole.findings
 
@@ -780,15 +780,15 @@ def test_the_first_page_starts_at_the_range_not_at_the_start_of_the_log(
 ) -> None:
     """With a page reading three rows at most, a range holding only the latest call still
     finds it on its first page: the start is searched for, not scanned to."""
-    from creditexchange.node.exchange import server
+    from creditexchange.node.ledger import listing
 
     answer = fed.ask(S, showcase_subject(H, 2026), to=H, **PROCUREMENT)
     recorded = fed.entry_at(H, answer.receipt.leaf_index).time_unix_micros
-    monkeypatch.setattr(server, "LISTING_SCAN_ROWS", 3)
-    monkeypatch.setattr(server, "CLOCK_SLACK_US", 0)
+    monkeypatch.setattr(listing, "LISTING_SCAN_ROWS", 3)
+    monkeypatch.setattr(listing, "CLOCK_SLACK_US", 0)
     log = _log(fed, H)
     assert answer.receipt.leaf_index > 3
-    page = server.entries_about(log, S, recorded, recorded + 1, None, log.size())
+    page = listing.entries_about(log, S, recorded, recorded + 1, None, log.size())
     assert [e.index for e in page.entries] == [answer.receipt.leaf_index]
 
 

@@ -50,6 +50,7 @@ from sqlalchemy.exc import ArgumentError
 
 from creditexchange.errors import ConfigError, InsecurePermissions
 from creditexchange.node.database.engine import sqlite_files
+from creditexchange.node.ledger.log import MIN_RETENTION_DAYS
 
 __all__ = [
     "CONFIG_FILE",
@@ -139,7 +140,9 @@ class NodeSettings(BaseSettings):
     )
     query_timeout_s: float = Field(default=10.0, gt=0, le=600)
     audit_retention_days: int = Field(
-        default=1096, ge=1096, description="entry bodies are kept at least 3 years (PIPL Art. 56)"
+        default=MIN_RETENTION_DAYS,
+        ge=MIN_RETENTION_DAYS,
+        description="entry bodies are kept at least 3 years (PIPL Art. 56)",
     )
     witness_interval_s: float = Field(
         default=60.0,

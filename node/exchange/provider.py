@@ -376,8 +376,24 @@ class Provider:
             except Refused:
                 peer = None
         await self._within_refusal_budget(peer.fingerprint if peer is not None else "", context)
-        request_digest = hashlib.sha256(request).digest()
         outcome = audit_pb2.Outcome(status=refusal.status, message=refusal.message)
+        receipt, entry = await self.record_side_call(method, request, peer, outcome, context)
+        self.metrics.refusals.labels(refusal.reason).inc()
+        requester = peer.member if peer is not None else ""
+        request_digest = hashlib.sha256(request).digest()
+        await self._abort(context, requester, request_digest, refusal, receipt, entry)
+
+    async def record_side_call(
+        self,
+        method: str,
+        request: bytes,
+        peer: PeerCertificate | None,
+        outcome: audit_pb2.Outcome,
+        context: Context,
+    ) -> tuple[Receipt, bytes]:
+        """Record a call of a side service (kind SERVICE_CALL, the method in its note),
+        durably; its receipt and entry. A call that cannot be recorded is aborted
+        ``UNAVAILABLE``: nothing is answered off the record."""
         entry = encode(
             audit_pb2.AuditEntry(
                 time_unix_micros=now_us(),
@@ -385,7 +401,7 @@ class Provider:
                 responder=self.member_id,
                 direction=audit_pb2.INCOMING,
                 kind=audit_pb2.SERVICE_CALL,
-                request_digest=request_digest,
+                request_digest=hashlib.sha256(request).digest(),
                 note=method,
                 outcome=outcome,
                 peer_certificate=peer.fingerprint if peer is not None else "",
@@ -394,14 +410,12 @@ class Provider:
         try:
             receipt = await self._append(entry, [])
         except Exception:
-            log.exception("refusal not recorded", extra={"data": {"method": method}})
+            log.exception("side call not recorded", extra={"data": {"method": method}})
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "the provider could not record the call in its audit ledger; try again later",
             )
-        self.metrics.refusals.labels(refusal.reason).inc()
-        requester = peer.member if peer is not None else ""
-        await self._abort(context, requester, request_digest, refusal, receipt, entry)
+        return receipt, entry
 
     # -- metrics and logs ------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ Every method of every service is behind the gate (:class:`_Gate`):
   refusal is recorded (kind ``SERVICE_CALL``) and signed like any other.
   ``Audit.ListEntries`` (reconciliation) lists a member only the entries about
   itself, and records every call it answers too, with the range asked
-  (:func:`entries_about` selects the entries, for this node's own side as well).
+  (``ledger.listing.entries_about`` selects the entries, for this node's own side as well).
 * **Bytes that do not decode** are refused with ``INVALID_ARGUMENT`` and recorded,
   never answered ``UNKNOWN``: the gate takes every unary request as bytes and
   decodes it itself.
@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -56,9 +54,9 @@ from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.protocol import METHODS, status_of
 from creditexchange.node.exchange.provider import Provider
-from creditexchange.node.ledger import AuditLog, StoredEntry
+from creditexchange.node.ledger import AuditLog
 from creditexchange.node.ledger.cosignature import Cosignature, CosignatureVerifier, witness_name
-from creditexchange.node.ledger.entries import encode
+from creditexchange.node.ledger.listing import entries_about
 from creditexchange.node.ledger.witnessing import (
     MADE,
     RECEIVED,
@@ -72,8 +70,6 @@ __all__ = [
     "MAX_STREAMS_PER_PEER",
     "SERVICE_NAMES",
     "SERVING",
-    "EntryListing",
-    "entries_about",
     "grpc_server",
     "server_credentials",
 ]
@@ -470,26 +466,9 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
     async def _record_allowed(
         self, method: str, raw: bytes, peer: PeerCertificate, what: str, context: Any
     ) -> None:
-        """Record an answered side call (kind SERVICE_CALL), durably, before it is answered."""
-        entry = audit_pb2.AuditEntry(
-            time_unix_micros=now_us(),
-            requester=peer.member,
-            responder=self.provider.member_id,
-            direction=audit_pb2.INCOMING,
-            kind=audit_pb2.SERVICE_CALL,
-            request_digest=hashlib.sha256(raw).digest(),
-            note=method,
-            outcome=audit_pb2.Outcome(status="OK", message=what),
-            peer_certificate=peer.fingerprint,
-        )
-        try:
-            await self.provider.ledger.append(encode(entry))
-        except Exception:
-            log.exception("side call not recorded", extra={"data": {"method": method}})
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "this node could not record the call in its audit ledger; try again later",
-            )
+        """Record an answered side call, durably, before it is answered."""
+        outcome = audit_pb2.Outcome(status="OK", message=what)
+        await self.provider.record_side_call(method, raw, peer, outcome, context)
 
 
 def _cosignature_problem(
@@ -531,124 +510,6 @@ def _note_size(note: str) -> int:
 # --- the entries about a counterpart (ListEntries, and reconciliation's own side) ---------
 
 _LIST_ENTRIES = f"/{_AUDIT}/ListEntries"
-
-LISTING_PAGE_ENTRIES = 256
-"""The most entries one page of a listing holds (each carries its inclusion proof)."""
-LISTING_PAGE_BYTES = 4 << 20
-"""The most entry bytes one page holds: a page stays well within a gRPC message."""
-LISTING_SCAN_ROWS = 20_000
-"""The most rows one page reads, listed or not: a page costs a bounded time."""
-CLOCK_SLACK_US = 300_000_000
-"""How far out of time order (5 minutes) entries may stand in index order: an entry's time
-is taken when it is built, and appends of concurrent calls (or of several processes
-sharing the database) commit in the order they reach the log."""
-
-_EXCHANGE_KINDS = frozenset(m.kind for m in METHODS.values())
-
-
-@dataclass(frozen=True)
-class EntryListing:
-    """One page of the entries about a counterpart.
-
-    ``entries`` are in index order: every query, check and batch check between this node
-    and the counterpart (INCOMING from it, OUTGOING to it) recorded in the range, and any
-    pruned entry met among them (``body`` None: its time and parties are gone).
-    ``next_index`` is where the next page starts (None: the range is complete).
-    ``pruned_before_us`` (first page): bodies of entries recorded before that time may
-    be pruned here (the entry just before the range's first is pruned); 0 otherwise.
-    """
-
-    entries: list[StoredEntry]
-    next_index: int | None
-    pruned_before_us: int
-
-
-def entries_about(
-    log: AuditLog,
-    counterpart: str,
-    from_us: int,
-    to_us: int,
-    start: int | None,
-    end: int,
-) -> EntryListing:
-    """A page of the entries about ``counterpart`` recorded in [``from_us``, ``to_us``)
-    among the log's first ``end`` entries, from index ``start`` (None: the first page,
-    whose start is found by a binary search over the entries' recorded times, O(log n)
-    reads, so a recent range of a years-long log costs no scan of its past).
-
-    Entries stand in index order nearly in time order (within :data:`CLOCK_SLACK_US`);
-    the search and the scan allow for that, and each entry listed is in the range by its
-    own recorded time. A pruned entry has no time: the search takes it as older than any
-    range, since retention prunes the oldest bodies."""
-    pruned_before = 0
-    if start is None:
-        start = _first_recorded_at(log, from_us - CLOCK_SLACK_US, end)
-        before = _stored(log, start - 1) if start > 0 else None
-        if before is not None and before.body is None:
-            first = _stored(log, start) if start < end else None
-            recorded = _recorded_us(first)
-            pruned_before = recorded if recorded is not None else now_us()
-    listed: list[StoredEntry] = []
-    size = scanned = 0
-    for stored in log.entries(start, end, page=1000):
-        if (
-            scanned >= LISTING_SCAN_ROWS
-            or len(listed) >= LISTING_PAGE_ENTRIES
-            or size >= LISTING_PAGE_BYTES
-        ):
-            return EntryListing(listed, stored.index, pruned_before)
-        scanned += 1
-        if stored.body is None:
-            listed.append(stored)
-            continue
-        entry = audit_pb2.AuditEntry()
-        try:
-            entry.ParseFromString(stored.body)
-        except Exception:
-            continue  # not an entry this node wrote; `audit verify` reports it
-        if entry.time_unix_micros >= to_us + CLOCK_SLACK_US:
-            break
-        if from_us <= entry.time_unix_micros < to_us and _is_about(entry, counterpart):
-            listed.append(stored)
-            size += len(stored.body)
-    return EntryListing(listed, None, pruned_before)
-
-
-def _is_about(entry: audit_pb2.AuditEntry, counterpart: str) -> bool:
-    """A query, check or batch check between this node and ``counterpart``, either way."""
-    return entry.kind in _EXCHANGE_KINDS and (
-        (entry.direction == audit_pb2.INCOMING and entry.requester == counterpart)
-        or (entry.direction == audit_pb2.OUTGOING and entry.responder == counterpart)
-    )
-
-
-def _stored(log: AuditLog, index: int) -> StoredEntry | None:
-    return next(iter(log.entries(index, index + 1)), None)
-
-
-def _recorded_us(stored: StoredEntry | None) -> int | None:
-    if stored is None or stored.body is None:
-        return None
-    entry = audit_pb2.AuditEntry()
-    try:
-        entry.ParseFromString(stored.body)
-    except Exception:
-        return None
-    return entry.time_unix_micros or None
-
-
-def _first_recorded_at(log: AuditLog, time_us: int, end: int) -> int:
-    """The first index whose entry was recorded at ``time_us`` or later, taking a pruned
-    or undatable entry as older than any time."""
-    low, high = 0, end
-    while low < high:
-        middle = (low + high) // 2
-        recorded = _recorded_us(_stored(log, middle))
-        if recorded is None or recorded < time_us:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 def _listing_request(request: exchange_pb2.ListEntriesRequest, caller: str) -> int | None:

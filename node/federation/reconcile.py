@@ -56,8 +56,9 @@ from creditexchange.errors import AnswerRejected, ExchangeError, NoteError, Proo
 from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.federation import Federation
 from creditexchange.node.exchange.protocol import METHODS, leaf_index_of
-from creditexchange.node.exchange.server import entries_about
 from creditexchange.node.ledger import AuditLog, merkle, origin_for
+from creditexchange.node.ledger.listing import entries_about
+from creditexchange.node.ledger.log import MIN_RETENTION_DAYS
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
 from creditexchange.v1 import audit_pb2, exchange_pb2, exchange_pb2_grpc
@@ -84,9 +85,6 @@ MARGIN_US = 600_000_000
 """How far (10 minutes) beyond the range both sides are read, to pair a call the two
 nodes recorded on either side of the range's edge."""
 
-MIN_RETENTION_DAYS = 1096
-"""The least time a node keeps entry bodies (3 years, PIPL Art. 56): ``audit_retention_days``
-in ``node.toml`` is never less."""
 MIN_RETENTION_US = MIN_RETENTION_DAYS * 86_400_000_000
 
 MAX_PAGES = 10_000
@@ -538,7 +536,7 @@ def _decision(decision: audit_pb2.Decision) -> str:
 
 def own_entries(log: AuditLog, member: str, peer: str, window: Window) -> MemberEntries:
     """This node's entries about ``peer`` recorded in ``window``, every page, selected as
-    the node selects them for a peer's ``ListEntries`` (``exchange.server.entries_about``)."""
+    the node selects them for a peer's ``ListEntries`` (``ledger.listing.entries_about``)."""
     end = log.size()
     listed: list[Listed] = []
     pruned_before = 0

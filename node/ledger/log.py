@@ -56,6 +56,7 @@ from creditexchange.node.ledger import entries, merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
 
 __all__ = [
+    "MIN_RETENTION_DAYS",
     "AuditLog",
     "ConsistencyProof",
     "InclusionProof",
@@ -65,6 +66,10 @@ __all__ = [
     "StoredEntry",
     "origin_for",
 ]
+
+MIN_RETENTION_DAYS = 1096
+"""Entry bodies are kept at least three years (PIPL Art. 56 impact records; a node's
+``audit_retention_days`` may be longer, never shorter)."""
 
 
 @dataclass(frozen=True)
