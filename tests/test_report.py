@@ -39,13 +39,14 @@ from creditexchange.node.catalog import Catalog
 from creditexchange.node.cli import app
 from creditexchange.node.cli.report import print_everyone
 from creditexchange.node.database import open_database
+from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.envelope import seal
 from creditexchange.node.exchange.federation import Federation as Installed
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.exchange.protocol import ANSWER
 from creditexchange.node.exchange.quotas import QuotaCharge
 from creditexchange.node.federation.breaker import Breakers, CircuitState
-from creditexchange.node.federation.fanout import KeepingClient, Outcome, RegionalClient
+from creditexchange.node.federation.fanout import Outcome, RegionalClient
 from creditexchange.node.federation.report import (
     SECTIONS,
     canonical_report,
@@ -101,7 +102,7 @@ def regional(
     if peers:
         requester = dataclasses.replace(requester, peers={**requester.peers, **peers})
     region = RegionalClient(
-        KeepingClient(requester, ledger=server.ledger),
+        FederationClient(requester, ledger=server.ledger),
         store=open_database(config.database_url),
         catalog=requester.federation.catalog,
         breakers=breakers or Breakers(),

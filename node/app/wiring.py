@@ -27,7 +27,7 @@ from creditexchange.node.exchange.client import FederationClient, Requester
 from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.federation.breaker import Breakers
-from creditexchange.node.federation.fanout import KeepingClient, RegionalClient
+from creditexchange.node.federation.fanout import RegionalClient
 from creditexchange.node.ledger import AuditLog, Ledger, origin_for
 from creditexchange.node.ledger.note import Signer
 from creditexchange.policy.trust import TrustStore
@@ -159,8 +159,8 @@ def open_regional_client(
     requester = requester_from(config)
     catalog = requester.federation.catalog
     if ledger is not None:
-        client = KeepingClient(requester, ledger=ledger)
+        client = FederationClient(requester, ledger=ledger)
     else:
-        client = KeepingClient(requester, ledger=open_ledger(config, store), owns_ledger=True)
+        client = FederationClient(requester, ledger=open_ledger(config, store), owns_ledger=True)
     gauge = metrics.member_circuit if metrics is not None else None
     return RegionalClient(client, store=store, catalog=catalog, breakers=Breakers(gauge=gauge))

@@ -161,7 +161,9 @@ class VerifiedAnswer:
     ``body`` and ``receipt`` are exactly what the provider signed and sent (for
     whoever keeps or re-verifies them); ``subjects`` is the body read with this
     node's catalog (:func:`read_subjects`); ``checks`` says, for people, what was
-    verified; ``own_receipt`` is this node's OUTGOING audit entry of the call.
+    verified; ``own_receipt`` is this node's OUTGOING audit entry of the call;
+    ``envelope`` the signed answer's bytes exactly as received and ``answer_key`` the
+    request's (what a consolidated report embeds, so that anyone can verify it again).
     """
 
     provider: str
@@ -171,6 +173,8 @@ class VerifiedAnswer:
     own_receipt: Receipt
     checks: tuple[str, ...] = field(default=())
     subjects: tuple[SubjectAnswer, ...] = field(default=())
+    envelope: bytes = field(default=b"", repr=False)
+    answer_key: bytes = field(default=b"", repr=False)
 
     @property
     def requester(self) -> str:

@@ -370,7 +370,17 @@ class FederationClient:
         entry.decision.CopyFrom(decision.decision)
         own = await self._record(entry, seen)
         subjects_read = read_subjects(body, self.requester.federation.catalog)
-        return VerifiedAnswer(to, body, answer.receipt, request_digest, own, checks, subjects_read)
+        return VerifiedAnswer(
+            to,
+            body,
+            answer.receipt,
+            request_digest,
+            own,
+            checks,
+            subjects_read,
+            envelope=answer_envelope.SerializeToString(),
+            answer_key=request.header.answer_key,
+        )
 
     async def _refused(
         self,

@@ -25,15 +25,13 @@ recorded like any query). It keeps these promises:
   wrong, a purpose the memorandum does not list, a header text the providers
   would refuse (and, by the client, a member the memorandum rules out).
 
-A report embeds each answer as it was received, so the client used here
-(:class:`KeepingClient`) keeps each verified answer's envelope and the request's
-answer key until the fan-out takes them.
+A report embeds each answer as it was received: a verified answer carries its
+envelope's bytes and its request's answer key.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,23 +44,19 @@ from creditexchange.node.catalog import Catalog
 from creditexchange.node.exchange import askable
 from creditexchange.node.exchange.answer_view import VerifiedAnswer
 from creditexchange.node.exchange.askable import Asked, providers_for
-from creditexchange.node.exchange.client import FederationClient, Requester
+from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.federation import Federation
 from creditexchange.node.exchange.protocol import MAX_BATCH_SUBJECTS
 from creditexchange.node.federation.breaker import Breakers
-from creditexchange.node.ledger import Ledger
 from creditexchange.policy.document import Mode
-from creditexchange.v1 import exchange_pb2
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
     "GRACE_S",
     "Asking",
     "FanOut",
-    "KeepingClient",
     "MemberResult",
     "Outcome",
-    "Received",
     "RegionalClient",
     "ask_everyone",
     "fan_out",
@@ -76,7 +70,6 @@ DEFAULT_DEADLINE_S = 5.0
 GRACE_S = 0.25
 """The most a fan-out waits past its deadline for calls that timed out to record their entry."""
 
-_KEPT = 4096  # answers kept for a fan-out to take; a client asking alone never takes them
 
 
 class Outcome(StrEnum):
@@ -90,24 +83,15 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class Received:
-    """A verified answer as it arrived: its envelope's bytes and the request's answer key."""
-
-    envelope: bytes
-    answer_key: bytes
-
-
-@dataclass(frozen=True)
 class MemberResult:
-    """One member's outcome. ``reason`` is empty when it answered; ``answer`` and
-    ``received`` are set only then; ``leaf_index`` is a denial's entry in its ledger."""
+    """One member's outcome. ``reason`` is empty when it answered; ``answer`` is set
+    only then; ``leaf_index`` is a denial's entry in its ledger."""
 
     member: str
     outcome: Outcome
     reason: str
     elapsed_ms: float
     answer: VerifiedAnswer | None = None
-    received: Received | None = None
     leaf_index: int | None = None
 
 
@@ -120,37 +104,6 @@ class FanOut:
     elapsed_ms: float
 
 
-class KeepingClient(FederationClient):
-    """A :class:`FederationClient` that also keeps what a report embeds: each verified
-    answer's envelope as received and the answer key of its request, by request digest
-    (the latest :data:`_KEPT`), until :meth:`take` takes them.
-
-    It hooks the client's verification step, the one place that holds both; were
-    :class:`VerifiedAnswer` to carry them, this class would not be needed."""
-
-    def __init__(self, requester: Requester, *, ledger: Ledger, owns_ledger: bool = False) -> None:
-        super().__init__(requester, ledger=ledger, owns_ledger=owns_ledger)
-        self._received: OrderedDict[bytes, Received] = OrderedDict()
-
-    def _verify(
-        self,
-        provider: str,
-        envelope: exchange_pb2.Envelope,
-        request_digest: bytes,
-        expect: tuple[int, exchange_pb2.RequestHeader, list[str]] | None = None,
-    ) -> tuple[exchange_pb2.Answer, exchange_pb2.AnswerBody, tuple[str, ...]]:
-        verified = super()._verify(provider, envelope, request_digest, expect)
-        answer_key = expect[1].answer_key if expect is not None else b""
-        self._received[request_digest] = Received(envelope.SerializeToString(), answer_key)
-        while len(self._received) > _KEPT:
-            self._received.popitem(last=False)
-        return verified
-
-    def take(self, request_digest: bytes) -> Received | None:
-        """The envelope and answer key of the verified answer to this request, once."""
-        return self._received.pop(request_digest, None)
-
-
 class RegionalClient:
     """This node as it asks the whole region: its client, its own store, its breakers.
 
@@ -160,7 +113,7 @@ class RegionalClient:
     """
 
     def __init__(
-        self, client: KeepingClient, *, store: Engine, catalog: Catalog, breakers: Breakers
+        self, client: FederationClient, *, store: Engine, catalog: Catalog, breakers: Breakers
     ) -> None:
         self.client = client
         self.store = store
@@ -281,15 +234,7 @@ def _result(
     error = task.exception()
     if error is None:
         answer = task.result()
-        received = region.client.take(answer.request_digest)
-        if received is None:  # cannot happen with a KeepingClient; say so rather than embed less
-            return MemberResult(
-                member,
-                Outcome.UNAVAILABLE,
-                "the answer verified but its envelope was not kept, so it cannot be embedded",
-                elapsed_ms,
-            )
-        return MemberResult(member, Outcome.ANSWERED, "", elapsed_ms, answer, received)
+        return MemberResult(member, Outcome.ANSWERED, "", elapsed_ms, answer)
     if isinstance(error, QueryRefused):
         if error.verified:
             return MemberResult(

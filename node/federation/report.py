@@ -476,12 +476,12 @@ def _member_entry(region: RegionalClient, result: MemberResult, records: int) ->
 
 
 def _answer_entry(result: MemberResult, subject_type: str) -> dict[str, Any]:
-    assert result.answer is not None and result.received is not None
+    assert result.answer is not None
     return {
         "member": result.member,
         "request_digest": result.answer.request_digest.hex(),
-        "answer_key": "" if is_individual(subject_type) else result.received.answer_key.hex(),
-        "envelope": base64.b64encode(result.received.envelope).decode("ascii"),
+        "answer_key": "" if is_individual(subject_type) else result.answer.answer_key.hex(),
+        "envelope": base64.b64encode(result.answer.envelope).decode("ascii"),
     }
 
 
