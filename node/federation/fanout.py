@@ -71,7 +71,6 @@ GRACE_S = 0.25
 """The most a fan-out waits past its deadline for calls that timed out to record their entry."""
 
 
-
 class Outcome(StrEnum):
     """What happened when a member was asked."""
 
