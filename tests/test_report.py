@@ -737,6 +737,9 @@ def test_report_and_report_verify_on_the_command_line(fed: Federation, tmp_path:
         )  # fmt: skip
         assert printed.exit_code == 0, printed.output
         assert pdf.read_bytes().startswith(b"%PDF-")
+        beside = json.loads(pdf.with_suffix(".json").read_text("utf-8"))  # what the PDF names
+        assert beside["request"]["mode"] == "check"
+        assert f"{pdf.with_suffix('.json')} and {pdf}" in " ".join(printed.output.split())
 
         verified = runner.invoke(app, ["report", "verify", str(out), "--home", str(home)])
         assert verified.exit_code == 0, verified.output

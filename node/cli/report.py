@@ -229,32 +229,39 @@ def issue(
             )
 
     report = asyncio.run(build())
-    if out_file is not None:
-        _write(report, out_file)
+    written = _write(report, out_file) if out_file is not None else []
     if as_json:
         print_json(report)
         return
     _print_summary(report)
-    if out_file is not None:
-        out.print(f"written to {out_file}")
+    if written:
+        out.print(f"written to {' and '.join(map(str, written))}")
     else:
         out.print(
             "(--out FILE.json keeps the signed report, --out FILE.pdf prints it)", style="dim"
         )
 
 
-def _write(report: dict[str, Any], path: Path) -> None:
+def _write(report: dict[str, Any], path: Path) -> list[Path]:
+    """Write the signed report as JSON, and as ``path`` when that is a PDF: the PDF's
+    digest names the JSON, which is what ``report verify`` checks, so it is kept beside
+    it (``FILE.json`` next to ``FILE.pdf``). The files written."""
+    files: dict[Path, bytes] = {
+        path.with_suffix(".json"): (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode(
+            "utf-8"
+        )
+    }
     if path.suffix.lower() == ".pdf":
         from creditexchange.node.federation.pdf import render_pdf  # reportlab, on demand
 
-        data = render_pdf(report)
-    else:
-        data = (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        err.print(f"error: cannot write {path}: {exc.strerror}; choose another --out")
-        raise typer.Exit(2) from None
+        files[path] = render_pdf(report)
+    for target, data in files.items():
+        try:
+            target.write_bytes(data)
+        except OSError as exc:
+            err.print(f"error: cannot write {target}: {exc.strerror}; choose another --out")
+            raise typer.Exit(2) from None
+    return list(files)
 
 
 def _print_summary(report: dict[str, Any]) -> None:
