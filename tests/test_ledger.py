@@ -727,3 +727,11 @@ def test_a_cosignature_that_does_not_verify_counts_for_nothing(store: AuditLog) 
     assert report.witnesses == [] and len(report.problems) == 2, report.problems
     assert "shenzhen's cosignature is not by a key the memorandum lists for it" in report.problems
     assert report.problems[1].startswith("customs vouches for a checkpoint that does not verify")
+
+
+def test_a_log_no_witness_vouches_for_does_not_pass_the_witnessed_check(store: AuditLog) -> None:
+    """A restored database whose peers cannot be reached shows nothing against a rollback."""
+    store.commit([b"an entry"])
+    report = verify_witnessed(store, [])
+    assert not report.problems and not report.witnesses
+    assert not report.ok

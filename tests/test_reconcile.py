@@ -239,6 +239,13 @@ CASES = [
         now=NOON + 4 * YEAR_US,
     ),
     Case(
+        "a receipt's leaf listed as pruned under another leaf hash is a rewritten log",
+        [_at(3, _entry(OUT, H, S, "q1", receipt=_receipt_of(SERVED)))],
+        [Listed(7, b"\x03" * 32, None)],
+        [(FindingKind.DIFFERS, H, None, {"receipt"})],
+        now=NOON + 4 * YEAR_US,
+    ),
+    Case(
         "a record said to be pruned within the retention period is missing",
         [_at(3, _entry(OUT, H, S, "q1", receipt=_receipt_of(SERVED)))],
         [Listed(7, SERVED.leaf_hash, None)],

@@ -264,6 +264,16 @@ def _print_witnessed(checked: WitnessedReport, unasked: list[str]) -> None:
             "entries)"
         )
         return
+    if not checked.problems:
+        err.print(
+            Text.assemble(
+                ("witness check failed", "bold red"),
+                ": no peer vouches for this log (none reachable, or none has cosigned it "
+                "yet): run 'credit-node audit witness' on the peers, or retry when they "
+                "can be reached",
+            )
+        )
+        return
     err.print(Text.assemble(("witness check failed", "bold red"), f": {checked.problems[0]}"))
     for problem in checked.problems[1:]:
         err.print(f"  also: {problem}")

@@ -430,6 +430,17 @@ def _finding(
     if other.entry is None:  # the provider's record of it is pruned
         if not in_window:
             return None
+        if receipt is not None and (
+            receipt.leaf_index != other.index or receipt.leaf_hash != other.leaf_hash
+        ):  # a leaf the provider signed for us is not the one it lists: its log was rewritten
+            difference = Difference(
+                "receipt",
+                f"entry {receipt.leaf_index} (leaf {receipt.leaf_hash.hex()[:16]}…)",
+                f"entry {other.index} (leaf {other.leaf_hash.hex()[:16]}…), listed as pruned",
+            )
+            return _about(
+                FindingKind.DIFFERS, requester, provider, own, other, entry, "", [difference]
+            )
         if entry.time_unix_micros >= retained_from:
             detail = (
                 f"{provider.member} lists its record (entry {other.index}) as pruned, but "

@@ -421,6 +421,8 @@ def _cosignatures(
     federation = trusted.memorandum.federation
     witnesses: dict[str, list[CosignatureVerifier]] = {}
     for other, keys in trusted.keys.items():
+        if other == member:
+            continue  # a log's owner vouching for its own checkpoint witnesses nothing
         name = witness_name(other, federation)
         witnesses[name] = [CosignatureVerifier.for_key(name, bytes(k)) for k in keys.values()]
     problems = []

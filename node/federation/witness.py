@@ -32,9 +32,10 @@ Invariants:
 * **No false alarm from a receipt in flight**: what was seen before is read before
   the peer's latest checkpoint is fetched, so it cannot be newer than that.
 
-A peer that cannot be reached, or whose checkpoint or proof does not verify, is
-reported for the round and tried again the next; neither is an alarm (the memorandum
-may have rotated its key, a proof may have been cut short).
+A peer that cannot be reached, or whose checkpoint does not verify, is reported for
+the round and tried again the next; neither is an alarm (the memorandum may have
+rotated its key). A consistency proof that does not verify is: the peer signed both
+checkpoints, and between two trees of one log a valid proof always exists.
 
 :func:`vouched_for` collects what the peers vouch for of this node's own log (the
 cosignatures it holds, and what each peer's witness last verified of it), for
@@ -173,7 +174,22 @@ class Witness:
         """
         async with self._lock:
             peers = self.peers()
-            return list(await asyncio.gather(*(self.check(peer) for peer in peers)))
+            found = await asyncio.gather(
+                *(self.check(peer) for peer in peers), return_exceptions=True
+            )
+        results = []
+        for peer, result in zip(peers, found, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.exception(
+                    "witnessing a peer failed", exc_info=result, extra={"data": {"peer": peer}}
+                )
+                result = self._result(
+                    peer, UNREACHABLE, f"this node failed to check it: {type(result).__name__}"
+                )
+            results.append(result)
+        return results
 
     async def run(self, interval_s: float, first_after: float = 0.0) -> None:
         """A round every ``interval_s`` seconds, the first after ``first_after``, until
@@ -253,7 +269,7 @@ class Witness:
             merkle.verify_consistency(
                 known.size, checkpoint.size, known.root_hash, checkpoint.root_hash, proof
             )
-        except ProofError as exc:
+        except ProofError as exc:  # both trees are signed by the peer: no proof exists
             raise _Alarmed(
                 FORK,
                 f"{peer} shows a tree of {checkpoint.size} entries that does not extend "

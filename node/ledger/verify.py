@@ -431,7 +431,9 @@ class WitnessedReport:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """No problem, and at least one witness vouches: a node no peer vouches for (its
+        peers unreachable, or none ever cosigned) cannot show it was not rolled back."""
+        return not self.problems and bool(self.witnesses)
 
 
 def verify_witnessed(log: AuditLog, vouched: Iterable[Vouched]) -> WitnessedReport:
