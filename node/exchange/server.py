@@ -57,6 +57,7 @@ from creditexchange.node.exchange.provider import Provider
 from creditexchange.node.ledger import AuditLog
 from creditexchange.node.ledger.cosignature import Cosignature, CosignatureVerifier, witness_name
 from creditexchange.node.ledger.listing import entries_about
+from creditexchange.node.ledger.note import sign_note
 from creditexchange.node.ledger.witnessing import (
     MADE,
     RECEIVED,
@@ -439,7 +440,9 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
             origin=checkpoint.origin,
             size=checkpoint.size,
             root_hash=checkpoint.root_hash,
-            note=request.checkpoint,
+            # the note as this node signs it (Ed25519 is deterministic), not as the caller
+            # sent it: extra lines cannot make a checkpoint of its own and crowd out the rest
+            note=sign_note(checkpoint.body(), self.log.signer),
             line=cosignature.line(),
             timestamp=cosignature.timestamp,
             recorded_us=now_us(),
