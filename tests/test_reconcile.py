@@ -232,6 +232,23 @@ CASES = [
         {(H, S): 1},
     ),
     Case(
+        "an answer whose provider entry claims the request was never opened differs",
+        [
+            _at(
+                3,
+                _entry(
+                    OUT,
+                    H,
+                    S,
+                    "q1",
+                    receipt=_receipt_of(_at(7, _entry(IN, H, S, "q1", opened=False))),
+                ),
+            )
+        ],
+        [_at(7, _entry(IN, H, S, "q1", opened=False))],
+        [(FindingKind.DIFFERS, H, None, {"nonce"})],
+    ),
+    Case(
         "the peer's record pruned past retention is not compared",
         [_at(3, _entry(OUT, H, S, "q1", receipt=_receipt_of(SERVED)))],
         [Listed(7, SERVED.leaf_hash, None)],

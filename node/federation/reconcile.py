@@ -516,6 +516,8 @@ def _differences(asked: audit_pb2.AuditEntry, answered: Listed) -> list[Differen
             ("officer", asked.officer, other.officer),
             ("subject_count", str(asked.subject_count), str(other.subject_count)),
         ]
+    elif other.outcome.status == "OK":  # only a refusal comes before the request is opened
+        pairs.append(("nonce", asked.nonce.hex(), "(none: an answer to a request not opened)"))
     pairs.append(("outcome", asked.outcome.status, other.outcome.status))
     if asked.HasField("decision") and other.HasField("decision"):
         pairs.append(("decision", _decision(asked.decision), _decision(other.decision)))
