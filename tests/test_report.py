@@ -614,6 +614,10 @@ def _say_huizhou_denied(report: dict[str, Any]) -> None:
     entry["status"] = "denied"
 
 
+def _a_day_later(issued_at: str) -> str:
+    return (dt.datetime.fromisoformat(issued_at) + dt.timedelta(days=1)).isoformat()
+
+
 TAMPERING: list[tuple[str, Callable[[dict[str, Any], Federation], None], bool, list[str]]] = [
     # (what, how, re-signed by the issuer afterwards, what the problems must say)
     ("an answer altered", lambda r, f: _edit_answer(r, "huizhou", _alter_a_value), True,
@@ -646,6 +650,10 @@ TAMPERING: list[tuple[str, Callable[[dict[str, Any], Federation], None], bool, l
      lambda r, f: r["request"].update(case_reference="CG-2026-9999"), True,
      ["the receipt in the answer of huizhou: its audit entry does not record this request and "
       "this answer (case reference differ)"]),
+    ("the issue time moved a day on, and re-signed by the issuer",
+     lambda r, f: r.update(issued_at=_a_day_later(r["issued_at"])), True,
+     ["the receipt in the answer of huizhou: it was recorded at", "an answer to an earlier "
+      "request"]),
     ("an answer bound to another request", lambda r, f: _another_request(r), True,
      ["the answer of huizhou is bound to request"]),
     ("an answer kept while the member is marked denied", lambda r, f: _say_huizhou_denied(r),

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 from collections import Counter
@@ -50,6 +51,7 @@ from typing import Any, Protocol
 import nacl.exceptions
 import nacl.signing
 
+from creditexchange.clock import CST
 from creditexchange.errors import (
     CanonicalizationError,
     EnvelopeError,
@@ -146,6 +148,20 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+def _instant(text: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _Malformed(f"issued_at {text[:40]!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise _Malformed(f"issued_at {text[:40]!r} has no time zone")
+    return int(moment.timestamp() * 1e6)
+
+
+SLACK_US = 300_000_000
+"""How far (5 minutes, the request window) the members' clocks may stand from the issuer's."""
+
+
 @dataclass(frozen=True)
 class _Report:
     """The parts of a report verification reads, their types checked."""
@@ -160,6 +176,8 @@ class _Report:
     members: list[Mapping[str, Any]]
     sections: list[Mapping[str, Any]]
     answers: list[Mapping[str, Any]]
+    issued_us: int  # when the issuer says it issued the report
+    deadline_us: int
 
     @classmethod
     def of(cls, report: Mapping[str, Any]) -> _Report:
@@ -180,6 +198,8 @@ class _Report:
             members=_get(report, "members", list, "the report"),
             sections=_get(report, "sections", list, "the report"),
             answers=_get(report, "answers", list, "the report"),
+            issued_us=_instant(_get(report, "issued_at", str, "the report")),
+            deadline_us=int(_get(report, "deadline_s", (int, float), "the report") * 1e6),
         )
         for name in ("members", "sections", "answers"):
             for i, item in enumerate(getattr(parsed, name)):
@@ -387,6 +407,13 @@ def _receipt(
             f"{whose}: its audit entry does not record this request and this answer "
             f"({', '.join(differs)} differ)"
         )
+    earliest = shape.issued_us - shape.deadline_us - SLACK_US
+    if not earliest <= logged.time_unix_micros <= shape.issued_us + SLACK_US:
+        problems.append(
+            f"{whose}: it was recorded at {_shown(logged.time_unix_micros)}, not while this "
+            f"report was asked (up to {shape.deadline_us / 1e6:g} s before "
+            f"{_shown(shape.issued_us)}): an answer to an earlier request"
+        )
     origin = origin_for(member, trusted.memorandum.federation)
     verifiers = [
         Verifier(origin, note_key_id(origin, bytes(key)), bytes(key))
@@ -590,3 +617,7 @@ def _differences(shown: Mapping[str, Any], signed: Mapping[str, Any]) -> list[st
                 else f"field {name} presented differently"
             )
     return changes or ["its fields are in another order"]
+
+
+def _shown(time_us: int) -> str:
+    return dt.datetime.fromtimestamp(time_us / 1e6, CST).isoformat(timespec="seconds")
