@@ -614,6 +614,15 @@ def _say_huizhou_denied(report: dict[str, Any]) -> None:
     entry["status"] = "denied"
 
 
+def _leave_out_a_member(report: dict[str, Any]) -> None:
+    """Everything of one member asked taken out of the report: its line, answer, records."""
+    gone = next(m["member"] for m in report["members"] if m["status"] != "own")
+    report["members"] = [m for m in report["members"] if m["member"] != gone]
+    report["answers"] = [a for a in report["answers"] if a["member"] != gone]
+    for section in report["sections"]:
+        section["records"] = [r for r in section["records"] if r["member"] != gone]
+
+
 def _a_day_later(issued_at: str) -> str:
     return (dt.datetime.fromisoformat(issued_at) + dt.timedelta(days=1)).isoformat()
 
@@ -654,6 +663,8 @@ TAMPERING: list[tuple[str, Callable[[dict[str, Any], Federation], None], bool, l
      lambda r, f: r.update(issued_at=_a_day_later(r["issued_at"])), True,
      ["the receipt in the answer of huizhou: it was recorded at", "an answer to an earlier "
       "request"]),
+    ("a member left out, and re-signed by the issuer",
+     lambda r, f: _leave_out_a_member(r), True, ["but the report does not list it"]),
     ("an answer bound to another request", lambda r, f: _another_request(r), True,
      ["the answer of huizhou is bound to request"]),
     ("an answer kept while the member is marked denied", lambda r, f: _say_huizhou_denied(r),

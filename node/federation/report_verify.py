@@ -60,7 +60,9 @@ from creditexchange.errors import (
     ProofError,
 )
 from creditexchange.node.catalog import Catalog
+from creditexchange.node.exchange.askable import Asked, providers_for
 from creditexchange.node.exchange.envelope import open_envelope
+from creditexchange.node.exchange.federation import Federation
 from creditexchange.node.exchange.protocol import ANSWER, subject_tag
 from creditexchange.node.federation.report import (
     FORMAT,
@@ -78,7 +80,8 @@ from creditexchange.node.ledger.cosignature import (
 )
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
-from creditexchange.policy.document import Memorandum
+from creditexchange.policy.document import Memorandum, Mode
+from creditexchange.policy.engine import PolicyEngine
 from creditexchange.policy.trust import check_signatures, load_envelope, memorandum_hash
 from creditexchange.subjects import is_individual
 from creditexchange.v1 import audit_pb2, exchange_pb2
@@ -246,6 +249,7 @@ def verify_report(
             bodies[member] = body
     expected = {m: answer_records(m, body, catalog) for m, body in bodies.items()}
     problems += _members(shape, expected)
+    problems += _everyone_listed(shape, trusted, catalog)
     problems += _sections(shape, expected)
     return problems
 
@@ -512,6 +516,35 @@ def _members(shape: _Report, expected: Mapping[str, list[tuple[str, Record]]]) -
         if not any(e.get("member") == member for e in shape.members):
             problems.append(f"the report embeds an answer of {member}, which it does not list")
     return problems
+
+
+def _everyone_listed(shape: _Report, trusted: MemorandumKeys, catalog: Catalog) -> list[str]:
+    """Every member the memorandum let the issuer ask, when it issued the report, is in the
+    report, whatever it said: a member cannot be left out of a report unseen."""
+    memorandum = trusted.memorandum
+    engine = PolicyEngine(memorandum, trusted.hash, catalog)
+    owners = {kid: member for member, keys in trusted.keys.items() for kid in keys}
+    federation = Federation(
+        memorandum, trusted.hash, engine, {m: dict(k) for m, k in trusted.keys.items()}, owners
+    )
+    asked = Asked(
+        requester=shape.issuer,
+        provider=shape.issuer,
+        purpose=str(shape.request.get("purpose", "")),
+        subject_types=(shape.subject_type,),
+        themes=(),
+        mode=Mode.FULL,
+        case_reference=str(shape.request.get("case_reference", "")),
+        officer=str(shape.request.get("officer", "")),
+    )
+    when = dt.datetime.fromtimestamp(shape.issued_us / 1e6, dt.UTC)
+    listed = {m.get("member") for m in shape.members}
+    return [
+        f"the memorandum let {shape.issuer} ask {member} for {asked.purpose}, but the report "
+        "does not list it: a member was left out"
+        for member in providers_for(federation, asked, now=when)
+        if member not in listed
+    ]
 
 
 def _sections(shape: _Report, expected: Mapping[str, list[tuple[str, Record]]]) -> list[str]:
