@@ -422,6 +422,11 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
             await _refuse(self.provider, method, request, "INVALID_ARGUMENT", message, context)
         except LedgerError as exc:
             await _refuse(self.provider, method, request, "FAILED_PRECONDITION", str(exc), context)
+        # the note as this node signs it (Ed25519 is deterministic), not as the caller sent
+        # it: extra lines cannot make a checkpoint of its own and crowd out the rest
+        own_note = sign_note(checkpoint.body(), self.log.signer)
+        if self.cosignatures.holds(own_note, peer.member):
+            return exchange_pb2.AddCosignatureResponse()  # already held: no work, no write
         name = witness_name(peer.member, federation.memorandum.federation)
         verifiers = [
             CosignatureVerifier.for_key(name, bytes(key))
@@ -440,9 +445,7 @@ class _Audit(exchange_pb2_grpc.AuditServicer):
             origin=checkpoint.origin,
             size=checkpoint.size,
             root_hash=checkpoint.root_hash,
-            # the note as this node signs it (Ed25519 is deterministic), not as the caller
-            # sent it: extra lines cannot make a checkpoint of its own and crowd out the rest
-            note=sign_note(checkpoint.body(), self.log.signer),
+            note=own_note,
             line=cosignature.line(),
             timestamp=cosignature.timestamp,
             recorded_us=now_us(),

@@ -352,6 +352,11 @@ class CosignatureBook:
             smallest = min(self._sizes, key=self._sizes.__getitem__)
             del self._by_note[smallest], self._sizes[smallest]
 
+    def holds(self, note: str, member: str) -> bool:
+        """Whether ``member`` has already cosigned the checkpoint ``note``."""
+        with self._lock:
+            return member in self._by_note.get(note, {})
+
     def lines_for(self, note: str) -> tuple[str, ...]:
         """The cosignature lines held for exactly the checkpoint ``note``, by witness name."""
         with self._lock:
