@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ class VerifiedAnswer:
 
     ``body`` and ``receipt`` are exactly what the provider signed and sent (for
     whoever keeps or re-verifies them); ``subjects`` is the body read with this
-    node's catalog (:func:`read_subjects`); ``checks`` says, for people, what was
+    node's catalog (:func:`read_subjects`, on first use); ``checks`` says, for people, what was
     verified; ``own_receipt`` is this node's OUTGOING audit entry of the call;
     ``envelope`` the signed answer's bytes exactly as received and ``answer_key`` the
     request's (what a consolidated report embeds, so that anyone can verify it again).
@@ -172,9 +173,15 @@ class VerifiedAnswer:
     request_digest: bytes
     own_receipt: Receipt
     checks: tuple[str, ...] = field(default=())
-    subjects: tuple[SubjectAnswer, ...] = field(default=())
+    catalog: Catalog | None = field(default=None, repr=False, compare=False)
     envelope: bytes = field(default=b"", repr=False)
     answer_key: bytes = field(default=b"", repr=False)
+
+    @functools.cached_property
+    def subjects(self) -> tuple[SubjectAnswer, ...]:
+        """The body read with this node's catalog, on first use (a consolidated report
+        embeds the raw answers and never needs it)."""
+        return read_subjects(self.body, self.catalog) if self.catalog is not None else ()
 
     @property
     def requester(self) -> str:

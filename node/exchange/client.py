@@ -65,7 +65,7 @@ from creditexchange.errors import (
     Refused,
 )
 from creditexchange.identifiers import mask_identifier, subject_type_of
-from creditexchange.node.exchange.answer_view import INSTEAD_NOTE, VerifiedAnswer, read_subjects
+from creditexchange.node.exchange.answer_view import INSTEAD_NOTE, VerifiedAnswer
 from creditexchange.node.exchange.askable import Asked, allowed_instead, ruled_out, subject_types
 from creditexchange.node.exchange.envelope import digest, open_envelope, seal
 from creditexchange.node.exchange.federation import Federation, FederationView
@@ -369,7 +369,6 @@ class FederationClient:
         decision.ParseFromString(answer.receipt.entry)
         entry.decision.CopyFrom(decision.decision)
         own = await self._record(entry, seen)
-        subjects_read = read_subjects(body, self.requester.federation.catalog)
         return VerifiedAnswer(
             to,
             body,
@@ -377,7 +376,7 @@ class FederationClient:
             request_digest,
             own,
             checks,
-            subjects_read,
+            catalog=self.requester.federation.catalog,
             envelope=answer_envelope.SerializeToString(),
             answer_key=request.header.answer_key,
         )
