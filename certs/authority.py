@@ -72,6 +72,7 @@ __all__ = [
     "publish_crl",
     "read_index",
     "revoke",
+    "sign_member_certificate",
 ]
 
 DEFAULT_CA_NAME = "Credit Exchange Federation CA"
@@ -429,44 +430,15 @@ def issue(
                 "move the old files away or choose --out"
             )
         key = _new_key()
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, member_id)]))
-            .issuer_name(ca_certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(_serial())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
+        certificate = sign_member_certificate(
+            ca_key,
+            ca_certificate,
+            member_id,
+            key.public_key(),
+            names,
+            not_before=now - CLOCK_SKEW,
+            not_after=not_after,
+            serial=_serial(),
         )
         record = IssuedCertificate(
             serial=certificate.serial_number,
@@ -482,6 +454,59 @@ def issue(
         _create_file(key_path, _private_pem(key), 0o600)
         _create_file(certificate_path, _certificate_pem(certificate), 0o644)
     return IssuedFiles(record, key_path, certificate_path)
+
+
+def sign_member_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_certificate: x509.Certificate,
+    member_id: str,
+    public_key: ec.EllipticCurvePublicKey,
+    names: Sequence[x509.GeneralName],
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    serial: int,
+) -> x509.Certificate:
+    """A node certificate (server and client) for ``public_key`` with exactly ``names``,
+    signed with the CA's key. It checks nothing: :func:`issue` checks the member id, the
+    names and the dates, records the serial and writes the files; this only signs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, member_id)]))
+        .issuer_name(ca_certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def _subject_alternative_names(

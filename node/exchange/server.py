@@ -146,8 +146,7 @@ class _Gate:
             self.streams.pop(key, None)
 
     async def _admit(self, method: str, raw: bytes, context: Any) -> None:
-        if method not in _SIGNED_PATHS:
-            await self.provider.admit_side_call(method, raw, context)
+        await self.provider.admit_side_call(method, raw, context)
 
     async def _decode(
         self, method: str, raw: bytes, decode: Callable[[bytes], Any] | None, context: Any
@@ -170,8 +169,20 @@ class _Gate:
         """``handler`` behind the gate; unary requests are taken as bytes and decoded here."""
         decode = handler.request_deserializer
         serialize = handler.response_serializer
-        if method in _SIGNED_PATHS:  # the provider takes the sealed bytes, returns the answer's
-            decode = serialize = None
+        if handler.unary_unary is not None and method in _SIGNED_PATHS:
+            inner_signed: Any = handler.unary_unary
+
+            async def signed(raw: bytes, context: Any) -> Any:
+                # the query path: admission only; the provider checks the caller itself
+                if self.in_flight >= self.max_calls:
+                    await self._enter(context)  # refuses, counted
+                self.in_flight += 1
+                try:
+                    return await inner_signed(raw, context)
+                finally:
+                    self.in_flight -= 1
+
+            return grpc.unary_unary_rpc_method_handler(signed)
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary
 

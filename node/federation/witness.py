@@ -332,16 +332,7 @@ class Witness:
             witness_name(self.member_id, federation.memorandum.federation), self.client.signing_key
         )
         cosignature = cosigner.cosign(checkpoint.body())
-        now = now_us()
-        seen = SeenCheckpoint(
-            peer=peer,
-            source=WITNESSED,
-            origin=checkpoint.origin,
-            size=checkpoint.size,
-            root_hash=checkpoint.root_hash,
-            note=note,
-            seen_us=now,
-        )
+        seen = SeenCheckpoint.of(peer, WITNESSED, checkpoint, note)
         made = HeldCosignature(
             role=MADE,
             member=peer,
@@ -351,7 +342,7 @@ class Witness:
             note=note,
             line=cosignature.line(),
             timestamp=cosignature.timestamp,
-            recorded_us=now,
+            recorded_us=seen.seen_us,
         )
         await asyncio.to_thread(self.records.witnessed, seen, made)
         self.client.receipt_checkpoints.saw(seen)

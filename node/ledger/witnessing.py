@@ -93,6 +93,13 @@ class SeenCheckpoint:
     note: str  # exactly as the peer signed it
     seen_us: int
 
+    @classmethod
+    def of(cls, peer: str, source: str, checkpoint: Checkpoint, note: str) -> SeenCheckpoint:
+        """``checkpoint`` (of the signed ``note``) of ``peer``, seen now through ``source``."""
+        return cls(
+            peer, source, checkpoint.origin, checkpoint.size, checkpoint.root_hash, note, now_us()
+        )
+
 
 @dataclass(frozen=True)
 class HeldCosignature:
@@ -469,14 +476,6 @@ class ReceiptCheckpoints:
                     f"{exc}; its log is forked"
                 ) from None
             return []
-        seen = SeenCheckpoint(
-            peer=peer,
-            source=RECEIPT,
-            origin=checkpoint.origin,
-            size=checkpoint.size,
-            root_hash=checkpoint.root_hash,
-            note=note,
-            seen_us=now_us(),
-        )
+        seen = SeenCheckpoint.of(peer, RECEIPT, checkpoint, note)
         self._largest[peer] = seen
         return [self.records.receipt_write(seen)]

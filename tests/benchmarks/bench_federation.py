@@ -58,6 +58,9 @@ from creditexchange.node.database import open_database
 from creditexchange.node.federation.fanout import Outcome
 from creditexchange.node.federation.report import consolidated_report
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks
+from bench_exchange import cpu_seconds, wait_ready
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
 
 MEMBERS = ("huizhou", "shenzhen", "dongguan", "heyuan", "shanwei", "customs")
@@ -96,19 +99,6 @@ class BlackHole:
             connection.close()
 
 
-def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                time.sleep(0.3)
-                return
-        time.sleep(0.1)
-    raise SystemExit("server did not start")
-
-
 @contextlib.contextmanager
 def serving(nodes: dict[str, ProvisionedNode]) -> Iterator[list[int]]:
     """Every provider as its own ``credit-node serve`` process; their process ids."""
@@ -134,12 +124,6 @@ def serving(nodes: dict[str, ProvisionedNode]) -> Iterator[list[int]]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(
