@@ -432,8 +432,13 @@ def canonical_report(report: Mapping[str, Any]) -> bytes:
         text = canonical_json(swapped)
     if not numbers:
         return text
-    placeholder = re.compile(rb'"\\u0000' + marker.encode() + rb':(\d+)"')
-    return placeholder.sub(lambda m: numbers[int(m[1])], text)
+    head = b'"\\u0000' + marker.encode() + b":"
+    parts = text.split(head)
+    out = [parts[0]]
+    for part in parts[1:]:  # each part starts with the number's index and its closing quote
+        index, _, rest = part.partition(b'"')
+        out += [numbers[int(index)], rest]
+    return b"".join(out)
 
 
 def unsigned_form(report: Mapping[str, Any]) -> dict[str, Any]:

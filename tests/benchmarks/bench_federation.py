@@ -23,6 +23,10 @@ time goes: the requester's CPU per single query and per report, the providers'
 CPU per report, and the machine's CPUs. Everything runs on one machine, so a
 report's five providers and its requester share its cores; on one core per
 member the report's latency is the slowest answer plus the requester's CPU.
+``cpu_floor_ratio`` is the ratio no scheduling could beat on this machine: all the CPU
+a report costs (requester and providers) spread evenly over its cores, over the slowest
+single member's p50. A single query's latency on loopback is its CPU, so a report of
+five costs about five times that, and on two cores the floor is about 2.5.
 
     python tests/benchmarks/bench_federation.py --quick
     python tests/benchmarks/bench_federation.py --queries 300 --deadline 5
@@ -242,6 +246,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requester_cpu_ms_per_query": round(figures["cpu_query"] * 1000, 2),
         "requester_cpu_ms_per_report": round(figures["cpu_report"] * 1000, 2),
         "providers_cpu_ms_per_report": round(figures["cpu_providers"] * 1000, 2),
+        "cpu_floor_ratio": round(
+            (figures["cpu_report"] + figures["cpu_providers"])
+            * 1000
+            / (os.cpu_count() or 1)
+            / slowest,
+            3,
+        ),
         "cpus": os.cpu_count(),
         "queries": args.queries,
         "members": len(PROVIDERS),
