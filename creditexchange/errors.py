@@ -47,6 +47,10 @@ most a few dozen characters of it.
     │   ├── QueryRefused         the asked provider refused (its status and message)
     │   └── AnswerRejected       an answer that did not verify; it must not be used
     ├── ReportError              a consolidated report that cannot be built, read or rendered
+    ├── AccessError              a REST gateway key: unknown, revoked, or used beyond its
+    │                            registration (a purpose, a subject type, a role)
+    ├── ScreeningError           a measures catalog that cannot be loaded, or a screening or
+    │                            its feedback that cannot be made as asked
     └── FederationSetupError     provisioning or starting a local federation failed
 """
 
@@ -59,6 +63,7 @@ from pydantic import ValidationError
 
 __all__ = [
     "EXCERPT_CHARS",
+    "AccessError",
     "AnswerRejected",
     "AuthorityError",
     "CanonicalizationError",
@@ -93,6 +98,7 @@ __all__ = [
     "ReportError",
     "RevocationListError",
     "RevocationListExpired",
+    "ScreeningError",
     "describe_validation_error",
     "excerpt",
 ]
@@ -299,6 +305,14 @@ class AnswerRejected(ExchangeError):
 
 class ReportError(CreditExchangeError):
     """A consolidated report that cannot be built, read or rendered; says what to do."""
+
+
+class AccessError(CreditExchangeError):
+    pass
+
+
+class ScreeningError(CreditExchangeError):
+    pass
 
 
 class FederationSetupError(CreditExchangeError):

@@ -97,7 +97,23 @@ class NodeSettings(BaseSettings):
     grpc_port: int = Field(default=7443, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics endpoint")
-    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    gateway_host: str = Field(
+        default="127.0.0.1", description="address the REST gateway listens on"
+    )
+    gateway_port: int = Field(
+        default=8080, ge=0, le=65535, description="0: 'serve' starts no gateway beside the node"
+    )
+    gateway_tls_cert: Path | None = Field(
+        default=None, description="the gateway's server certificate (PEM), from the operator"
+    )
+    gateway_tls_key: Path | None = Field(default=None, description="its private key (0600)")
+    gateway_max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    gateway_deadline_s: float = Field(
+        default=5.0, gt=0, le=120, description="how long a report, check or screening waits"
+    )
+    measures_path: Path | None = Field(
+        default=None, description="this city's measures catalog; default: the one shipped"
+    )
     signing_key: Path = Path("keys/signing.key")
     catalog_path: Path | None = Field(
         default=None, description="the city's own catalog; the shipped one when unset"
@@ -310,6 +326,8 @@ def _private_paths(config: NodeConfig) -> list[Path]:
     ]
     if config.database_password_file is not None:
         files.append(config.database_password_file)
+    if config.settings.gateway_tls_key is not None:
+        files.append(config.path(config.settings.gateway_tls_key))
     folders: dict[Path, None] = {home: None}  # ordered, without repeats
     for file in files:
         if file.is_relative_to(home) and ".." not in file.parts:

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "API_KEYS",
     "CHECKPOINTS",
     "COSIGNATURES",
     "ENTRIES",
@@ -55,6 +56,7 @@ __all__ = [
     "RECORD_VERSIONS",
     "SUBJECTS",
     "WITNESS_ALARMS",
+    "ApiKey",
     "Base",
     "ImportBatch",
     "LedgerCheckpoint",
@@ -319,6 +321,32 @@ class WitnessAlarm(Base):
     raised_us: Mapped[int] = mapped_column(BigInteger)
 
 
+# --- the REST gateway: who may call it -------------------------------------------------
+
+
+class ApiKey(Base):
+    """A partner system's or an auditor's key to the REST gateway; only its hash is kept.
+
+    ``key_id`` is the key's public part (it names the key in logs and lets the gateway
+    find the row); ``key_hash`` is SHA-256 of the whole key. ``purposes`` and
+    ``subject_types`` are JSON lists (a partner's; an auditor has none); a revoked key
+    keeps its row, so the ledger's entries still name a known caller.
+    """
+
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # partner | auditor
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    purposes: Mapped[str] = mapped_column(Text)
+    subject_types: Mapped[str] = mapped_column(Text)
+    rate_per_min: Mapped[int] = mapped_column(Integer)
+    created_us: Mapped[int] = mapped_column(BigInteger)
+    rotated_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -340,3 +368,4 @@ NONCES = _table(RequestNonce)
 PEER_CHECKPOINTS = _table(PeerCheckpoint)
 COSIGNATURES = _table(WitnessCosignature)
 WITNESS_ALARMS = _table(WitnessAlarm)
+API_KEYS = _table(ApiKey)

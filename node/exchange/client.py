@@ -169,6 +169,7 @@ class FederationClient:
         legal_basis: str,
         case_reference: str,
         officer: str,
+        partner: str = "",
     ) -> exchange_pb2.RequestHeader:
         """A request header to ``to``; its texts NFKC-normalised and checked as the
         provider will check them (:class:`ExchangeError` saying which field is wrong)."""
@@ -177,6 +178,7 @@ class FederationClient:
             "legal_basis": legal_basis,
             "case_reference": case_reference,
             "officer": officer,
+            "partner": partner,
         }
         for name in HEADER_TEXT_LIMITS:
             texts[name] = unicodedata.normalize("NFKC", texts[name]).strip()
@@ -202,6 +204,7 @@ class FederationClient:
         legal_basis: str,
         case_reference: str,
         officer: str,
+        partner: str = "",
         themes: Sequence[str] = (),
         check: bool = False,
         timeout: float | None = None,
@@ -217,6 +220,7 @@ class FederationClient:
             legal_basis=legal_basis,
             case_reference=case_reference,
             officer=officer,
+            partner=partner,
         )
         method = METHODS["Check" if check else "Query"]
         return await self._call(to, method, header, [subject], themes, timeout)
@@ -230,6 +234,7 @@ class FederationClient:
         legal_basis: str,
         case_reference: str,
         officer: str,
+        partner: str = "",
         themes: Sequence[str] = (),
         timeout: float | None = None,
     ) -> VerifiedAnswer:
@@ -241,6 +246,7 @@ class FederationClient:
             legal_basis=legal_basis,
             case_reference=case_reference,
             officer=officer,
+            partner=partner,
         )
         return await self._call(to, METHODS["BatchCheck"], header, subjects, themes, timeout)
 

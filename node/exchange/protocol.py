@@ -93,6 +93,7 @@ HEADER_TEXT_LIMITS: Final[Mapping[str, int]] = {
     "legal_basis": 512,
     "case_reference": 128,
     "officer": 128,
+    "partner": 64,
 }
 """The text fields of a request header and the most characters each may hold."""
 
@@ -234,6 +235,7 @@ def call_entry(
         legal_basis=header.legal_basis,
         case_reference=header.case_reference,
         officer=header.officer,
+        partner=header.partner,
         themes_asked=list(themes_asked),
         **known,
     )

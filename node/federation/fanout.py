@@ -261,6 +261,7 @@ class Asking:
     case_reference: str
     officer: str
     themes: tuple[str, ...] = ()
+    partner: str = ""
 
     @property
     def texts(self) -> dict[str, str]:
@@ -269,6 +270,7 @@ class Asking:
             "legal_basis": self.legal_basis,
             "case_reference": self.case_reference,
             "officer": self.officer,
+            "partner": self.partner,
         }
 
 
@@ -280,6 +282,7 @@ def prepare(
     legal_basis: str,
     case_reference: str,
     officer: str,
+    partner: str = "",
     mode: Mode | str = Mode.FULL,
     themes: Sequence[str] = (),
 ) -> Asking:
@@ -312,6 +315,7 @@ def prepare(
         legal_basis=legal_basis,
         case_reference=case_reference,
         officer=officer,
+        partner=partner,
     )
     return Asking(  # the texts as they are sent: NFKC, trimmed
         tuple(parsed),
@@ -321,6 +325,7 @@ def prepare(
         header.case_reference,
         header.officer,
         tuple(themes),
+        header.partner,
     )
 
 

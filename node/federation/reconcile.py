@@ -514,6 +514,7 @@ def _differences(asked: audit_pb2.AuditEntry, answered: Listed) -> list[Differen
             ("legal_basis", asked.legal_basis, other.legal_basis),
             ("case_reference", asked.case_reference, other.case_reference),
             ("officer", asked.officer, other.officer),
+            ("partner", asked.partner, other.partner),
             ("subject_count", str(asked.subject_count), str(other.subject_count)),
         ]
     elif other.outcome.status == "OK":  # only a refusal comes before the request is opened

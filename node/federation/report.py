@@ -498,6 +498,7 @@ async def consolidated_report(
     legal_basis: str,
     case_reference: str,
     officer: str,
+    partner: str = "",
     mode: Mode | str = Mode.FULL,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> dict[str, Any]:
@@ -515,6 +516,7 @@ async def consolidated_report(
         legal_basis=legal_basis,
         case_reference=case_reference,
         officer=officer,
+        partner=partner,
         mode=mode,
     )
     ((canonical, subject_type),) = asking.subjects
@@ -572,6 +574,7 @@ async def consolidated_report(
             "legal_basis": asking.legal_basis,
             "case_reference": asking.case_reference,
             "officer": asking.officer,
+            "partner": asking.partner,
             "mode": mode.value,
         },
         "deadline_s": float(deadline_s),
@@ -645,6 +648,7 @@ async def check_everyone(
     legal_basis: str,
     case_reference: str,
     officer: str,
+    partner: str = "",
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> BatchResult:
     """Hit / no-hit for every subject at every member (one ``BatchCheck`` each, in
@@ -659,6 +663,7 @@ async def check_everyone(
         legal_basis=legal_basis,
         case_reference=case_reference,
         officer=officer,
+        partner=partner,
         mode=Mode.CHECK,
     )
     canonical = asking.subjects

@@ -402,6 +402,7 @@ def _receipt(
             ("legal basis", logged.legal_basis == shape.request.get("legal_basis")),
             ("case reference", logged.case_reference == shape.request.get("case_reference")),
             ("officer", logged.officer == shape.request.get("officer")),
+            ("partner", logged.partner == shape.request.get("partner", "")),
             ("mode", logged.kind == _KINDS.get(str(shape.request.get("mode")))),
         )
         if not ok

@@ -1,0 +1,177 @@
+"""Serving the gateway: uvicorn on the node's ``gateway_host``:``gateway_port``, over
+TLS with the operator's certificate, alone (``credit-node gateway``) or beside the
+gRPC server (``credit-node serve``, sharing its ledger, database and metrics).
+
+The gateway refuses to listen in clear on anything but a loopback address: partners'
+officers and subjects cross the network only over TLS (or behind a TLS proxy on the
+same host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+
+import uvicorn
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine
+
+from creditexchange.errors import ConfigError
+from creditexchange.gateway.access import KeyRegistry
+from creditexchange.gateway.app import create_app
+from creditexchange.gateway.context import Gateway, GatewayLimits
+from creditexchange.gateway.metrics import GatewayMetrics
+from creditexchange.node.app.config import NodeConfig, permission_problem
+from creditexchange.node.app.wiring import open_audit_log, open_ledger, open_regional_client
+from creditexchange.node.database import open_database
+from creditexchange.node.ledger import Ledger
+
+__all__ = ["GatewayServer", "open_gateway", "serve_gateway"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_files(config: NodeConfig) -> tuple[str, str] | None:
+    """The gateway's certificate and key, or None on loopback without them; ConfigError
+    when the gateway would serve in clear beyond this machine, or a file is missing."""
+    s = config.settings
+    if (s.gateway_tls_cert is None) != (s.gateway_tls_key is None):
+        raise ConfigError("set both gateway_tls_cert and gateway_tls_key, or neither")
+    if s.gateway_tls_cert is None or s.gateway_tls_key is None:
+        if not _loopback(s.gateway_host):
+            raise ConfigError(
+                f"the gateway would listen on {s.gateway_host} without TLS: set "
+                "gateway_tls_cert and gateway_tls_key (a server certificate from your CA), "
+                'or gateway_host = "127.0.0.1" behind a TLS proxy'
+            )
+        return None
+    cert, key = config.path(s.gateway_tls_cert), config.path(s.gateway_tls_key)
+    for path, setting in ((cert, "gateway_tls_cert"), (key, "gateway_tls_key")):
+        if not path.is_file():
+            raise ConfigError(f"{setting}: {path} is not a file")
+    problem = permission_problem(key)
+    if problem:
+        raise ConfigError(f"gateway_tls_key: {problem}")
+    return str(cert), str(key)
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(
+    config: NodeConfig,
+    *,
+    ledger: Ledger | None = None,
+    database: Engine | None = None,
+    registry: CollectorRegistry | None = None,
+) -> AsyncIterator[Gateway]:
+    """The gateway's parts, opened from ``config`` (sharing a serving node's ``ledger``,
+    ``database`` and metrics ``registry`` when given)."""
+    engine = database if database is not None else open_database(config.database_url)
+    own_ledger = ledger is None
+    running = ledger if ledger is not None else open_ledger(config, engine)
+    if own_ledger:
+        await running.__aenter__()
+    try:
+        region = open_regional_client(config, ledger=running, database=engine)
+        async with region:
+            yield Gateway(
+                config=config,
+                region=region,
+                database=engine,
+                ledger=running,
+                log=open_audit_log(config, engine),
+                keys=KeyRegistry(engine),
+                metrics=GatewayMetrics(registry or CollectorRegistry()),
+                limits=GatewayLimits(
+                    max_body_bytes=config.settings.gateway_max_body_bytes,
+                    max_subjects=config.settings.max_batch_subjects,
+                    deadline_s=config.settings.gateway_deadline_s,
+                ),
+            )
+    finally:
+        if own_ledger:
+            await running.__aexit__(None, None, None)
+
+
+class GatewayServer:
+    """The gateway served by uvicorn: ``async with GatewayServer(gateway, port=0) as s``;
+    ``s.port`` is the port bound (``0`` binds a free one), ``s.url`` its base URL."""
+
+    def __init__(self, gateway: Gateway, *, host: str | None = None, port: int | None = None):
+        settings = gateway.config.settings
+        self.gateway = gateway
+        self.host = host or settings.gateway_host
+        self.requested_port = settings.gateway_port if port is None else port
+        self.tls = tls_files(gateway.config)
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    async def __aenter__(self) -> GatewayServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.requested_port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"the gateway cannot listen on {self.host}:{self.requested_port}: "
+                f"{exc.strerror}; set gateway_port to a free port"
+            ) from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.gateway),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise ConfigError("the gateway stopped while starting")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._socket is not None:
+            self._socket.close()
+
+
+async def serve_gateway(config: NodeConfig) -> None:
+    """``credit-node gateway``: the gateway alone, its metrics on ``metrics_port``."""
+    registry = CollectorRegistry()
+    if config.settings.metrics_port:
+        start_http_server(config.settings.metrics_port, config.settings.metrics_host, registry)
+    async with open_gateway(config, registry=registry) as gateway, GatewayServer(gateway):
+        await asyncio.Event().wait()
