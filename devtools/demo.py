@@ -59,6 +59,8 @@ __all__ = ["METRICS_OFFSET", "command_exists", "metrics_base_port", "run_demo"]
 MEMBERS_STARTED = 6
 METRICS_OFFSET = 2000
 """The nodes on ports 7501–7506 serve metrics on 9501–9506: ``--base-port`` + 2000."""
+GATEWAY_OFFSET = 1000
+"""… and their REST gateways on 8501–8506: ``--base-port`` + 1000."""
 
 
 def metrics_base_port(base_port: int, metrics_port: int | None) -> int:
@@ -66,7 +68,12 @@ def metrics_base_port(base_port: int, metrics_port: int | None) -> int:
     :data:`METRICS_OFFSET` above ``base_port``; FederationSetupError when a range of
     six ports would not fit below 65536."""
     first = base_port + METRICS_OFFSET if metrics_port is None else metrics_port
-    for what, start in (("--base-port", base_port), ("the first metrics port", first)):
+    starts = (
+        ("--base-port", base_port),
+        ("the first metrics port", first),
+        ("the first gateway port", base_port + GATEWAY_OFFSET),
+    )
+    for what, start in starts:
         if start and not 1024 <= start <= 65536 - MEMBERS_STARTED:
             raise FederationSetupError(
                 f"{what} is {start}: six ports from it must lie between 1024 and 65535; "
@@ -100,6 +107,7 @@ def run_demo(
             root,
             base_port=base_port,
             metrics_base_port=metrics_port,
+            gateway_base_port=base_port + GATEWAY_OFFSET,
             subjects=subjects,
             seed=seed,
             witness_interval_s=30.0,  # the members watch each other's ledgers while it runs
@@ -113,7 +121,10 @@ def run_demo(
             metrics = (
                 f", metrics http://127.0.0.1:{node.metrics_port}/metrics" if metrics_port else ""
             )
-            out.print(f"  {member:9} pid {processes[member].pid} on 127.0.0.1:{node.port}{metrics}")
+            out.print(
+                f"  {member:9} pid {processes[member].pid} on 127.0.0.1:{node.port}{metrics}, "
+                f"gateway http://127.0.0.1:{node.gateway_port}/docs"
+            )
         asyncio.run(_showcase(nodes, seed))
         if directory is not None or not once:
             _invite(nodes, root, seed)
@@ -406,7 +417,10 @@ def _invitations(nodes: dict[str, ProvisionedNode], seed: int) -> list[list[str]
         ["audit", "entries", "--home", huizhou],
         ["audit", "verify", "--home", huizhou],
         ["audit", "witness-status", "--home", huizhou],
-    ]
+        ["partners", "add", "procurement-centre", "--purposes", "public_procurement",
+         "--home", shenzhen],
+        ["auditors", "add", "audit-office", "--home", shenzhen],
+    ]  # fmt: skip
 
 
 def command_exists(argv: list[str]) -> bool:
@@ -430,5 +444,14 @@ def _invite(nodes: dict[str, ProvisionedNode], root: Path, seed: int) -> None:
     for argv in _invitations(nodes, seed):
         if command_exists(argv):
             out.print(f"  credit-node {shlex.join(argv)}", soft_wrap=True)
+    gateway = f"http://127.0.0.1:{nodes['shenzhen'].gateway_port}"
+    subject = showcase_subject("huizhou", seed)
+    query = "purpose=public_procurement&legal_basis=%E6%94%BF%E5%BA%9C%E9%87%87%E8%B4%AD%E6%B3%95"
+    out.print("then, with the partner's key, shenzhen's REST gateway (described at /docs):")
+    out.print(
+        f"  curl -H 'Authorization: Bearer KEY' -H 'X-Officer: me' "
+        f"'{gateway}/v1/subjects/{subject}/report?{query}&case=C-1'",
+        soft_wrap=True,
+    )
     if os.environ.get("CREDIT_NODE_HOME"):
         out.print("(CREDIT_NODE_HOME is set in your shell; --home overrides it)", style="dim")

@@ -58,6 +58,7 @@ class ProvisionedNode:
     home: Path
     port: int
     metrics_port: int
+    gateway_port: int = 0
 
     @property
     def config(self) -> NodeConfig:
@@ -71,6 +72,7 @@ def provision(
     base_port: int = 7501,
     ports: Sequence[int] | None = None,
     metrics_base_port: int = 0,
+    gateway_base_port: int = 0,
     database_urls: dict[str, str] | None = None,
     subjects: int = 200,
     seed: int = 2026,
@@ -81,7 +83,8 @@ def provision(
     """Build a federation of ``members`` under ``root``; returns each member's node.
 
     Node ``i`` listens on ``ports[i]``, by default ``base_port + i`` (and serves
-    metrics on ``metrics_base_port + i`` unless that is 0). ``database_urls`` puts a
+    metrics on ``metrics_base_port + i`` unless that is 0, and its REST gateway beside it
+    on ``gateway_base_port + i`` unless that is 0). ``database_urls`` puts a
     member's store elsewhere (e.g. PostgreSQL); the default is SQLite in its home.
     The nodes witness each other every ``witness_interval_s`` seconds when serving
     (0, the default here: only when asked, so that tests and benchmarks see no
@@ -96,12 +99,14 @@ def provision(
         home = root / member
         port = ports[i] if ports is not None else base_port + i
         metrics_port = metrics_base_port + i if metrics_base_port else 0
+        gateway_port = gateway_base_port + i if gateway_base_port else 0
         create_home(
             home,
             member,
             database_url=(database_urls or {}).get(member),
             grpc_port=port,
             metrics_port=metrics_port,
+            gateway_port=gateway_port,
         )
         # No loopback names: peers reach a node on 127.0.0.1 pinning the name
         # <member>.member.credit-exchange, which every certificate carries.
@@ -111,7 +116,7 @@ def provision(
         (tls / f"{member}.key").rename(tls / "node.key")
         shutil.copy(ca_dir / "ca.crt", tls / "ca.crt")
         shutil.copy(ca_dir / "crl.pem", tls / "crl.pem")
-        nodes[member] = ProvisionedNode(member, home.resolve(), port, metrics_port)
+        nodes[member] = ProvisionedNode(member, home.resolve(), port, metrics_port, gateway_port)
         say(f"node {member}: {home} on 127.0.0.1:{port}")
     peers = {m: f"127.0.0.1:{n.port}" for m, n in nodes.items()}
     for node in nodes.values():

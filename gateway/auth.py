@@ -89,8 +89,9 @@ OfficerHeader = Annotated[
     str | None,
     Header(
         alias="X-Officer",
-        description="The officer (or system user) who asked; recorded in every ledger entry "
-        "the call causes, here and at every member asked. 经办人（必填，记入各方审计账本）。",
+        description="The officer (or system user) who asked, in UTF-8; recorded in every "
+        "ledger entry the call causes, here and at every member asked. "
+        "经办人（必填，UTF-8，记入各方审计账本）。",
         examples=["HZ-LAND-0042"],
     ),
 ]
@@ -120,8 +121,19 @@ def _authenticated(gateway: Gateway, credentials: HTTPAuthorizationCredentials |
         ) from None
 
 
+def _header_text(raw: str | None) -> str:
+    """A header's text: HTTP hands it over as latin-1; a client sending UTF-8 (an officer's
+    Chinese name) gets it back as it wrote it."""
+    if not raw:
+        return ""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw
+
+
 def _officer(gateway: Gateway, officer: str | None) -> str:
-    text = unicodedata.normalize("NFKC", officer or "").strip()
+    text = unicodedata.normalize("NFKC", _header_text(officer)).strip()
     problem = header_text_problem("officer", text) if text else "the X-Officer header is missing"
     if problem:
         gateway.metrics.refused.labels("officer").inc()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
@@ -25,11 +27,15 @@ from creditexchange.gateway.app import create_app
 from creditexchange.gateway.context import Gateway, GatewayLimits
 from creditexchange.gateway.metrics import GatewayMetrics
 from creditexchange.node.app.config import NodeConfig, permission_problem
+from creditexchange.node.app.server import NodeServer
+from creditexchange.node.app.server import serve as serve_node
 from creditexchange.node.app.wiring import open_audit_log, open_ledger, open_regional_client
 from creditexchange.node.database import open_database
 from creditexchange.node.ledger import Ledger
 
-__all__ = ["GatewayServer", "open_gateway", "serve_gateway"]
+__all__ = ["GatewayServer", "open_gateway", "serve_gateway", "serve_with_gateway", "tls_files"]
+
+log = logging.getLogger("creditexchange.gateway")
 
 
 def _loopback(host: str) -> bool:
@@ -102,6 +108,15 @@ async def open_gateway(
             await running.__aexit__(None, None, None)
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: whoever runs the gateway (the node, the
+    ``gateway`` command, a test) decides when it stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class GatewayServer:
     """The gateway served by uvicorn: ``async with GatewayServer(gateway, port=0) as s``;
     ``s.port`` is the port bound (``0`` binds a free one), ``s.url`` its base URL."""
@@ -149,8 +164,7 @@ class GatewayServer:
             server_header=False,
             timeout_graceful_shutdown=5,
         )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -168,10 +182,48 @@ class GatewayServer:
             self._socket.close()
 
 
+def _announce(config: NodeConfig, server: GatewayServer) -> None:
+    log.info(
+        "gateway serving",
+        extra={"data": {"member": config.member_id, "url": server.url, "tls": bool(server.tls)}},
+    )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, its handlers installed now (before anything
+    starts, so a signal during start-up stops the process cleanly too)."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    return stopped
+
+
 async def serve_gateway(config: NodeConfig) -> None:
-    """``credit-node gateway``: the gateway alone, its metrics on ``metrics_port``."""
+    """``credit-node gateway``: the gateway alone (the node serves elsewhere, on the same
+    database), its metrics on ``metrics_port``, until SIGINT or SIGTERM."""
+    tls_files(config)  # refuse a clear-text listener before opening anything
+    stopped = _stop_on_signals()
     registry = CollectorRegistry()
     if config.settings.metrics_port:
         start_http_server(config.settings.metrics_port, config.settings.metrics_host, registry)
-    async with open_gateway(config, registry=registry) as gateway, GatewayServer(gateway):
-        await asyncio.Event().wait()
+    async with open_gateway(config, registry=registry) as gateway, GatewayServer(gateway) as s:
+        _announce(config, s)
+        await stopped.wait()
+
+
+async def serve_with_gateway(config: NodeConfig) -> None:
+    """``credit-node serve``: the node, and its gateway beside it on ``gateway_port``
+    (none when it is 0), sharing its ledger and its metrics endpoint."""
+    if not config.settings.gateway_port:
+        await serve_node(config)
+        return
+    tls_files(config)
+    stopped = _stop_on_signals()
+    async with (
+        NodeServer(config) as node,
+        open_gateway(config, ledger=node.ledger, registry=node.metrics.registry) as gateway,
+        GatewayServer(gateway) as s,
+    ):
+        _announce(config, s)
+        await stopped.wait()

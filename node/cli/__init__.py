@@ -11,10 +11,11 @@ from importlib.metadata import entry_points
 
 import typer
 
-from creditexchange.node.cli import exchange, node, records, report
+from creditexchange.node.cli import exchange, gateway, node, records, report
 from creditexchange.node.cli.audit import audit_app
 from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
+from creditexchange.node.cli.measures import measures_app
 from creditexchange.node.cli.policy import policy_app
 
 __all__ = ["app", "main"]
@@ -41,6 +42,10 @@ app.command()(exchange.serve)
 app.command()(exchange.query)
 app.add_typer(report.report_app, name="report")
 app.command()(report.check)
+app.command("gateway")(gateway.gateway)
+app.add_typer(gateway.partners_app, name="partners")
+app.add_typer(gateway.auditors_app, name="auditors")
+app.add_typer(measures_app, name="measures")
 for _command in entry_points(group=COMMANDS_GROUP):
     app.command(_command.name)(_command.load())
 

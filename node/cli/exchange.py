@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.text import Text
 
 from creditexchange.errors import QueryRefused
+from creditexchange.gateway.server import serve_with_gateway
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.logs import configure as configure_logs
-from creditexchange.node.app.server import serve as serve_node
 from creditexchange.node.app.wiring import open_client
 from creditexchange.node.cli.common import (
     HomeOption,
@@ -60,13 +60,14 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """Answer the federation: the mutual-TLS gRPC server, with metrics and health checks."""
+    """Answer the federation: the mutual-TLS gRPC server, with metrics and health checks,
+    and the REST gateway beside it (gateway_port; 0 for none)."""
     configure_logs(log_level.upper())
     config = load_config(home)
     if port is not None:
         settings = config.settings.model_copy(update={"grpc_port": port})
         config = type(config)(config.home, settings)
-    asyncio.run(serve_node(config))
+    asyncio.run(serve_with_gateway(config))
 
 
 ThemesOption = Annotated[

@@ -61,10 +61,10 @@ from creditexchange.node.federation.report import (
 from creditexchange.node.federation.report_verify import (
     MemorandumKeys,
     TrustedMemorandum,
+    trusted_for,
     verify_report,
 )
 from creditexchange.policy.document import Mode
-from creditexchange.policy.trust import TrustStore
 from creditexchange.v1 import exchange_pb2
 
 __all__ = ["check", "print_everyone", "report_app"]
@@ -361,13 +361,8 @@ def _trusted(report: Any, home: Path | None, memorandum: Path | None) -> tuple[M
             "no memorandum to verify against: pass --memorandum FILE.json, or --home (or "
             "CREDIT_NODE_HOME) of a node that installed the one the report was issued under"
         )
-    version = report.get("memorandum", {}).get("version") if isinstance(report, dict) else None
-    store = TrustStore(config.policy_dir)
-    if isinstance(version, int) and not isinstance(version, bool):
-        kept = store.history_path(version)
-        if kept.is_file():
-            return TrustedMemorandum.from_file(kept), catalog
-    return federation_view(config, catalog).current(), catalog
+    current = federation_view(config, catalog).current()
+    return trusted_for(report, config.policy_dir, current), catalog
 
 
 # --- check ---------------------------------------------------------------------------------

@@ -81,12 +81,15 @@ __all__ = [
     "FORMAT",
     "SECTIONS",
     "BatchResult",
+    "OwnRecords",
     "answer_records",
     "build_sections",
     "canonical_report",
     "check_everyone",
     "consolidated_report",
+    "covered_types",
     "field_label",
+    "own_records",
     "report_digest",
     "section_of",
     "sign_report",
@@ -271,34 +274,40 @@ def _counted(records: Sequence[tuple[str, Record]]) -> int:
 
 
 @dataclass(frozen=True)
-class _Own:
+class OwnRecords:
+    """This node's own records of a subject as a report (or a partner) is shown them."""
+
     records: list[tuple[str, Record]]
     name: str  # the subject's name as shown, "" when not held
     reason: str
     elapsed_ms: float
+    held: bool = True  # False: no such subject in this node's store
 
 
-def _covered(region: RegionalClient, purpose: str) -> Sequence[str]:
+def covered_types(region: RegionalClient, purpose: str) -> Sequence[str]:
     """The subject types the purpose covers (read before a worker thread reads the store)."""
     return region.federation.memorandum.purpose_by_code[purpose].subject_types
 
 
-def _own_store(
+def own_records(
     region: RegionalClient,
     subject: str,
     subject_type: str,
     purpose: str,
     covered: Sequence[str],
     mode: Mode,
-) -> _Own:
+) -> OwnRecords:
     """The issuer's own records of ``subject`` (see the module: shown as this node shows
     them; the purpose's subject types, ``covered``, and the individuals' check-only floor
     respected)."""
     started = time.perf_counter()
     catalog = region.catalog
 
-    def done(records: list[tuple[str, Record]], name: str, reason: str) -> _Own:
-        return _Own(records, name, reason, round((time.perf_counter() - started) * 1000, 1))
+    def done(
+        records: list[tuple[str, Record]], name: str, reason: str, held: bool = True
+    ) -> OwnRecords:
+        elapsed = round((time.perf_counter() - started) * 1000, 1)
+        return OwnRecords(records, name, reason, elapsed, held)
 
     if subject_type not in covered:
         return done(
@@ -307,7 +316,7 @@ def _own_store(
     try:
         view = subject_view(region.store, catalog, subject)
     except NotFound:
-        return done([], "", "no such subject in this node's store")
+        return done([], "", "no such subject in this node's store", held=False)
     if mode is Mode.CHECK or is_individual(subject_type):
         held = [(r.theme, r.under_objection) for r in view.records]
         return done(_check_lines(catalog, region.member_id, subject_type, held), view.name, "")
@@ -524,7 +533,13 @@ async def consolidated_report(
     federation = region.federation
     own_task = asyncio.create_task(
         asyncio.to_thread(
-            _own_store, region, canonical, subject_type, purpose, _covered(region, purpose), mode
+            own_records,
+            region,
+            canonical,
+            subject_type,
+            purpose,
+            covered_types(region, purpose),
+            mode,
         )
     )
     try:
@@ -668,7 +683,7 @@ async def check_everyone(
     )
     canonical = asking.subjects
     own_task = asyncio.create_task(
-        asyncio.to_thread(_own_batch, region, canonical, _covered(region, purpose))
+        asyncio.to_thread(_own_batch, region, canonical, covered_types(region, purpose))
     )
     try:
         fanned = await ask_everyone(region, asking, deadline_s=deadline_s)

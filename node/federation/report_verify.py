@@ -82,11 +82,16 @@ from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
 from creditexchange.policy.document import Memorandum, Mode
 from creditexchange.policy.engine import PolicyEngine
-from creditexchange.policy.trust import check_signatures, load_envelope, memorandum_hash
+from creditexchange.policy.trust import (
+    TrustStore,
+    check_signatures,
+    load_envelope,
+    memorandum_hash,
+)
 from creditexchange.subjects import is_individual
 from creditexchange.v1 import audit_pb2, exchange_pb2
 
-__all__ = ["MemorandumKeys", "TrustedMemorandum", "verify_report"]
+__all__ = ["MemorandumKeys", "TrustedMemorandum", "trusted_for", "verify_report"]
 
 _KINDS = {"full": audit_pb2.QUERY, "check": audit_pb2.CHECK}  # a report asks one subject
 _STATUSES = frozenset({"answered", "denied", "unavailable", "timed_out", "skipped", "own"})
@@ -136,6 +141,19 @@ class TrustedMemorandum:
         """A signed memorandum file (``.json``); PolicyError saying what is wrong with it."""
         envelope, memorandum = load_envelope(path)
         return cls.from_envelope(envelope, memorandum)
+
+
+def trusted_for(report: Any, policy_dir: Path, current: MemorandumKeys) -> MemorandumKeys:
+    """The memorandum to verify ``report`` against on a node: the version the report
+    names, as the node keeps it (every version it installed is in its trust store,
+    ``policy_dir``), else the one in force (``current``)."""
+    memorandum = report.get("memorandum") if isinstance(report, Mapping) else None
+    version = memorandum.get("version") if isinstance(memorandum, Mapping) else None
+    if isinstance(version, int) and not isinstance(version, bool):
+        kept = TrustStore(policy_dir).history_path(version)
+        if kept.is_file():
+            return TrustedMemorandum.from_file(kept)
+    return current
 
 
 class _Malformed(ValueError):

@@ -22,6 +22,7 @@ __all__ = [
     "LISTING_SCAN_ROWS",
     "EntryListing",
     "entries_about",
+    "first_recorded_at",
 ]
 
 LISTING_PAGE_ENTRIES = 256
@@ -74,7 +75,7 @@ def entries_about(
     range, since retention prunes the oldest bodies."""
     pruned_before = 0
     if start is None:
-        start = _first_recorded_at(log, from_us - CLOCK_SLACK_US, end)
+        start = first_recorded_at(log, from_us - CLOCK_SLACK_US, end)
         before = _stored(log, start - 1) if start > 0 else None
         if before is not None and before.body is None:
             first = _stored(log, start) if start < end else None
@@ -129,9 +130,16 @@ def _recorded_us(stored: StoredEntry | None) -> int | None:
     return entry.time_unix_micros or None
 
 
-def _first_recorded_at(log: AuditLog, time_us: int, end: int) -> int:
-    """The first index whose entry was recorded at ``time_us`` or later, taking a pruned
-    or undatable entry as older than any time."""
+def first_recorded_at(log: AuditLog, time_us: int, end: int) -> int:
+    """The first index among the log's first ``end`` whose entry was recorded at
+    ``time_us`` or later, by a binary search (O(log n) reads), taking a pruned or
+    undatable entry as older than any time.
+
+    Entries stand in index order within :data:`CLOCK_SLACK_US` of time order: a caller
+    that must not miss an entry of a range searches from ``from_us - CLOCK_SLACK_US``
+    (every entry before the index found is older than ``from_us``) and stops at the
+    index found for ``to_us + CLOCK_SLACK_US`` (every entry from it on is newer than
+    ``to_us``). ``entries_about`` and the auditors' search (``ledger.search``) both do."""
     low, high = 0, end
     while low < high:
         middle = (low + high) // 2
