@@ -629,7 +629,7 @@ ToQuery = Annotated[
 ]
 
 
-def search_parameters(
+async def search_parameters(
     gateway: GatewayDep,
     from_: FromQuery = None,
     to: ToQuery = None,

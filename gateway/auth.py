@@ -36,7 +36,7 @@ _bearer = HTTPBearer(
 )
 
 
-def gateway_of(request: Request) -> Gateway:
+async def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
@@ -182,7 +182,7 @@ def _asker(
     return asker
 
 
-def partner(
+async def partner(
     request: Request, gateway: GatewayDep, credentials: BearerDep, officer: OfficerHeader = None
 ) -> Asker:
     """A partner system's call (dependency)."""
@@ -191,7 +191,7 @@ def partner(
     return asker
 
 
-def auditor(
+async def auditor(
     request: Request, gateway: GatewayDep, credentials: BearerDep, officer: OfficerHeader = None
 ) -> Asker:
     """An auditor's call (dependency)."""

@@ -36,8 +36,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Final, Literal
 
+import orjson
 from fastapi import APIRouter, Body, Header, Path, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from creditexchange.errors import CanonicalizationError
@@ -672,7 +672,7 @@ async def issue_report(
         pdf = await asyncio.to_thread(render_pdf, report)
         headers["Content-Disposition"] = f'attachment; filename="report-{report["report_id"]}.pdf"'
         return Response(pdf, media_type=PDF, headers=headers)
-    return JSONResponse(report, headers=headers)
+    return Response(orjson.dumps(report), media_type=JSON, headers=headers)
 
 
 # --- this city's own records --------------------------------------------------------------
