@@ -54,6 +54,10 @@ __all__ = [
     "QUOTA_USAGE",
     "RECORDS",
     "RECORD_VERSIONS",
+    "SCREENINGS",
+    "SCREENING_FEEDBACK",
+    "SCREENING_SUBJECTS",
+    "SCREENING_TRIGGERS",
     "SUBJECTS",
     "WITNESS_ALARMS",
     "ApiKey",
@@ -69,6 +73,10 @@ __all__ = [
     "Record",
     "RecordVersion",
     "RequestNonce",
+    "Screening",
+    "ScreeningFeedback",
+    "ScreeningSubject",
+    "ScreeningTrigger",
     "Subject",
     "WitnessAlarm",
     "WitnessCosignature",
@@ -347,6 +355,80 @@ class ApiKey(Base):
     revoked_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+# --- joint rewards and punishments: screenings and their feedback ----------------------
+
+
+class Screening(Base):
+    """A joint reward-and-punishment screening a partner system ran (``POST
+    /v1/screenings``), written only by ``creditexchange.node.federation.screening`` in
+    the transaction of its SCREENING ledger entry.
+
+    ``document`` is the result as it was answered (JSON; identity numbers masked, never
+    in clear); ``complete`` is 0 when a member asked did not answer, so the result may
+    miss measures it would have triggered.
+    """
+
+    __tablename__ = "screenings"
+    __table_args__ = (Index("ix_screenings_scene_created", "scene", "created_us"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scene: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    partner: Mapped[str] = mapped_column(String(64), index=True)
+    officer: Mapped[str] = mapped_column(String(256))
+    case_reference: Mapped[str] = mapped_column(String(512))
+    measures_version: Mapped[str] = mapped_column(String(64))
+    subject_count: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[int] = mapped_column(SmallInteger)
+    created_us: Mapped[int] = mapped_column(BigInteger, index=True)
+    document: Mapped[str] = mapped_column(Text)
+
+
+class ScreeningSubject(Base):
+    """A subject screened, at its position in the request: its HMAC under the ledger's
+    key (feedback names the subject again and is matched through it) and its id as
+    shown (individuals masked)."""
+
+    __tablename__ = "screening_subjects"
+
+    screening_id: Mapped[str] = mapped_column(ForeignKey("screenings.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_hmac: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    subject: Mapped[str] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(32))
+
+
+class ScreeningTrigger(Base):
+    """A measure a screening found applying to one of its subjects: what the report
+    counts and what feedback may be given on."""
+
+    __tablename__ = "screening_triggers"
+
+    screening_id: Mapped[str] = mapped_column(ForeignKey("screenings.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    binding: Mapped[int] = mapped_column(SmallInteger)
+
+
+class ScreeningFeedback(Base):
+    """What the department did with one measure for one subject: ``applied`` or
+    ``not_applied`` with its reason. Append-only: a later feedback on the same measure
+    supersedes an earlier one in the counts, and both stay."""
+
+    __tablename__ = "screening_feedback"
+    __table_args__ = (Index("ix_screening_feedback_screening", "screening_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    screening_id: Mapped[str] = mapped_column(ForeignKey("screenings.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # applied | not_applied
+    reason: Mapped[str] = mapped_column(Text)
+    officer: Mapped[str] = mapped_column(String(256))
+    recorded_us: Mapped[int] = mapped_column(BigInteger)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -369,3 +451,7 @@ PEER_CHECKPOINTS = _table(PeerCheckpoint)
 COSIGNATURES = _table(WitnessCosignature)
 WITNESS_ALARMS = _table(WitnessAlarm)
 API_KEYS = _table(ApiKey)
+SCREENINGS = _table(Screening)
+SCREENING_SUBJECTS = _table(ScreeningSubject)
+SCREENING_TRIGGERS = _table(ScreeningTrigger)
+SCREENING_FEEDBACK = _table(ScreeningFeedback)

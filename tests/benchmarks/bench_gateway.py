@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the test
 
 MEMBERS = ("huizhou", "shenzhen", "dongguan")
 REQUESTER = "shenzhen"
-ASKED: dict[str, str] = {
+ASKED: dict[str, Any] = {
     "purpose": "public_procurement",
     "legal_basis": "《政府采购法》第二十二条",
     "case_reference": "BENCH-GW-1",
