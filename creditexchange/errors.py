@@ -50,13 +50,20 @@ most a few dozen characters of it.
     ├── AccessError              a REST gateway key: unknown, revoked, or used beyond its
     │                            registration (a purpose, a subject type, a role)
     ├── ScreeningError           a measures catalog that cannot be loaded, or a screening or
-    │                            its feedback that cannot be made as asked
+    │   │                        its feedback that cannot be made as asked
+    │   ├── UnknownScene         a scene the measures catalog does not list
+    │   ├── UnknownScreening     no screening has that id
+    │   ├── NotYourScreening     the screening was made by another partner system
+    │   └── UnscreenedFeedback   feedback on a subject or measure the screening did not find
+    ├── ApiProblem               a REST gateway refusal, answered as an RFC 9457 problem
+    │                            document (its HTTP status, type, title and detail)
     └── FederationSetupError     provisioning or starting a local federation failed
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,6 +72,7 @@ __all__ = [
     "EXCERPT_CHARS",
     "AccessError",
     "AnswerRejected",
+    "ApiProblem",
     "AuthorityError",
     "CanonicalizationError",
     "CatalogError",
@@ -87,6 +95,7 @@ __all__ = [
     "MemorandumExpired",
     "MemorandumRefused",
     "NotFound",
+    "NotYourScreening",
     "NoteError",
     "ObjectionError",
     "PeerIdentityError",
@@ -99,6 +108,9 @@ __all__ = [
     "RevocationListError",
     "RevocationListExpired",
     "ScreeningError",
+    "UnknownScene",
+    "UnknownScreening",
+    "UnscreenedFeedback",
     "describe_validation_error",
     "excerpt",
 ]
@@ -313,6 +325,46 @@ class AccessError(CreditExchangeError):
 
 class ScreeningError(CreditExchangeError):
     pass
+
+
+class UnknownScene(ScreeningError):
+    """The scene named is not in the measures catalog."""
+
+
+class UnknownScreening(ScreeningError):
+    """No screening has this id."""
+
+
+class NotYourScreening(ScreeningError):
+    """The screening was made by another partner system."""
+
+
+class UnscreenedFeedback(ScreeningError):
+    """Feedback on a subject the screening did not name, or on a measure it did not find."""
+
+
+class ApiProblem(CreditExchangeError):
+    """A refusal of the REST gateway: ``status`` (HTTP), ``slug`` (its problem type),
+    ``title``, ``detail`` (what was wrong, what to do), response ``headers`` and
+    ``extra`` members of the problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
 
 
 class FederationSetupError(CreditExchangeError):

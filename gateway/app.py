@@ -106,6 +106,9 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Measured:
     """Count every request by route template, caller and status, and time it."""
 
@@ -132,7 +135,8 @@ class Measured:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             caller = scope.get("state", {}).get("caller", "-")
-            self.metrics.requests.labels(template, scope["method"], caller, str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # any token
+            self.metrics.requests.labels(template, method, caller, str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - started)
 
 

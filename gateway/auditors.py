@@ -565,6 +565,12 @@ def _instant(value: str, name: str, *, end: bool) -> int:
             f"{name}={value[:40]!r} is not a date or time: write 2026-12-01 (that whole day "
             "in China Standard Time) or 2026-12-01T09:30:00+08:00",
         ) from None
+    if not 1970 <= when.astimezone(dt.UTC).year <= 9998:
+        raise _bad(
+            "invalid-time",
+            "Invalid time",
+            f"{name}={value[:40]!r} is outside 1970 to 9998: give a time the ledger can hold",
+        )
     seconds = int(when.timestamp())
     return seconds * 1_000_000 + when.microsecond
 
@@ -593,6 +599,25 @@ _DECISIONS = {"ALLOW": True, "DENY": False}
 
 def _text(value: str | None) -> str | None:
     return None if value is None or value.strip() == "" else value.strip()
+
+
+def _named(value: str | None) -> str | None:
+    """A text filter recorded in the call's own entry (a member, partner, officer,
+    purpose), refused when it is a credit code or identity number: a subject is searched
+    with ``subject``, matched through its HMAC, so the entry never holds it in clear."""
+    text = _text(value)
+    if text is not None and len(text) in (15, 18):
+        try:
+            subject_type_of(text)
+        except InvalidIdentifier:
+            return text
+        raise _bad(
+            "identifier-in-filter",
+            "An identifier in a text filter",
+            "that filter holds a credit code or identity number: search a subject with "
+            "subject=, which is matched through the node's HMAC and never recorded in clear",
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -724,11 +749,11 @@ async def search_parameters(
             ) from None
     texts = {
         "direction": chosen_direction,
-        "requester": _text(requester),
-        "provider": _text(provider),
-        "partner": _text(partner),
-        "officer": _text(officer),
-        "purpose": _text(purpose),
+        "requester": _named(requester),
+        "provider": _named(provider),
+        "partner": _named(partner),
+        "officer": _named(officer),
+        "purpose": _named(purpose),
         "decision": None if chosen_decision is None else chosen_decision.lower(),
         "status": wanted_status,
     }

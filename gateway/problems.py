@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from creditexchange.errors import (
     AccessError,
     AnswerRejected,
+    ApiProblem,
     CatalogError,
     CreditExchangeError,
     ExchangeError,
@@ -49,26 +49,9 @@ _TYPE = "urn:credit-exchange:problem:"
 log = logging.getLogger("creditexchange.gateway")
 
 
-class Problem(Exception):
-    """An error answered as a problem document; raise it from a route."""
-
-    def __init__(
-        self,
-        status: int,
-        slug: str,
-        title: str,
-        detail: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.title = title
-        self.detail = detail
-        self.headers = dict(headers or {})
-        self.extra = extra
+Problem = ApiProblem
+"""An error answered as a problem document; raise it from a route (the errors module
+declares it, as every exception of the project)."""
 
 
 class ProblemDocument(BaseModel):

@@ -29,7 +29,13 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from creditexchange.errors import ScreeningError
+from creditexchange.errors import (
+    NotYourScreening,
+    ScreeningError,
+    UnknownScene,
+    UnknownScreening,
+    UnscreenedFeedback,
+)
 from creditexchange.gateway.auth import GatewayDep, PartnerDep
 from creditexchange.gateway.context import Gateway
 from creditexchange.gateway.problems import Problem, problem_responses
@@ -38,10 +44,6 @@ from creditexchange.node.exchange.protocol import MAX_BATCH_SUBJECTS
 from creditexchange.node.federation.screening import (
     FeedbackItem,
     FeedbackOutcome,
-    NotYourScreening,
-    UnknownScene,
-    UnknownScreening,
-    UnscreenedFeedback,
     feedback_write,
     read_screening,
     resolve_feedback,

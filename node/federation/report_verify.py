@@ -149,7 +149,7 @@ def trusted_for(report: Any, policy_dir: Path, current: MemorandumKeys) -> Memor
     ``policy_dir``), else the one in force (``current``)."""
     memorandum = report.get("memorandum") if isinstance(report, Mapping) else None
     version = memorandum.get("version") if isinstance(memorandum, Mapping) else None
-    if isinstance(version, int) and not isinstance(version, bool):
+    if isinstance(version, int) and not isinstance(version, bool) and 0 < version < 2**31:
         kept = TrustStore(policy_dir).history_path(version)
         if kept.is_file():
             return TrustedMemorandum.from_file(kept)

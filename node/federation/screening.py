@@ -55,7 +55,13 @@ import orjson
 from sqlalchemy import Dialect, Engine, bindparam, insert, select
 
 from creditexchange.clock import CST, china_today, now_us
-from creditexchange.errors import ScreeningError
+from creditexchange.errors import (
+    NotYourScreening,
+    ScreeningError,
+    UnknownScene,
+    UnknownScreening,
+    UnscreenedFeedback,
+)
 from creditexchange.identifiers import mask_identifier, mask_subject_name, subject_type_of
 from creditexchange.node.database.driver import Prepared
 from creditexchange.node.database.models import (
@@ -90,13 +96,9 @@ __all__ = [
     "FeedbackBatch",
     "FeedbackItem",
     "FeedbackOutcome",
-    "NotYourScreening",
     "ResolvedFeedback",
     "SceneCount",
     "Screened",
-    "UnknownScene",
-    "UnknownScreening",
-    "UnscreenedFeedback",
     "feedback_write",
     "measures_report",
     "read_screening",
@@ -109,22 +111,6 @@ FORMAT: Final = "creditexchange.screening/v1"
 
 _DETAIL_CALLS: Final = 32
 """The most second-round queries (records of the hits) in flight at once."""
-
-
-class UnknownScene(ScreeningError):
-    """The scene named is not in the measures catalog."""
-
-
-class UnknownScreening(ScreeningError):
-    """No screening has this id."""
-
-
-class NotYourScreening(ScreeningError):
-    """The screening was made by another partner system."""
-
-
-class UnscreenedFeedback(ScreeningError):
-    """Feedback on a subject the screening did not name, or on a measure it did not find."""
 
 
 class DetailLevel(StrEnum):
