@@ -107,7 +107,8 @@ class KeyRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._cache: dict[str, tuple[float, Caller | None, bytes]] = {}
+        self._cache: dict[str, tuple[float, Caller, bytes]] = {}  # one row per registered key
+        self._unknown: dict[str, float] = {}  # key ids found in no row, and when
         self._lock = threading.Lock()
 
     # -- the operator's side ------------------------------------------------------------
@@ -222,6 +223,7 @@ class KeyRegistry:
     def _forget(self, key_id: str) -> None:
         with self._lock:
             self._cache.pop(key_id, None)
+            self._unknown.clear()  # a rotated key's new id may have been tried before
 
     # -- the gateway's side -------------------------------------------------------------
 
@@ -237,16 +239,26 @@ class KeyRegistry:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key_id)
+            unknown_since = self._unknown.get(key_id)
+        if unknown_since is not None and now - unknown_since <= CACHE_S:
+            raise AccessError("unknown key: ask the node's operator for a key of your own")
         if cached is None or now - cached[0] > CACHE_S:
             with self.engine.connect() as conn:
                 row = conn.execute(select(API_KEYS).where(API_KEYS.c.key_id == key_id)).first()
-            cached = (now, _caller(row), row._mapping["key_hash"]) if row else (now, None, b"")
             with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[key_id] = cached
+                if row is None:  # kept apart: made-up keys never push out the real ones
+                    if len(self._unknown) >= 1024:
+                        self._unknown.clear()
+                    self._unknown[key_id] = now
+                    self._cache.pop(key_id, None)
+                else:
+                    cached = (now, _caller(row), row._mapping["key_hash"])
+                    self._cache[key_id] = cached
+            if row is None:
+                raise AccessError("unknown key: ask the node's operator for a key of your own")
+        assert cached is not None
         _, caller, stored = cached
-        if caller is None or not hmac.compare_digest(stored, _hash(key)):
+        if not hmac.compare_digest(stored, _hash(key)):
             raise AccessError("unknown key: ask the node's operator for a key of your own")
         if not caller.active:
             raise AccessError(

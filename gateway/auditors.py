@@ -1178,6 +1178,7 @@ async def export_entries(
     chosen = _choice("format", export_format, [f.value.upper() for f in ExportFormat])
     kind = ExportFormat((chosen or ExportFormat.CSV.value).lower())
     gateway = asker.gateway
+    asker.charge(1)  # an export may read the whole ledger: it counts as two calls
     end = await _size(gateway)
     await _record(
         asker,

@@ -69,6 +69,11 @@ class Asker:
                 registered_purposes=list(self.caller.purposes),
             )
 
+    def charge(self, calls: float) -> None:
+        """Count ``calls`` more against the caller's rate (a batch, an export weighs more
+        than one lookup): a 429 problem when that is over it."""
+        _within_rate(self.gateway, self.caller, calls)
+
     def require_subject_types(self, types: Iterable[str]) -> None:
         allowed = self.caller.subject_types
         if not allowed:
@@ -147,8 +152,8 @@ def _officer(gateway: Gateway, officer: str | None) -> str:
     return text
 
 
-def _within_rate(gateway: Gateway, caller: Caller) -> None:
-    wait = gateway.limiter.take(caller)
+def _within_rate(gateway: Gateway, caller: Caller, cost: float = 1.0) -> None:
+    wait = gateway.limiter.take(caller, cost)
     if wait > 0:
         gateway.metrics.rate_limited.labels(caller.name).inc()
         seconds = max(1, math.ceil(wait))
@@ -156,7 +161,8 @@ def _within_rate(gateway: Gateway, caller: Caller) -> None:
             429,
             "rate-limited",
             "Too many requests",
-            f"{caller.name!r} may make {caller.rate_per_min} calls a minute; retry in {seconds} s",
+            f"{caller.name!r} may make {caller.rate_per_min} calls a minute (a batch of 100 "
+            f"subjects, an export or a reconciliation counts as one more); retry in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
 

@@ -559,13 +559,14 @@ async def create_screening(
     if len(body.subjects) > gateway.limits.max_subjects:
         gateway.metrics.refused.labels("size").inc()
         raise Problem(
-            422,
+            413,
             "too-many-subjects",
             "Too many subjects",
             f"{len(body.subjects)} subjects; this node screens at most "
             f"{gateway.limits.max_subjects} at once: split the list",
         )
     asker.require_subject_types(kind for _, kind in askable.subject_types(body.subjects))
+    asker.charge(len(body.subjects) / 100)  # a batch weighs on the rate
     try:
         screened = await screen(
             gateway.region,
