@@ -8,7 +8,9 @@ In one run, on a three-member federation on loopback (each member served by its 
   ``--concurrency`` lookups at a time;
 * **gateway**: this process asks shenzhen's gateway over HTTP as a registered partner
   (key and officer), the same lookups, as many at a time; the gateway runs them through
-  the same client path inside shenzhen's node process.
+  the same client path inside shenzhen's node process. The load generator is a minimal
+  keep-alive HTTP/1.1 client (one connection per worker, as ``wrk`` does), so that what
+  is measured is the gateway, not a client library's own CPU on the shared cores.
 
 Two lookups are measured, each with both paths in alternating rounds (so drift of
 the machine falls on both): the consolidated **report** on one subject across the
@@ -38,11 +40,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 
 from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
@@ -64,6 +66,35 @@ ASKED: dict[str, Any] = {
     "case_reference": "BENCH-GW-1",
 }
 OFFICER = "bench-officer"
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request, and its whole response read."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        extra = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        writer.write(
+            f"{method} {target} HTTP/1.1\r\nHost: gateway\r\n{self.head}{extra}\r\n".encode() + body
+        )
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
 
 
 @contextlib.contextmanager
@@ -115,19 +146,21 @@ async def measure(
     nodes: dict[str, ProvisionedNode], key: str, subjects: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     node = nodes[REQUESTER]
-    base = f"http://127.0.0.1:{node.gateway_port}"
     headers = {"Authorization": f"Bearer {key}", "X-Officer": OFFICER}
-    limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-    )
+    idle = [Connection(node.gateway_port, headers) for _ in range(args.concurrency)]
     figures: dict[str, dict[str, list[float]]] = {
         kind: {"direct_rate": [], "gateway_rate": [], "direct_lat": [], "gateway_lat": []}
         for kind in ("report", "check")
     }
-    async with (
-        open_regional_client(node.config) as region,
-        httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as http,
-    ):
+
+    async def http(method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        connection = idle.pop()
+        try:
+            return await connection.request(method, target, body)
+        finally:
+            idle.append(connection)
+
+    async with open_regional_client(node.config) as region:
 
         async def direct_report(i: int) -> None:
             report = await consolidated_report(
@@ -135,27 +168,28 @@ async def measure(
             )
             assert report["signature"]
 
+        query = urllib.parse.urlencode(
+            {
+                "purpose": ASKED["purpose"],
+                "legal_basis": ASKED["legal_basis"],
+                "case": ASKED["case_reference"],
+            }
+        )
+
         async def gateway_report(i: int) -> None:
-            reply = await http.get(
-                f"/v1/subjects/{subjects[i % len(subjects)]}/report",
-                params={
-                    "purpose": ASKED["purpose"],
-                    "legal_basis": ASKED["legal_basis"],
-                    "case": ASKED["case_reference"],
-                },
-            )
-            if reply.status_code != 200:
-                raise SystemExit(f"gateway report: {reply.status_code} {reply.text[:500]}")
+            target = f"/v1/subjects/{subjects[i % len(subjects)]}/report?{query}"
+            status, body = await http("GET", target)
+            if status != 200:
+                raise SystemExit(f"gateway report: {status} {body[:500]!r}")
 
         async def direct_check(i: int) -> None:
             await check_everyone(region, [subjects[i % len(subjects)]], officer=OFFICER, **ASKED)
 
         async def gateway_check(i: int) -> None:
-            reply = await http.post(
-                "/v1/checks", json={**ASKED, "subjects": [subjects[i % len(subjects)]]}
-            )
-            if reply.status_code != 200:
-                raise SystemExit(f"gateway check: {reply.status_code} {reply.text[:500]}")
+            body = json.dumps({**ASKED, "subjects": [subjects[i % len(subjects)]]}).encode()
+            status, answer = await http("POST", "/v1/checks", body)
+            if status != 200:
+                raise SystemExit(f"gateway check: {status} {answer[:500]!r}")
 
         paths = {
             "report": (direct_report, gateway_report),
@@ -172,6 +206,8 @@ async def measure(
                     rate, latencies = await drive(lookup, per_round, args.concurrency)
                     figures[kind][f"{name}_rate"].append(rate)
                     figures[kind][f"{name}_lat"].extend(latencies)
+    for connection in idle:
+        connection.close()
     result: dict[str, Any] = {}
     for kind, f in figures.items():
         direct_rate, gateway_rate = (
