@@ -26,6 +26,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -45,6 +46,10 @@ __all__ = [
     "CHECKPOINTS",
     "COSIGNATURES",
     "ENTRIES",
+    "FEED_HEADS",
+    "FEED_LEAVES",
+    "FEED_NODES",
+    "FEED_PUBLISHED",
     "HEAD",
     "IMPORT_BATCHES",
     "NODES",
@@ -59,9 +64,15 @@ __all__ = [
     "SCREENING_SUBJECTS",
     "SCREENING_TRIGGERS",
     "SUBJECTS",
+    "SYNCED_RECORDS",
+    "SYNC_CURSORS",
     "WITNESS_ALARMS",
     "ApiKey",
     "Base",
+    "FeedHead",
+    "FeedLeaf",
+    "FeedNode",
+    "FeedPublished",
     "ImportBatch",
     "LedgerCheckpoint",
     "LedgerEntry",
@@ -78,6 +89,8 @@ __all__ = [
     "ScreeningSubject",
     "ScreeningTrigger",
     "Subject",
+    "SyncCursor",
+    "SyncedRecord",
     "WitnessAlarm",
     "WitnessCosignature",
 ]
@@ -429,6 +442,110 @@ class ScreeningFeedback(Base):
     recorded_us: Mapped[int] = mapped_column(BigInteger)
 
 
+# --- change feeds: what this node publishes, and what it syncs from others ---------------
+
+
+class FeedLeaf(Base):
+    """A leaf of one of this node's feeds (one published theme): the FeedChange bytes and
+    their leaf hash, at ``idx`` in the feed's Merkle tree."""
+
+    __tablename__ = "feed_leaves"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FeedNode(Base):
+    """The hash of a perfect subtree of a feed's tree: (theme, level, index) -> hash."""
+
+    __tablename__ = "feed_nodes"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class FeedHead(Base):
+    """A feed's size, root and latest signed checkpoint (one row per published theme)."""
+
+    __tablename__ = "feed_heads"
+
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    checkpoint: Mapped[str] = mapped_column(Text)
+    signed_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeedPublished(Base):
+    """What a feed last said of a record (its version and content), so that the next
+    change of the record — and only a change — becomes the feed's next leaf."""
+
+    __tablename__ = "feed_published"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    present: Mapped[bool] = mapped_column(Boolean)  # False: its removal was published
+    leaf_idx: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncCursor(Base):
+    """A subscriber's position in one publisher's feed: the size and root it verified,
+    the signed checkpoint that vouches for them, the tree's frontier (to extend it with
+    the next batch's leaves), and what happened last."""
+
+    __tablename__ = "sync_cursors"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    publisher: Mapped[str] = mapped_column(String(32), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    checkpoint: Mapped[str] = mapped_column(Text)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    applied_us: Mapped[int] = mapped_column(BigInteger)
+    head_size: Mapped[int] = mapped_column(BigInteger)  # the publisher's size, last seen
+    head_us: Mapped[int] = mapped_column(BigInteger)  # when its newest change was made
+    last_error: Mapped[str] = mapped_column(Text)
+    last_error_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncedRecord(Base):
+    """A record synced from another member's feed, kept apart from this city's own and
+    marked with its origin; its latest state as the publisher last changed it."""
+
+    __tablename__ = "synced_records"
+    __table_args__ = (
+        Index("ix_synced_records_subject", "subject_id", "theme"),
+        {"sqlite_with_rowid": False},
+    )
+
+    origin: Mapped[str] = mapped_column(String(32), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    subject_id: Mapped[str] = mapped_column(String(18))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_name: Mapped[str] = mapped_column(String(256))
+    source_department: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[str] = mapped_column(Text)
+    decision_date: Mapped[dt.date | None] = mapped_column(Date)
+    valid_until: Mapped[dt.date | None] = mapped_column(Date)
+    publicity_end: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    feed_idx: Mapped[int] = mapped_column(BigInteger)  # the leaf that set this state
+    changed_us: Mapped[int] = mapped_column(BigInteger)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -451,6 +568,12 @@ PEER_CHECKPOINTS = _table(PeerCheckpoint)
 COSIGNATURES = _table(WitnessCosignature)
 WITNESS_ALARMS = _table(WitnessAlarm)
 API_KEYS = _table(ApiKey)
+FEED_LEAVES = _table(FeedLeaf)
+FEED_NODES = _table(FeedNode)
+FEED_HEADS = _table(FeedHead)
+FEED_PUBLISHED = _table(FeedPublished)
+SYNC_CURSORS = _table(SyncCursor)
+SYNCED_RECORDS = _table(SyncedRecord)
 SCREENINGS = _table(Screening)
 SCREENING_SUBJECTS = _table(ScreeningSubject)
 SCREENING_TRIGGERS = _table(ScreeningTrigger)
