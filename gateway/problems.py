@@ -46,7 +46,7 @@ __all__ = [
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE = "urn:credit-exchange:problem:"
-log = logging.getLogger("creditexchange.gateway")
+log = logging.getLogger("gateway")
 
 
 Problem = ApiProblem

@@ -35,7 +35,7 @@ from creditexchange.node.ledger import Ledger
 
 __all__ = ["GatewayServer", "open_gateway", "serve_gateway", "serve_with_gateway", "tls_files"]
 
-log = logging.getLogger("creditexchange.gateway")
+log = logging.getLogger("gateway")
 
 
 def _loopback(host: str) -> bool:

@@ -39,10 +39,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", stream: Any = None) -> None:
-    """Send the node's loggers' records (``node``, ``certs``, ``policy``) to stderr as JSON."""
+    """Send the node's loggers' records (``node``, ``certs``, ``policy``, ``gateway``) to
+    stderr as JSON."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("node", "certs", "policy"):
+    for name in ("node", "certs", "policy", "gateway"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
