@@ -135,11 +135,13 @@ def print_subject(view: SubjectView, catalog: Catalog) -> None:
     for r in view.records:
         flag = ("  异议处理中 objection in progress", "bold yellow") if r.under_objection else ""
         until = f", public until {r.publicity_end}" if r.publicity_end else ""
+        origin = (f"  synced from {r.origin}", "magenta") if r.origin else ""
         out.print(
             Text.assemble(
                 "  ",
                 (r.theme_name, "cyan"),
                 f" {r.record_key}  (v{r.version}, {r.source_department}{until})",
+                origin,
                 flag,
             )
         )

@@ -49,13 +49,14 @@ from sqlalchemy.dialects import postgresql
 
 from creditexchange.errors import NotFound
 from creditexchange.node.database.driver import Prepared, as_date, padded, sql_date, sql_stamp
-from creditexchange.node.database.models import RECORD_VERSIONS, RECORDS, SUBJECTS
+from creditexchange.node.database.models import RECORD_VERSIONS, RECORDS, SUBJECTS, SYNCED_RECORDS
 from creditexchange.node.records.validation import ValidRow
 
 __all__ = [
     "RecordStatus",
     "StoredRecord",
     "SubjectRecords",
+    "SyncedCopy",
     "add_subjects",
     "count_withheld",
     "existing_records",
@@ -63,6 +64,7 @@ __all__ = [
     "find_subjects",
     "insert_records",
     "read_subjects",
+    "read_synced",
     "rename_subjects",
     "replace_records",
     "servable",
@@ -93,6 +95,44 @@ def servable(today: Any) -> ColumnElement[bool]:
 
 
 # --- reading ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedCopy:
+    """A record this node keeps as synced from another member's feed (its ``origin``)."""
+
+    origin: str
+    theme: str
+    record_key: str
+    subject_type: str
+    subject_name: str
+    source_department: str
+    fields: str
+    decision_date: dt.date | None
+    valid_until: dt.date | None
+    publicity_end: dt.date | None
+    status: str
+    version: int
+
+
+def read_synced(conn: Connection, subject_id: str, today: dt.date) -> list[SyncedCopy]:
+    """The synced copies of a subject's records still public on ``today`` (the same rule
+    as :func:`servable`), by origin and theme."""
+    c = SYNCED_RECORDS.c
+    rows = conn.execute(
+        select(
+            c.origin, c.theme, c.record_key, c.subject_type, c.subject_name,
+            c.source_department, c.fields, c.decision_date, c.valid_until, c.publicity_end,
+            c.status, c.version,
+        )
+        .where(
+            c.subject_id == subject_id,
+            c.status != RecordStatus.EXPIRED.value,
+            or_(c.publicity_end.is_(None), c.publicity_end >= today),
+        )
+        .order_by(c.origin, c.theme, c.record_key)
+    )  # fmt: skip
+    return [SyncedCopy(**row._asdict()) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

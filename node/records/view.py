@@ -12,6 +12,9 @@ these promises:
 * Sensitive values are masked here, not by the caller: identity numbers as
   ``441302********3314``, other sensitive fields and the names of individuals
   down to their first character.
+* Records synced from another member's feed (customs data above all) are shown after
+  the city's own, each marked with its origin; a subject known only from a feed is
+  shown too.
 * A subject that is not found is named in the error only if its id is a valid
   unified social credit code (organisations' codes are public); anything else
   may be a person's identity number and is masked.
@@ -53,6 +56,7 @@ class RecordView:
     publicity_end: dt.date | None
     fields: dict[str, Any]
     under_objection: bool
+    origin: str = ""  # "": this city's own; else the member whose feed it was synced from
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class SubjectView:
                     "valid_until": r.valid_until,
                     "publicity_end": r.publicity_end,
                     "fields": r.fields,
+                    "origin": r.origin or None,
                 }
                 for r in self.records
             ],
@@ -118,13 +123,17 @@ def subject_view(
         found = repository.read_subjects(
             conn.connection.driver_connection, conn.dialect, [key], None, today
         )
-        if key not in found.subjects:
+        synced = repository.read_synced(conn, key, today)
+        if key not in found.subjects and not synced:
             raise NotFound(
                 f"no subject {_shown_in_errors(key)} in this node's store; check the id, or "
                 "import the department file that holds the subject's records"
             )
-        hidden = repository.count_withheld(conn, key, today)
-    subject_type, name = found.subjects[key]
+        hidden = repository.count_withheld(conn, key, today) if key in found.subjects else 0
+    if key in found.subjects:
+        subject_type, name = found.subjects[key]
+    else:  # known here only from another member's feed
+        subject_type, name = synced[0].subject_type, synced[0].subject_name
     records = []
     for r in found.records:
         theme = catalog.theme_by_code.get(r.theme)
@@ -141,6 +150,24 @@ def subject_view(
                 publicity_end=r.publicity_end,
                 fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
                 under_objection=r.under_objection,
+            )
+        )
+    for c in synced:  # shown as the origin's data, after the city's own
+        theme = catalog.theme_by_code.get(c.theme)
+        records.append(
+            RecordView(
+                theme=c.theme,
+                theme_name=theme.name_zh if theme else c.theme,
+                record_key=c.record_key,
+                source_department=c.source_department,
+                status=c.status,
+                version=c.version,
+                decision_date=c.decision_date,
+                valid_until=c.valid_until,
+                publicity_end=c.publicity_end,
+                fields=mask_fields(catalog, c.theme, orjson.loads(c.fields)),
+                under_objection=c.status == repository.RecordStatus.OBJECTION,
+                origin=c.origin,
             )
         )
     return SubjectView(
