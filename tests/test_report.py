@@ -763,6 +763,8 @@ def test_report_and_report_verify_on_the_command_line(fed: Federation, tmp_path:
         verified = runner.invoke(app, ["report", "verify", str(out), "--home", str(home)])
         assert verified.exit_code == 0, verified.output
         assert "verified" in verified.output
+        version, digest = written["memorandum"]["version"], written["memorandum"]["hash"]
+        assert f"against memorandum version {version} (SHA-256 {digest})" in verified.output
 
         written["sections"][1]["records"][0]["record_key"] = "假的"
         out.write_text(json.dumps(written, ensure_ascii=False), "utf-8")

@@ -322,9 +322,15 @@ def verify(
         raise typer.Exit(2) from None
     trusted, catalog = _trusted(report, home, memorandum)
     problems = verify_report(report, trusted, catalog)
+    against = {"version": trusted.memorandum.version, "hash": trusted.hash.hex()}
     if as_json:
         print_json(
-            {"verified": not problems, "problems": problems, "digest": _digest_or_none(report)}
+            {
+                "verified": not problems,
+                "problems": problems,
+                "digest": _digest_or_none(report),
+                "memorandum": against,
+            }
         )
     elif problems:
         for problem in problems:
@@ -339,6 +345,11 @@ def verify(
             soft_wrap=True,
         )
         out.print(f"digest {report_digest(report)}", style="dim")
+    out.print(
+        f"against memorandum version {against['version']} (SHA-256 {against['hash']})",
+        style="dim",
+        soft_wrap=True,
+    )
     if problems:
         raise typer.Exit(1)
 
