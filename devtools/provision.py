@@ -162,6 +162,11 @@ def signed_memorandum(
             for key in ("providers", "requesters"):
                 rule[key] = [m for m in rule[key] if m in present]
         data["rules"] = [r for r in data["rules"] if r["providers"] and r["requesters"]]
+        for feed in data.get("feeds", []):
+            feed["subscribers"] = [m for m in feed["subscribers"] if m in present]
+        data["feeds"] = [
+            f for f in data.get("feeds", []) if f["publisher"] in present and f["subscribers"]
+        ]
         data["threshold"] = min(data["threshold"], len(data["members"]))
     for member in data["members"]:
         node = nodes.get(member["id"])

@@ -39,6 +39,7 @@ from creditexchange.node.exchange.provider import _receipt
 from creditexchange.node.federation.witness import PeerResult, witness_verifiers
 from creditexchange.node.ledger import AuditLog, Receipt, entries, merkle
 from creditexchange.node.ledger.cosignature import Cosigner, verify_cosignatures, witness_name
+from creditexchange.node.ledger.entries import decode
 from creditexchange.node.ledger.note import Checkpoint, Signer, open_note, sign_note
 from creditexchange.node.ledger.witnessing import (
     RECEIPT,
@@ -320,6 +321,30 @@ def test_a_forked_log_raises_one_alarm_with_both_checkpoints_kept_as_evidence(
     served = fed.run(fed.client(WITNESS).checkpoint(victim))
     assert not any(witness_name(WITNESS) in line for line in served.cosignatures)
 
+    # the operator looks into it (every member knows the victim was restored) and resets
+    home = str(fed.nodes[WITNESS].home)
+    refused = runner.invoke(
+        app, ["audit", "witness-reset", victim, "--reason", " ", "--home", home]
+    )
+    assert refused.exit_code == 2 and "say why" in refused.output
+    reset = runner.invoke(
+        app, ["audit", "witness-reset", victim, "--reason", "restored, ticket 7", "--home", home]
+    )
+    assert reset.exit_code == 0, reset.output
+    assert witness_round(fed)[victim].outcome == "cosigned"  # from the restored log on
+    status = runner.invoke(app, ["audit", "witness-status", "--json", "--home", home])
+    (shown,) = [p for p in json.loads(status.output) if p["peer"] == victim]
+    assert [(a["kind"], a["resolution"]) for a in shown["alarms"]] == [
+        ("fork", "restored, ticket 7")
+    ]
+    recorded = [
+        decode(e.body) for e in log_of(fed, WITNESS).entries(0, log_of(fed, WITNESS).size())
+    ]
+    assert any(
+        e["kind"] == "WITNESS" and e["outcome"]["status"] == "RESET" and e["responder"] == victim
+        for e in recorded
+    )
+
 
 @pytest.mark.parametrize("victim", ["dongguan", "customs"], ids=["sqlite", "postgres"])
 def test_a_rolled_back_log_is_caught_by_the_witnesses_the_requesters_and_its_own_verify(
@@ -413,6 +438,7 @@ def test_a_cosignature_is_kept_only_when_it_is_the_callers_on_this_log_as_it_sta
     fed: Federation,
 ) -> None:
     to, caller = "huizhou", WITNESS
+    grow(fed, to, 1)  # a checkpoint no witness has cosigned yet (a cosigned one costs no check)
     log = log_of(fed, to)
     note = log.latest_checkpoint()
     body = body_of(note)

@@ -50,6 +50,7 @@ from creditexchange.node.federation.witness import (
     PeerResult,
     PeerStatus,
     Witness,
+    reset_peer,
     vouched_for,
     witness_status,
 )
@@ -349,6 +350,8 @@ def _status_json(s: PeerStatus) -> dict[str, Any]:
                 "raised": _iso(a.raised_us),
                 "earlier_checkpoint": a.earlier_note,
                 "later_checkpoint": a.later_note,
+                "resolved": _iso(a.resolved_us),
+                "resolution": a.resolution or None,
             }
             for a in s.alarms
         ],
@@ -361,12 +364,33 @@ def _print_status(s: PeerStatus) -> None:
     receipts = "" if s.receipt_size is None else f", receipts up to {s.receipt_size}"
     out.print(f"{s.peer:<12} {size}, {cosigned}{receipts}")
     for a in s.alarms:
+        if a.resolved_us is not None:
+            out.print(
+                f"  alarm {a.kind} ({(_iso(a.raised_us) or '')[:19]}) resolved "
+                f"{(_iso(a.resolved_us) or '')[:19]}: {a.resolution}",
+                style="dim",
+            )
+            continue
         err.print(
             Text.assemble(
                 (f"  ALARM {a.kind}", "bold red"),
                 f" ({(_iso(a.raised_us) or '')[:19]}): {a.detail}",
             )
         )
+
+
+@audit_app.command("witness-reset")
+@reports_errors
+def witness_reset_command(
+    peer: Annotated[str, typer.Argument(help="the member whose witnessed view to reset")],
+    home: HomeOption,
+    reason: Annotated[str, typer.Option(help="why (recorded in the ledger with the reset)")],
+) -> None:
+    """After an alarm is looked into: forget the peer's checkpoints seen and resolve its
+    alarms, so the next round starts from the peer's checkpoint then. Recorded."""
+    config, log = audit_log(home)
+    index = reset_peer(log, WitnessRecords(log.engine), config.member_id, peer, reason)
+    out.print(f"witness of {peer} reset; recorded as entry {index}; alarms kept as evidence")
 
 
 @audit_app.command("prune")

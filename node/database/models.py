@@ -340,6 +340,8 @@ class WitnessAlarm(Base):
     earlier_note: Mapped[str] = mapped_column(Text)  # the checkpoint it showed before
     later_note: Mapped[str] = mapped_column(Text)  # the one contradicting it
     raised_us: Mapped[int] = mapped_column(BigInteger)
+    resolved_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)  # the operator's why
 
 
 # --- the REST gateway: who may call it -------------------------------------------------

@@ -53,11 +53,11 @@ from dataclasses import dataclass
 import grpc
 
 from creditexchange.clock import now_us
-from creditexchange.errors import AnswerRejected, NoteError, ProofError
+from creditexchange.errors import AnswerRejected, LedgerError, NoteError, ProofError
 from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.federation import Federation
 from creditexchange.node.exchange.metrics import Metrics
-from creditexchange.node.ledger import Ledger, merkle, origin_for
+from creditexchange.node.ledger import AuditLog, Ledger, merkle, origin_for
 from creditexchange.node.ledger.cosignature import CosignatureVerifier, Cosigner, witness_name
 from creditexchange.node.ledger.entries import encode
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
@@ -82,6 +82,7 @@ __all__ = [
     "PeerStatus",
     "Witness",
     "peer_verifiers",
+    "reset_peer",
     "vouched_for",
     "witness_status",
     "witness_verifiers",
@@ -282,7 +283,9 @@ class Witness:
         standing = [
             a
             for a in await asyncio.to_thread(self.records.alarms, peer)
-            if a.kind == alarmed.kind and a.earlier_note == alarmed.earlier.note
+            if a.kind == alarmed.kind
+            and a.earlier_note == alarmed.earlier.note
+            and a.resolved_us is None
         ]
         if standing:
             return standing[-1]
@@ -428,6 +431,31 @@ class PeerStatus:
     cosigned_us: int | None  # when this node last cosigned it (the cosignature's time)
     receipt_size: int | None  # the largest checkpoint found in the peer's receipts
     alarms: tuple[Alarm, ...]
+
+
+def reset_peer(
+    log: AuditLog, records: WitnessRecords, member_id: str, peer: str, reason: str
+) -> int:
+    """The operator's reset of this node's witness of ``peer``, after an alarm was looked
+    into (the peer's log was restored from a backup with every member's knowledge, say):
+    the checkpoints seen of it are forgotten and its standing alarms resolved with
+    ``reason``, in the transaction of a LOCAL ``WITNESS`` entry that records the reset —
+    the alarms and their evidence stay. Returns the entry's index."""
+    reason = reason.strip()
+    if not reason:
+        raise LedgerError("say why the witness of the peer is reset (--reason): it is recorded")
+    now = now_us()
+    entry = audit_pb2.AuditEntry(
+        time_unix_micros=now,
+        requester=member_id,
+        responder=peer,
+        direction=audit_pb2.LOCAL,
+        kind=audit_pb2.WITNESS,
+        note=f"reset by the operator: {reason}"[:4000],
+        outcome=audit_pb2.Outcome(status="RESET", message="witness view of the peer reset"),
+    )
+    index, _ = log.commit([encode(entry)], side_writes=[records.reset_write(peer, reason, now)])
+    return index
 
 
 def witness_status(records: WitnessRecords, peers: Sequence[str]) -> list[PeerStatus]:

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Table, bindparam, insert, select
+from sqlalchemy import Dialect, Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
@@ -127,6 +127,8 @@ class Alarm:
     later_note: str
     raised_us: int
     id: int = 0  # 0 until stored
+    resolved_us: int | None = None  # when the operator reset the witness's view of the peer
+    resolution: str = ""  # and why
 
 
 def _upsert(table: Table, keys: tuple[str, ...], grow_only: bool) -> Prepared:
@@ -159,9 +161,32 @@ _GROW_RECEIPT = _upsert(PEER_CHECKPOINTS, ("peer", "source"), grow_only=True)
 _GROW_COSIGNATURE = _upsert(COSIGNATURES, ("role", "member"), grow_only=True)
 _INSERT_ALARM = Prepared(
     insert(WITNESS_ALARMS).values(
-        {c.name: bindparam(c.name) for c in WITNESS_ALARMS.columns if c.name != "id"}
+        {
+            c.name: bindparam(c.name)
+            for c in WITNESS_ALARMS.columns
+            if c.name not in ("id", "resolved_us", "resolution")
+        }
     )
 )
+_FORGET_PEER = Prepared(
+    delete(PEER_CHECKPOINTS).where(PEER_CHECKPOINTS.c.peer == bindparam("peer"))
+)
+_RESOLVE_ALARMS = Prepared(
+    update(WITNESS_ALARMS)
+    .where(WITNESS_ALARMS.c.peer == bindparam("peer"), WITNESS_ALARMS.c.resolved_us.is_(None))
+    .values(resolved_us=bindparam("now"), resolution=bindparam("reason"))
+)
+
+
+@dataclass(frozen=True)
+class _Writes:
+    """Several side writes made as one."""
+
+    writes: tuple[SideWrite, ...]
+
+    def write(self, cursor: Any, dialect: Dialect) -> None:
+        for w in self.writes:
+            w.write(cursor, dialect)
 
 
 def _seen_values(seen: SeenCheckpoint) -> dict[str, Any]:
@@ -273,6 +298,14 @@ class WitnessRecords:
             },
         )
 
+    def reset_write(self, peer: str, reason: str, now: int) -> SideWrite:
+        """The side write resetting what this node's witness knows of ``peer``: the
+        checkpoints seen of it are forgotten (the next round starts from the peer's
+        checkpoint then, as on first contact) and its standing alarms resolved, with the
+        operator's ``reason``; made in the transaction of the reset's ledger entry."""
+        values = {"peer": peer, "now": now, "reason": reason}
+        return _Writes((_Write(_FORGET_PEER, values), _Write(_RESOLVE_ALARMS, values)))
+
     def alarms(self, peer: str | None = None) -> list[Alarm]:
         c = WITNESS_ALARMS.c
         query = select(WITNESS_ALARMS).order_by(c.id)
@@ -289,6 +322,8 @@ class WitnessRecords:
                 later_note=row.later_note,
                 raised_us=int(row.raised_us),
                 id=int(row.id),
+                resolved_us=None if row.resolved_us is None else int(row.resolved_us),
+                resolution=row.resolution or "",
             )
             for row in rows
         ]
