@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["SUBJECT_TYPES", "SubjectType", "is_individual"]
+__all__ = ["SUBJECT_TYPES", "SubjectType", "is_individual", "subject_type_name"]
 
 
 class SubjectType(StrEnum):
@@ -26,6 +26,22 @@ class SubjectType(StrEnum):
 
 SUBJECT_TYPES: Final[tuple[str, ...]] = tuple(t.value for t in SubjectType)
 """The subject types' codes, in the catalog's order."""
+
+
+_NAMES: Final[dict[str, tuple[str, str]]] = {
+    SubjectType.ENTERPRISE: ("企业", "enterprise"),
+    SubjectType.INDIVIDUAL_BUSINESS: ("个体工商户", "individual business"),
+    SubjectType.INSTITUTION: ("事业单位", "public institution"),
+    SubjectType.SOCIAL_ORG: ("社会组织", "social organisation"),
+    SubjectType.INDIVIDUAL: ("自然人", "individual"),
+}
+
+
+def subject_type_name(subject_type: str) -> str:
+    """A subject type as a person reads it, Chinese then English ("企业 enterprise"); an
+    unknown code as it is."""
+    names = _NAMES.get(subject_type)
+    return f"{names[0]} {names[1]}" if names else subject_type
 
 
 def is_individual(subject_type: str) -> bool:

@@ -70,7 +70,7 @@ from reportlab.platypus import (
 
 from creditexchange.errors import ReportError
 from creditexchange.node.federation.report import FORMAT, report_digest
-from creditexchange.subjects import SubjectType
+from creditexchange.subjects import subject_type_name
 
 __all__ = ["FONT_PACKAGE", "QR_PREFIX", "qr_payload", "render_pdf"]
 
@@ -88,14 +88,6 @@ _MONO: Final = "CreditReportMono"  # WenQuanYi Micro Hei Mono, face 1
 
 _TITLE_ZH: Final = "公共信用信息报告（跨区域）"
 _TITLE_EN: Final = "Public credit information report across the region"
-
-_SUBJECT_TYPES: Final[Mapping[str, str]] = {
-    SubjectType.ENTERPRISE: "企业 enterprise",
-    SubjectType.INDIVIDUAL_BUSINESS: "个体工商户 individual business",
-    SubjectType.INSTITUTION: "事业单位 public institution",
-    SubjectType.SOCIAL_ORG: "社会组织 social organisation",
-    SubjectType.INDIVIDUAL: "自然人 individual",
-}
 
 _MEMBER_STATUSES: Final[Mapping[str, tuple[str, str, colors.Color]]] = {
     "own": ("本节点", "own store", colors.HexColor("#1F4E79")),
@@ -578,7 +570,7 @@ def _details(
         (("信用主体", "Subject", f"<font size=11>{_markup(subject.text('name'))}</font>"),),
         (
             ("主体标识", "Identifier", f"<font name={_MONO}>{_markup(subject.text('id'))}</font>"),
-            ("主体类型", "Subject type", _markup(_SUBJECT_TYPES.get(subject_type, subject_type))),
+            ("主体类型", "Subject type", _markup(subject_type_name(subject_type))),
         ),
         (
             ("出具时间", "Issued at", _markup(_shown_time(root.text("issued_at")))),
