@@ -111,6 +111,7 @@ def run_demo(
             subjects=subjects,
             seed=seed,
             witness_interval_s=30.0,  # the members watch each other's ledgers while it runs
+            feeds=True,  # customs publishes its feeds, the cities sync them
             say=lambda line: out.print(f"  {line}"),
         )
         out.rule("2. start each node as its own process (credit-node serve)")

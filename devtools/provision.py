@@ -78,6 +78,7 @@ def provision(
     seed: int = 2026,
     version: int = 1,
     witness_interval_s: float = 0.0,
+    feeds: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, ProvisionedNode]:
     """Build a federation of ``members`` under ``root``; returns each member's node.
@@ -88,7 +89,8 @@ def provision(
     member's store elsewhere (e.g. PostgreSQL); the default is SQLite in its home.
     The nodes witness each other every ``witness_interval_s`` seconds when serving
     (0, the default here: only when asked, so that tests and benchmarks see no
-    background calls).
+    background calls); with ``feeds`` a serving node publishes its feeds every 5 s and
+    syncs the feeds the memorandum lets it (default off, for the same reason).
     """
     root.mkdir(parents=True, exist_ok=True)
     ca_dir = root / "ca"
@@ -121,7 +123,12 @@ def provision(
     peers = {m: f"127.0.0.1:{n.port}" for m, n in nodes.items()}
     for node in nodes.values():
         set_settings(
-            node.home, peers=peers, grpc_host="127.0.0.1", witness_interval_s=witness_interval_s
+            node.home,
+            peers=peers,
+            grpc_host="127.0.0.1",
+            witness_interval_s=witness_interval_s,
+            publish_interval_s=5.0 if feeds else 0.0,
+            sync_feeds=feeds,
         )
     envelope = signed_memorandum(nodes, version=version)
     for node in nodes.values():

@@ -111,6 +111,18 @@ class NodeSettings(BaseSettings):
     gateway_deadline_s: float = Field(
         default=5.0, gt=0, le=120, description="how long a report, check or screening waits"
     )
+    publish_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=86_400,
+        description="how often a serving node appends its published themes' changes to "
+        "their feeds (0: never)",
+    )
+    sync_feeds: bool = Field(
+        default=True,
+        description="a serving node keeps its copies of the feeds the memorandum lets it "
+        "sync up to date (false: only 'credit-node sync run' does)",
+    )
     measures_path: Path | None = Field(
         default=None, description="this city's measures catalog; default: the one shipped"
     )

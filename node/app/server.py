@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 
 from creditexchange.certs.credentials import NodeCredentials
 from creditexchange.certs.revocation import RevocationWatcher
-from creditexchange.errors import CertificateError, ConfigError, ExchangeError
+from creditexchange.clock import china_today
+from creditexchange.errors import CertificateError, ConfigError, CreditExchangeError, ExchangeError
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
 from creditexchange.node.app.wiring import (
@@ -34,6 +35,7 @@ from creditexchange.node.app.wiring import (
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.checks import Checks, Limits
+from creditexchange.node.exchange.client import FederationClient
 from creditexchange.node.exchange.deciding import Decider
 from creditexchange.node.exchange.federation import FederationView
 from creditexchange.node.exchange.metrics import Metrics
@@ -50,6 +52,11 @@ from creditexchange.node.exchange.server import (
 )
 from creditexchange.node.federation.witness import Witness
 from creditexchange.node.ledger import Ledger
+from creditexchange.node.sync.feed import FeedLog, feed_origin
+from creditexchange.node.sync.publish import publish_changes
+from creditexchange.node.sync.service import SERVICE_NAME as SYNC_SERVICE
+from creditexchange.node.sync.service import add_sync_service
+from creditexchange.node.sync.subscribe import Subscriber, SyncMetrics
 
 __all__ = ["NodeServer", "serve"]
 
@@ -69,6 +76,9 @@ class NodeServer:
         self._provider: Provider | None = None
         self._witness: Witness | None = None
         self._witnessing: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # publishing, syncing
+        self.feeds: FeedLog | None = None
+        self._sync_client: FederationClient | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -120,12 +130,55 @@ class NodeServer:
         self._provider = self._open_provider(database, catalog, view, revocations, self._ledger)
         await asyncio.to_thread(self._provider.cosignatures.load)
         self._witness = await self._open_witness(self._ledger)
+        self.feeds = FeedLog(
+            database,
+            self._ledger.log.signer,
+            lambda theme: feed_origin(config.settings.federation, config.member_id, theme),
+        )
         await self._listen(self._provider, view, self._ledger, tls)  # the port opens last
-        interval = self.config.settings.witness_interval_s
-        if interval:
+        settings = self.config.settings
+        if settings.witness_interval_s:
+            interval = settings.witness_interval_s
             self._witnessing = asyncio.create_task(
                 self._witness.run(interval, first_after=interval), name="witness"
             )
+        if settings.sync_feeds:
+            self._sync_client = open_client(config, ledger=self._ledger)
+            await self._sync_client.__aenter__()
+            subscriber = Subscriber.of_client(
+                self._sync_client, self._ledger, SyncMetrics(self.metrics.registry)
+            )
+            self._tasks.append(asyncio.create_task(subscriber.run(), name="sync"))
+        if settings.publish_interval_s:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._publishing(database, view, settings.publish_interval_s),
+                    name="publish",
+                )
+            )
+
+    async def publish(self, database: Engine, view: FederationView) -> dict[str, int]:
+        """Append every change of the themes this node publishes to their feeds now."""
+        today = china_today()
+        themes = view.current().engine.published_themes(self.config.member_id, today)
+        if not themes or self.feeds is None:
+            return {}
+        return await asyncio.to_thread(
+            publish_changes, database, self.feeds, self.config.member_id, themes, today
+        )
+
+    async def _publishing(self, database: Engine, view: FederationView, interval: float) -> None:
+        """Publish every ``interval`` seconds (an import, a repair, an objection, the end
+        of a publicity period all show up within it); a failed round is logged and the
+        next one tries again."""
+        while True:
+            try:
+                appended = await self.publish(database, view)
+                if any(appended.values()):
+                    log.info("published", extra={"data": {"changes": appended}})
+            except CreditExchangeError as exc:
+                log.warning("publishing failed", extra={"data": {"error": str(exc)}})
+            await asyncio.sleep(interval)
 
     async def _open_witness(self, ledger: Ledger) -> Witness:
         """The witness, asking through a client of its own that shares the node's ledger."""
@@ -175,12 +228,16 @@ class NodeServer:
     ) -> None:
         """Serve the node's services on its address, and its metrics."""
         config, settings = self.config, self.config.settings
+        feeds = self.feeds
+        assert feeds is not None
         server, health = grpc_server(
             provider,
             view,
             ledger.log,
             max_concurrent_calls=settings.max_concurrent_calls,
             max_message_bytes=settings.max_message_bytes,
+            extra_services=[lambda registrar: add_sync_service(registrar, provider, feeds)],
+            extra_service_names=[SYNC_SERVICE],
         )
         address = f"{settings.grpc_host}:{self.requested_port}"
         try:
@@ -194,7 +251,7 @@ class NodeServer:
             )
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES[:2]):
+        for name in ("", *SERVICE_NAMES[:2], SYNC_SERVICE):
             await health.set(name, SERVING)
         if settings.metrics_port:
             self.metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -219,6 +276,13 @@ class NodeServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopped.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._sync_client is not None:
+            await self._sync_client.__aexit__(None, None, None)
+            self._sync_client = None
         if self._witnessing is not None:
             self._witnessing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
 from creditexchange.node.cli.measures import measures_app
 from creditexchange.node.cli.policy import policy_app
+from creditexchange.node.cli.sync import sync_app
 
 __all__ = ["app", "main"]
 
@@ -46,6 +47,7 @@ app.command("gateway")(gateway.gateway)
 app.add_typer(gateway.partners_app, name="partners")
 app.add_typer(gateway.auditors_app, name="auditors")
 app.add_typer(measures_app, name="measures")
+app.add_typer(sync_app, name="sync")
 for _command in entry_points(group=COMMANDS_GROUP):
     app.command(_command.name)(_command.load())
 

@@ -39,7 +39,7 @@ import datetime as dt
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -571,9 +571,13 @@ def grpc_server(
     *,
     max_concurrent_calls: int,
     max_message_bytes: int,
+    extra_services: Sequence[Callable[[Any], object]] = (),
+    extra_service_names: Sequence[str] = (),
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The node's services on a new server, behind the gate, and its health servicer
-    (not yet SERVING)."""
+    (not yet SERVING). ``extra_services`` add services of the layers above (the change
+    feeds' ``Sync``) to the gate's registrar, so they are admitted like every other;
+    ``extra_service_names`` are their names for reflection."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 4 * max_message_bytes),
@@ -585,10 +589,12 @@ def grpc_server(
         _CreditExchange(provider, view), registrar
     )
     exchange_pb2_grpc.add_AuditServicer_to_server(_Audit(provider, log), registrar)
+    for add in extra_services:
+        add(registrar)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(SERVICE_NAMES), registrar
+        reflection.aio.ReflectionServicer((*SERVICE_NAMES, *extra_service_names)), registrar
     )
     return server, health_servicer
 
