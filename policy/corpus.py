@@ -28,11 +28,29 @@ it::
           quota_rules: []                # optional, compared as a set
           reason_includes: "..."         # optional, a substring of the reason
 
+A case may instead ask whether a member may sync a theme of another member's
+change feed (:meth:`~policy.engine.PolicyEngine.may_sync`); its ``expect`` holds
+``allowed``, ``status`` (``OK`` when a feed in force allows it, otherwise
+``PERMISSION_DENIED``) and ``rule_ids`` (the id of the feed that allows it, or
+nothing)::
+
+      - name: shenzhen-syncs-customs-grades
+        sync:
+          subscriber: shenzhen
+          publisher: customs
+          theme: customs_credit_grade
+          today: 2026-11-27              # a China Standard Time date
+        expect:
+          allowed: true
+          status: OK
+          rule_ids: [customs-feed]
+
 The schema is strict: an unknown or missing key, a wrong type, a time without a
-time zone, two cases with one name, or an ``allowed`` that contradicts the
-``status`` is refused with :class:`CorpusError` naming the case
-(``cases[12](name).expect.status``). ``mode`` is any string, so a corpus can
-show that an unknown mode is refused.
+time zone, two cases with one name, a case with both or neither of ``request``
+and ``sync``, an expectation a sync case cannot have (fields, quotas, a reason,
+another status), or an ``allowed`` that contradicts the ``status`` is refused
+with :class:`CorpusError` naming the case (``cases[12](name).expect.status``).
+``mode`` is any string, so a corpus can show that an unknown mode is refused.
 
 The memorandum is hashed as the engine's callers hash it: SHA-256 of the RFC 8785
 canonical JSON of its signed part (the ``signed`` part of a ``.json`` envelope,
@@ -61,7 +79,15 @@ from creditexchange.policy.engine import (
 )
 from creditexchange.policy.trust import memorandum_hash, read_memorandum_file
 
-__all__ = ["Case", "CaseResult", "Corpus", "load_corpus", "load_memorandum", "run_corpus"]
+__all__ = [
+    "Case",
+    "CaseResult",
+    "Corpus",
+    "SyncQuestion",
+    "load_corpus",
+    "load_memorandum",
+    "run_corpus",
+]
 
 
 class _Strict(BaseModel):
@@ -87,6 +113,22 @@ class CaseRequest(_Strict):
         return self
 
 
+class SyncQuestion(_Strict):
+    """May ``subscriber`` sync ``theme`` of ``publisher``'s change feed on ``today``?"""
+
+    subscriber: str
+    publisher: str
+    theme: str
+    today: Annotated[dt.date, Field(strict=False)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_date_not_a_time(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("today"), dt.datetime):
+            raise ValueError("today is a date (China Standard Time), e.g. 2026-11-27, not a time")
+        return data
+
+
 StatusName = Literal[
     "OK", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "INVALID_ARGUMENT"
 ]
@@ -109,10 +151,32 @@ class CaseExpect(_Strict):
         return self
 
 
+_DECISION_ONLY = ("reveal", "mask", "withhold_includes", "quota_rules", "reason_includes")
+
+
 class Case(_Strict):
+    """One query (``request``) or one sync question (``sync``), and what it must get."""
+
     name: str = Field(min_length=1)
-    request: CaseRequest
+    request: CaseRequest | None = None
+    sync: SyncQuestion | None = None
     expect: CaseExpect
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Case:
+        if (self.request is None) == (self.sync is None):
+            raise ValueError("a case has either `request` (a query) or `sync` (a feed), not both")
+        if self.sync is not None:
+            extra = [k for k in _DECISION_ONLY if getattr(self.expect, k) is not None]
+            if extra:
+                raise ValueError(f"a sync case expects allowed, status and rule_ids, not {extra}")
+            if self.expect.status not in (Status.OK, Status.PERMISSION_DENIED):
+                raise ValueError(
+                    f"a sync case's status is OK or PERMISSION_DENIED, not {self.expect.status}"
+                )
+            if len(self.expect.rule_ids) > 1:
+                raise ValueError("a sync is allowed by one feed: rule_ids names at most one")
+        return self
 
 
 class Corpus(_Strict):
@@ -134,7 +198,7 @@ class CaseResult:
     name: str
     passed: bool
     message: str  # "" when passed; otherwise what differed, and the decision's reason
-    decision: Decision | None
+    decision: Decision | None  # None for a sync case
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -176,7 +240,10 @@ _MODE_VALUES = frozenset(m.value for m in Mode)
 
 
 def request_of(case: Case) -> DecisionRequest:
+    """The engine's request for a query case (a sync case has none: ValueError)."""
     r = case.request
+    if r is None:
+        raise ValueError(f"case {case.name!r} is a sync case, not a query")
     mode = Mode(r.mode) if r.mode in _MODE_VALUES else cast(Mode, r.mode)
     return DecisionRequest(
         requester=r.requester,
@@ -205,8 +272,34 @@ def _sets(expected: list[str], got: frozenset[str] | tuple[str, ...]) -> str | N
     return ", ".join(parts)
 
 
+def _check_sync(engine: PolicyEngine, case: Case, question: SyncQuestion) -> CaseResult:
+    feed = engine.may_sync(question.subscriber, question.publisher, question.theme, question.today)
+    want = case.expect
+    got = (True, Status.OK, [feed.id]) if feed else (False, Status.PERMISSION_DENIED, [])
+    problems = [
+        f"{key}: expected {expected}, got {have}"
+        for key, expected, have in zip(
+            ("allowed", "status", "rule_ids"),
+            (want.allowed, want.status, want.rule_ids),
+            got,
+            strict=True,
+        )
+        if expected != have
+    ]
+    message = ""
+    if problems:
+        found = f"feed {feed.id}" if feed else "no feed in force"
+        message = "; ".join(problems) + (
+            f" ({found} lets {question.subscriber} sync {question.theme} of "
+            f"{question.publisher} on {question.today})"
+        )
+    return CaseResult(case.name, not problems, message, None)
+
+
 def check_case(engine: PolicyEngine, case: Case) -> CaseResult:
-    """Decide one case and compare the decision with what it expects."""
+    """Decide one case (or answer its sync question) and compare with what it expects."""
+    if case.sync is not None:
+        return _check_sync(engine, case, case.sync)
     decision = engine.decide(request_of(case))
     want = case.expect
     problems: list[str] = []

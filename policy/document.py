@@ -10,8 +10,15 @@ the schema, and it keeps these promises:
 * Nothing has a permissive default: an empty list of requesters, purposes,
   subject types or themes in a rule is an error, not "everything"; a rule must
   list what it covers (``"*"`` is not a wildcard here).
-* Field names in a rule are checked against the node's catalog when the engine is
-  built (the memorandum itself does not embed the catalog).
+* Field names in a rule, and the themes of rules and feeds, are checked against
+  the node's catalog when the engine is built (the memorandum itself does not
+  embed the catalog).
+* Feeds (``feeds:``, optional, empty by default so that memoranda written before
+  feeds existed still parse) say which member publishes which themes as a change
+  feed and which members may sync them. A feed names one publisher, at least one
+  subscriber and at least one theme; a publisher never subscribes to its own
+  feed; rule and feed ids share one namespace, so a decision or a sync names
+  exactly one thing.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ __all__ = [
     "MEMBER_ID",
     "Conditions",
     "Effect",
+    "FeedRule",
     "FieldHandling",
     "Member",
     "Memorandum",
@@ -158,6 +166,36 @@ class Rule(_Strict):
         return self
 
 
+class FeedRule(_Strict):
+    """One member's change feed of some themes, and the members that may sync it.
+
+    A feed is the other way data leaves its home node (the first is an answer to a
+    query): the publisher serves every change of the listed themes to each
+    subscriber, which keeps a synced copy. Deny by default: a member syncs a theme
+    of a publisher only while a feed in force lists both. ``valid_from`` and
+    ``valid_until`` are China Standard Time dates, inclusive, as for rules.
+    """
+
+    id: str = Field(pattern=CODE)
+    intent: str = Field(min_length=1, description="why the feed exists, for auditors")
+    publisher: str = Field(pattern=MEMBER_ID, description="the member whose records it carries")
+    subscribers: list[str] = Field(min_length=1, description="members that may sync it")
+    themes: list[str] = Field(min_length=1)
+    valid_from: dt.date | None = None
+    valid_until: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FeedRule:
+        if self.publisher in self.subscribers:
+            raise ValueError(
+                f"publisher {self.publisher!r} is among its own subscribers: a member "
+                "never syncs its own feed"
+            )
+        if self.valid_from and self.valid_until and self.valid_from > self.valid_until:
+            raise ValueError("valid_from is after valid_until")
+        return self
+
+
 class Memorandum(_Strict):
     kind: Literal["credit-exchange/memorandum"] = "credit-exchange/memorandum"
     federation: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -170,6 +208,7 @@ class Memorandum(_Strict):
     members: list[Member] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
     rules: list[Rule] = Field(min_length=1)
+    feeds: list[FeedRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Memorandum:
@@ -205,6 +244,20 @@ class Memorandum(_Strict):
             unknown = set(r.purposes) - set(purposes)
             if unknown:
                 raise ValueError(f"{where}.purposes: unknown purpose(s) {sorted(unknown)}")
+        used = {r.id: f"rules[{i}]" for i, r in enumerate(self.rules)}
+        for i, f in enumerate(self.feeds):
+            where = f"feeds[{i}]({f.id})"
+            if f.id in used:
+                raise ValueError(
+                    f"{where}.id: {f.id!r} is already the id of {used[f.id]}; rules and feeds "
+                    "share one set of ids"
+                )
+            used[f.id] = f"feeds[{i}]"
+            if f.publisher not in members:
+                raise ValueError(f"{where}.publisher: unknown member {f.publisher!r}")
+            unknown = set(f.subscribers) - members
+            if unknown:
+                raise ValueError(f"{where}.subscribers: unknown member(s) {sorted(unknown)}")
         return self
 
     @cached_property

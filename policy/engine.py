@@ -6,8 +6,8 @@ each query with a :class:`Decision` that names the rules behind it, the
 memorandum version and hash, the fields to reveal, mask and withhold, and a
 sentence an auditor can read.
 
-Invariants (each is tested in ``tests/test_policy_engine.py`` and the corpus
-``policy/corpus-3plus2.yaml``):
+Invariants (each is tested in ``tests/test_policy_engine.py``,
+``tests/test_policy_feeds.py`` and the corpus ``policy/corpus-3plus2.yaml``):
 
 1. **Deny by default.** Only a permit that matches the request can allow it.
    A rule matches when the provider, requester, purpose, subject type and theme
@@ -74,6 +74,25 @@ Invariants (each is tested in ``tests/test_policy_engine.py`` and the corpus
     a status and a readable reason. ``quota_rules`` lists the applying permits
     that have a quota: the caller counts the query against each of them.
 
+Feeds (the memorandum's ``feeds:``) are the engine's second question: may this
+member sync that theme of that member's change feed today?
+(:meth:`PolicyEngine.may_sync`, with :meth:`PolicyEngine.published_themes` and
+:meth:`PolicyEngine.subscriptions` for the publisher's and the subscriber's side.)
+
+14. **Syncing is denied by default too.** A subscriber may sync a theme of a
+    publisher only while a feed lists the publisher, the subscriber among its
+    subscribers and the theme among its themes, and ``today`` (a China
+    Standard Time date) lies inside the feed's inclusive ``valid_from`` /
+    ``valid_until``. Unknown names, a member asking about its own feed and
+    anything no feed lists get ``None``; query rules never let anyone sync.
+15. **An expired memorandum stops every feed**, as it stops every answer: a
+    day counts only if the memorandum is in force for all of it (``expires``
+    at or after the next China Standard Time midnight), so no feed runs past
+    ``expires`` on its last, partial day.
+16. **Feed themes are checked against the catalog** when the engine is built,
+    as rules' themes are: an unknown one raises
+    :class:`~policy.document.PolicyError` naming ``feeds[i](id).themes``.
+
 ``quota_used`` is the caller's count of this requester's queries under each rule
 in the rule's current period (:func:`quota_period_start`); an absent rule id
 counts as 0, a negative count is an evaluation error.
@@ -101,7 +120,15 @@ from typing import Protocol
 
 from creditexchange.clock import CST
 from creditexchange.errors import PolicyError
-from creditexchange.policy.document import Effect, Memorandum, Mode, Period, Quota, Rule
+from creditexchange.policy.document import (
+    Effect,
+    FeedRule,
+    Memorandum,
+    Mode,
+    Period,
+    Quota,
+    Rule,
+)
 from creditexchange.subjects import SUBJECT_TYPES, is_individual
 
 __all__ = [
@@ -280,6 +307,13 @@ def _window(rule: Rule) -> tuple[dt.datetime | None, dt.datetime | None, str]:
     return start, end, (text + " (China Standard Time, inclusive)") if text else ""
 
 
+def _feed_in_force(feed: FeedRule, today: dt.date) -> bool:
+    """Whether ``today`` (a CST date) lies inside the feed's inclusive dates."""
+    return (feed.valid_from is None or feed.valid_from <= today) and (
+        feed.valid_until is None or today <= feed.valid_until
+    )
+
+
 def _first_sentence(text: str) -> str:
     """The first sentence of a rule's intent, for a reason ("Art. 6" does not end one)."""
     text = " ".join(text.split())
@@ -323,6 +357,22 @@ class PolicyEngine:
         self._candidates: list[dict[str, _Candidate]] = [
             self._compile_rule(i, rule) for i, rule in enumerate(memorandum.rules)
         ]
+        for i, feed in enumerate(memorandum.feeds):
+            self._check_themes(f"feeds[{i}]({feed.id})", feed.themes)
+        # (subscriber, publisher, theme) -> the feeds listing it, in memorandum order
+        self._feeds: dict[tuple[str, str, str], list[FeedRule]] = {}
+        for feed in memorandum.feeds:
+            for subscriber in dict.fromkeys(feed.subscribers):
+                for theme in dict.fromkeys(feed.themes):
+                    self._feeds.setdefault((subscriber, feed.publisher, theme), []).append(feed)
+        # The last China Standard Time date the memorandum is in force all day long.
+        try:
+            expiry_day = self._expires.astimezone(CST).date()
+        except OverflowError:  # expires in the last hours of year 9999, UTC
+            expiry_day = dt.date.max
+        self._last_feed_day: dt.date | None = (
+            expiry_day - dt.timedelta(days=1) if expiry_day > dt.date.min else None
+        )
         self._rules_by_provider: dict[str, list[int]] = {}
         for i, rule in enumerate(memorandum.rules):
             for provider in dict.fromkeys(rule.providers):
@@ -337,15 +387,20 @@ class PolicyEngine:
 
     # -- compilation -----------------------------------------------------------------
 
-    def _compile_rule(self, i: int, rule: Rule) -> dict[str, _Candidate]:
-        where = f"rules[{i}]({rule.id})"
-        version = self.catalog.catalog_version
-        for theme in rule.themes:
+    def _check_themes(self, where: str, themes: Sequence[str]) -> None:
+        """Refuse a rule or feed naming a theme the catalog lacks, naming ``where``."""
+        for theme in themes:
             if theme not in self._catalog_fields:
                 raise PolicyError(
                     f"{where}.themes: theme {theme!r} is not in the catalog "
-                    f"{version} (it has {', '.join(sorted(self._catalog_fields))})"
+                    f"{self.catalog.catalog_version} "
+                    f"(it has {', '.join(sorted(self._catalog_fields))})"
                 )
+
+    def _compile_rule(self, i: int, rule: Rule) -> dict[str, _Candidate]:
+        where = f"rules[{i}]({rule.id})"
+        version = self.catalog.catalog_version
+        self._check_themes(where, rule.themes)
         if rule.effect is Effect.FORBID and (
             rule.conditions.case_reference_required or rule.conditions.officer_required
         ):
@@ -426,6 +481,57 @@ class PolicyEngine:
                 entries[(provider, requester, purpose, subject, theme, mode)] = slot
             self._index.update(entries)
             self._prepared.add(provider)
+
+    # -- feeds -----------------------------------------------------------------------
+
+    def _feeds_in_force(self, today: dt.date) -> list[FeedRule]:
+        """The memorandum's feeds in force all of ``today`` (a CST date), in its order."""
+        if not self._feed_day(today):
+            return []
+        return [f for f in self.memorandum.feeds if _feed_in_force(f, today)]
+
+    def _feed_day(self, today: dt.date) -> bool:
+        """Whether the memorandum is in force all of ``today``; a non-date is a TypeError."""
+        if not isinstance(today, dt.date) or isinstance(today, dt.datetime):
+            raise TypeError(f"today must be a date (China Standard Time), not {today!r}")
+        return self._last_feed_day is not None and today <= self._last_feed_day
+
+    def may_sync(
+        self, subscriber: str, publisher: str, theme: str, today: dt.date
+    ) -> FeedRule | None:
+        """The feed in force on ``today`` that lets ``subscriber`` sync ``theme`` of
+        ``publisher``'s change feed, or None: deny by default (invariants 14 and 15).
+
+        When several feeds list the same triple, the first in memorandum order is
+        the one named. ``today`` is a China Standard Time date; anything else is a
+        TypeError rather than a deny, because it is the caller's mistake.
+        """
+        if not self._feed_day(today):
+            return None
+        candidates = self._feeds.get((subscriber, publisher, theme), ())
+        return next((f for f in candidates if _feed_in_force(f, today)), None)
+
+    def published_themes(self, publisher: str, today: dt.date) -> list[str]:
+        """The themes ``publisher`` publishes to at least one member on ``today``, in
+        memorandum order, each once: the feeds its node keeps."""
+        themes = (
+            theme
+            for feed in self._feeds_in_force(today)
+            if feed.publisher == publisher
+            for theme in feed.themes
+        )
+        return list(dict.fromkeys(themes))
+
+    def subscriptions(self, subscriber: str, today: dt.date) -> list[tuple[str, str]]:
+        """The ``(publisher, theme)`` pairs ``subscriber`` may sync on ``today``, in
+        memorandum order, each once: the feeds its node follows."""
+        pairs = (
+            (feed.publisher, theme)
+            for feed in self._feeds_in_force(today)
+            if subscriber in feed.subscribers
+            for theme in feed.themes
+        )
+        return list(dict.fromkeys(pairs))
 
     # -- decisions -------------------------------------------------------------------
 

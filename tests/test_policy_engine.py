@@ -697,7 +697,7 @@ def test_compiling_lazily_or_eagerly_gives_the_same_decisions() -> None:
     eager = PolicyEngine(SHIPPED, SHIPPED_HASH, CATALOG)
     for member in SHIPPED.member_by_id:
         eager.prepare(member)
-    for case in CORPUS_CASES[::3]:
+    for case in [c for c in CORPUS_CASES if c.request is not None][::3]:
         assert lazy.decide(request_of(case)) == eager.decide(request_of(case))
 
 
