@@ -79,6 +79,7 @@ class NodeServer:
         self._tasks: list[asyncio.Task[None]] = []  # publishing, syncing
         self.feeds: FeedLog | None = None
         self._sync_client: FederationClient | None = None
+        self._publishing_from: tuple[Engine, FederationView] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -149,31 +150,33 @@ class NodeServer:
                 self._sync_client, self._ledger, SyncMetrics(self.metrics.registry)
             )
             self._tasks.append(asyncio.create_task(subscriber.run(), name="sync"))
+        self._publishing_from = (database, view)
         if settings.publish_interval_s:
             self._tasks.append(
-                asyncio.create_task(
-                    self._publishing(database, view, settings.publish_interval_s),
-                    name="publish",
-                )
+                asyncio.create_task(self._publishing(settings.publish_interval_s), name="publish")
             )
 
-    async def publish(self, database: Engine, view: FederationView) -> dict[str, int]:
-        """Append every change of the themes this node publishes to their feeds now."""
+    async def publish(self) -> dict[str, int]:
+        """Append every change of the themes this node publishes to their feeds now; per
+        theme, how many changes were appended."""
+        if self._publishing_from is None or self.feeds is None:
+            raise ExchangeError("the node is not running")
+        database, view = self._publishing_from
         today = china_today()
         themes = view.current().engine.published_themes(self.config.member_id, today)
-        if not themes or self.feeds is None:
+        if not themes:
             return {}
         return await asyncio.to_thread(
             publish_changes, database, self.feeds, self.config.member_id, themes, today
         )
 
-    async def _publishing(self, database: Engine, view: FederationView, interval: float) -> None:
+    async def _publishing(self, interval: float) -> None:
         """Publish every ``interval`` seconds (an import, a repair, an objection, the end
         of a publicity period all show up within it); a failed round is logged and the
         next one tries again."""
         while True:
             try:
-                appended = await self.publish(database, view)
+                appended = await self.publish()
                 if any(appended.values()):
                     log.info("published", extra={"data": {"changes": appended}})
             except CreditExchangeError as exc:

@@ -1,0 +1,175 @@
+"""Customs' feeds end to end between running nodes: customs publishes what it holds,
+huizhou (SQLite) and shenzhen (PostgreSQL) sync it through the real Sync service over
+mutual TLS, and a correction, a repair and a removal at customs reach both copies;
+the copies are shown as customs data in ``credit-node show``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import postgres_schema
+from fedharness import Federation
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, select, text, update
+from typer.testing import CliRunner
+
+from creditexchange.clock import china_today
+from creditexchange.node.cli import app
+from creditexchange.node.database import open_database
+from creditexchange.node.database.models import RECORDS, SYNCED_RECORDS
+from creditexchange.node.records import repository
+from creditexchange.node.records.repository import RecordStatus
+from creditexchange.node.sync.publish import canonical_fields
+from creditexchange.node.sync.subscribe import FeedResult, Subscriber, SyncMetrics
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+MEMBERS = ("customs", "huizhou", "shenzhen")
+SUBSCRIBERS = ("huizhou", "shenzhen")
+THEMES = ("customs_credit_grade", "customs_case", "customs_light_status")
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with postgres_schema() as pg_url:
+        federation = Federation(
+            tmp_path_factory.mktemp("feeds"), MEMBERS, {"shenzhen": pg_url}, subjects=40
+        )
+        try:
+            yield federation
+        finally:
+            federation.close()
+
+
+def _store(fed: Federation, member: str) -> Engine:
+    return open_database(fed.nodes[member].config.database_url)
+
+
+def publisher_copy(fed: Federation, theme: str) -> dict[str, tuple[Any, ...]]:
+    """customs' records of ``theme`` as its feed carries them: the servable ones, by key."""
+    engine = _store(fed, "customs")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.subject_id,
+                    RECORDS.c.status, RECORDS.c.fields,
+                ).where(RECORDS.c.theme == theme, repository.servable(china_today()))
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    return {r[0]: (r[1], r[2], r[3], canonical_fields(r[4])) for r in rows}
+
+
+def subscriber_copy(fed: Federation, member: str, theme: str) -> dict[str, tuple[Any, ...]]:
+    c = SYNCED_RECORDS.c
+    engine = _store(fed, member)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(c.record_key, c.version, c.subject_id, c.status, c.fields).where(
+                    c.origin == "customs", c.theme == theme
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {r[0]: (r[1], r[2], r[3], canonical_fields(r[4])) for r in rows}
+
+
+def sync(fed: Federation, member: str) -> list[FeedResult]:
+    subscriber = Subscriber.of_client(
+        fed.client(member), fed.servers[member].ledger, SyncMetrics(CollectorRegistry())
+    )
+    return fed.run(subscriber.run_once("customs"))
+
+
+def publish(fed: Federation) -> dict[str, int]:
+    return fed.run(fed.servers["customs"].publish())
+
+
+def test_both_cities_hold_exactly_what_customs_publishes(fed: Federation) -> None:
+    appended = publish(fed)
+    assert set(appended) == set(THEMES) and sum(appended.values()) > 0
+    for member in SUBSCRIBERS:
+        results = sync(fed, member)
+        assert {(r.theme, r.outcome) for r in results} == {(t, "caught-up") for t in THEMES}
+        for theme in THEMES:
+            assert subscriber_copy(fed, member, theme) == publisher_copy(fed, theme)
+    assert publish(fed) == dict.fromkeys(THEMES, 0)  # nothing changed, nothing appended
+    assert all(r.applied == 0 for r in sync(fed, "huizhou"))
+
+
+def test_a_correction_a_repair_and_a_removal_at_customs_reach_every_copy(
+    fed: Federation,
+) -> None:
+    publish(fed)
+    for member in SUBSCRIBERS:
+        sync(fed, member)
+    theme = "customs_credit_grade"
+    keys = sorted(publisher_copy(fed, theme))
+    corrected, repaired, removed = keys[:3]
+    engine = _store(fed, "customs")
+    try:
+        with engine.begin() as conn:
+            fields = json.loads(
+                conn.execute(
+                    select(RECORDS.c.fields).where(
+                        RECORDS.c.theme == theme, RECORDS.c.record_key == corrected
+                    )
+                ).scalar_one()
+            )
+            fields["customs_code"] = "4413969999"
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.theme == theme, RECORDS.c.record_key == corrected)
+                .values(
+                    fields=json.dumps(fields, ensure_ascii=False),
+                    version=RECORDS.c.version + 1,
+                    content_hash="corrected",
+                )
+            )
+            now = dt.datetime.now(dt.UTC)
+            for key, status in ((repaired, RecordStatus.REPAIRED), (removed, RecordStatus.EXPIRED)):
+                record_id, _ = repository.find_record(conn, theme, key)
+                repository.set_status(conn, record_id, status, f"{status.value} at customs", now)
+    finally:
+        engine.dispose()
+    assert publish(fed)[theme] == 3
+    for member in SUBSCRIBERS:
+        sync(fed, member)
+        copy = subscriber_copy(fed, member, theme)
+        assert copy == publisher_copy(fed, theme)
+        assert json.loads(copy[corrected][3])["customs_code"] == "4413969999"
+        assert copy[repaired][2] == "repaired" and removed not in copy
+
+
+def test_the_copy_is_shown_as_customs_data_and_the_batches_are_in_both_ledgers(
+    fed: Federation,
+) -> None:
+    publish(fed)
+    sync(fed, "huizhou")
+    engine = _store(fed, "huizhou")
+    try:
+        with engine.connect() as conn:
+            subject = conn.execute(
+                text("SELECT subject_id FROM synced_records WHERE origin = 'customs' LIMIT 1")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    shown = CliRunner().invoke(
+        app, ["show", subject, "--json", "--home", str(fed.nodes["huizhou"].home)]
+    )
+    assert shown.exit_code == 0, shown.output
+    records = json.loads(shown.output)["records"]
+    assert records and {r["origin"] for r in records if r["theme"] in THEMES} == {"customs"}
+    status = CliRunner().invoke(
+        app, ["sync", "status", "--json", "--home", str(fed.nodes["huizhou"].home)]
+    )
+    assert status.exit_code == 0, status.output
+    feeds = {(f["publisher"], f["theme"]): f for f in json.loads(status.output)}
+    assert set(feeds) == {("customs", t) for t in THEMES}
+    assert all(f["lag_entries"] == 0 and not f["last_error"] for f in feeds.values())
