@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from sqlalchemy import Engine
@@ -55,7 +57,7 @@ from creditexchange.node.ledger import Ledger
 from creditexchange.node.sync.feed import FeedLog, feed_origin
 from creditexchange.node.sync.publish import publish_changes
 from creditexchange.node.sync.service import SERVICE_NAME as SYNC_SERVICE
-from creditexchange.node.sync.service import add_sync_service
+from creditexchange.node.sync.service import SyncService, add_sync_service
 from creditexchange.node.sync.subscribe import Subscriber, SyncMetrics
 
 __all__ = ["NodeServer", "serve"]
@@ -80,6 +82,7 @@ class NodeServer:
         self.feeds: FeedLog | None = None
         self._sync_client: FederationClient | None = None
         self._publishing_from: tuple[Engine, FederationView] | None = None
+        self._sync_service: SyncService | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -239,7 +242,7 @@ class NodeServer:
             ledger.log,
             max_concurrent_calls=settings.max_concurrent_calls,
             max_message_bytes=settings.max_message_bytes,
-            extra_services=[lambda registrar: add_sync_service(registrar, provider, feeds)],
+            extra_services=[self._add_sync(provider, feeds)],
             extra_service_names=[SYNC_SERVICE],
         )
         address = f"{settings.grpc_host}:{self.requested_port}"
@@ -277,8 +280,17 @@ class NodeServer:
             loop.add_signal_handler(sig, self._stopped.set)
         await self._stopped.wait()
 
+    def _add_sync(self, provider: Provider, feeds: FeedLog) -> Callable[[Any], object]:
+        def add(registrar: Any) -> object:
+            self._sync_service = add_sync_service(registrar, provider, feeds)
+            return self._sync_service
+
+        return add
+
     async def stop(self, grace: float = 5.0) -> None:
         self._stopped.set()
+        if self._sync_service is not None:
+            self._sync_service.close()  # followers' streams end cleanly, not cancelled
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

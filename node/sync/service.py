@@ -38,6 +38,7 @@ Invariants this module keeps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -113,6 +114,13 @@ class SyncService(sync_pb2_grpc.SyncServicer):
         self.refusal_budget = refusal_budget if refusal_budget is not None else RefusalBudget()
         self.poll_interval = poll_interval
         self.today = today
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End every ``Follow`` stream at its next step (the node is stopping): a stream
+        that ends is resumed by its subscriber from its cursor, one cancelled mid-way is
+        an error on both sides."""
+        self._closing.set()
 
     async def Pull(self, request: sync_pb2.PullRequest, context: Context) -> sync_pb2.FeedBatch:
         """One page of the feed from ``from_size``."""
@@ -227,9 +235,13 @@ class SyncService(sync_pb2_grpc.SyncServicer):
             await self._refuse(method, request, fault, caller.peer, caller, context)
 
     async def _wait_past(self, theme: str, size: int) -> None:
-        """Return once the feed of ``theme`` holds more than ``size`` changes."""
+        """Return once the feed of ``theme`` holds more than ``size`` changes, or the node
+        is stopping."""
         while await asyncio.to_thread(self.feeds.size, theme) <= size:
-            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.poll_interval)
+            if self._closing.is_set():
+                return
 
     # -- the record ------------------------------------------------------------------------
 
