@@ -18,9 +18,12 @@ from sqlalchemy import Engine, select, text, update
 from typer.testing import CliRunner
 
 from creditexchange.clock import china_today
+from creditexchange.node.app.wiring import open_regional_client
 from creditexchange.node.cli import app
 from creditexchange.node.database import open_database
 from creditexchange.node.database.models import RECORDS, SYNCED_RECORDS
+from creditexchange.node.federation.screening import screen
+from creditexchange.node.measures import load_measures
 from creditexchange.node.records import repository
 from creditexchange.node.records.repository import RecordStatus
 from creditexchange.node.sync.publish import canonical_fields
@@ -173,3 +176,61 @@ def test_the_copy_is_shown_as_customs_data_and_the_batches_are_in_both_ledgers(
     feeds = {(f["publisher"], f["theme"]): f for f in json.loads(status.output)}
     assert set(feeds) == {("customs", t) for t in THEMES}
     assert all(f["lag_entries"] == 0 and not f["last_error"] for f in feeds.values())
+
+
+def test_a_city_screens_with_its_synced_copy_even_while_customs_is_down(
+    fed: Federation,
+) -> None:
+    theme = "customs_credit_grade"
+    key = sorted(publisher_copy(fed, theme))[-1]
+    engine = _store(fed, "customs")
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(RECORDS.c.fields, RECORDS.c.subject_id).where(
+                    RECORDS.c.theme == theme, RECORDS.c.record_key == key
+                )
+            ).one()
+            fields = json.loads(row.fields)
+            fields["grade"] = "seriously_dishonest"  # a downgrade at customs
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.theme == theme, RECORDS.c.record_key == key)
+                .values(
+                    fields=json.dumps(fields, ensure_ascii=False),
+                    version=RECORDS.c.version + 1,
+                    content_hash="downgraded",
+                    decision_date=dt.date(2026, 12, 1),
+                )
+            )
+    finally:
+        engine.dispose()
+    subject = row.subject_id
+    publish(fed)
+    sync(fed, "huizhou")
+    config = fed.nodes["huizhou"].config
+    fed.stop("customs")
+    region = open_regional_client(config, ledger=fed.servers["huizhou"].ledger)
+    try:
+        fed.run(region.__aenter__())
+        screened = fed.run(
+            screen(
+                region,
+                load_measures(),
+                "land_auction",
+                [subject],
+                case_reference="TD-2026-9",
+                officer="officer-3",
+                partner="land-centre",
+            )
+        )
+        fed.run(region.__aexit__(None, None, None))
+    finally:
+        fed.start("customs")
+    (row_,) = screened.document["subjects"]
+    (measure,) = [m for m in row_["measures"] if m["measure"] == "customs_seriously_dishonest"]
+    (record,) = measure["records"]
+    assert record["member"] == "customs" and record["record_key"] == key
+    assert "synced copy" in record["note"]
+    members = {m["member"]: m["status"] for m in screened.document["members"]}
+    assert members["customs"] != "answered"  # customs was down: the copy spoke for it

@@ -135,6 +135,7 @@ class Evidence:
     under_objection: bool = False
     fields: Mapping[str, str] | None = None
     note: str = ""
+    copy: bool = False  # from this node's synced copy of the member's feed
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,14 @@ async def screen(
                 evidence[i].append(Evidence(member, theme, DetailLevel.HIT_ONLY, note=reason))
             else:
                 evidence[i].extend(records)
+    evidence = [_without_repeats(e) for e in evidence]
     return _screened(region, measures, scene, asking.subjects, fanned, evidence, names)
+
+
+def _without_repeats(evidence: Sequence[Evidence]) -> list[Evidence]:
+    """Each record once: a member's own answer wins over this node's synced copy of it."""
+    answered = {(e.member, e.theme, e.record_key) for e in evidence if not e.copy}
+    return [e for e in evidence if not (e.copy and (e.member, e.theme, e.record_key) in answered)]
 
 
 def _refuse_repeats_and_uncovered(
@@ -261,8 +269,10 @@ def _refuse_repeats_and_uncovered(
 def _own_records(
     region: RegionalClient, subjects: Sequence[tuple[str, str]], themes: Sequence[str]
 ) -> tuple[list[list[Evidence]], dict[int, str]]:
-    """This node's own servable records of ``subjects`` in ``themes`` (one read), as
-    evidence, and the names of the subjects it holds (by position)."""
+    """This node's own servable records of ``subjects`` in ``themes`` (one read) and its
+    synced copies of other members' feeds (customs' grades, cases, lights: shown as
+    the origin's, noted as the copy), as evidence, and the names of the subjects it holds
+    (by position)."""
     with region.store.connect() as conn:
         found = repository.read_subjects(
             conn.connection.driver_connection,
@@ -271,6 +281,7 @@ def _own_records(
             themes,
             china_today(),
         )
+        synced = repository.read_synced(conn, [s for s, _ in subjects], china_today(), themes)
     position = {s: i for i, (s, _) in enumerate(subjects)}
     evidence: list[list[Evidence]] = [[] for _ in subjects]
     for record in found.records:
@@ -291,9 +302,32 @@ def _own_records(
                 note="an individual's record is shown as a hit only" if individual else "",
             )
         )
+    for copy in synced:  # customs' data as this node keeps it from customs' feed
+        i = position[copy.subject_id]
+        individual = is_individual(subjects[i][1])
+        fields = {k: "" if v is None else str(v) for k, v in orjson.loads(copy.fields).items()}
+        evidence[i].append(
+            Evidence(
+                copy.origin,
+                copy.theme,
+                DetailLevel.HIT_ONLY if individual else DetailLevel.RECORD,
+                record_key="" if individual else copy.record_key,
+                source_department=copy.source_department,
+                decision_date=_iso(copy.decision_date),
+                valid_until="" if individual else _iso(copy.valid_until),
+                under_objection=copy.status == repository.RecordStatus.OBJECTION,
+                fields=fields,
+                note=f"from {region.member_id}'s synced copy of {copy.origin}'s feed",
+                copy=True,
+            )
+        )
     names = {
         position[s]: mask_subject_name(name, kind) for s, (kind, name) in found.subjects.items()
     }
+    for copy in synced:
+        names.setdefault(
+            position[copy.subject_id], mask_subject_name(copy.subject_name, copy.subject_type)
+        )
     return evidence, names
 
 

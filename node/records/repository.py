@@ -101,6 +101,7 @@ def servable(today: Any) -> ColumnElement[bool]:
 class SyncedCopy:
     """A record this node keeps as synced from another member's feed (its ``origin``)."""
 
+    subject_id: str
     origin: str
     theme: str
     record_key: str
@@ -115,24 +116,31 @@ class SyncedCopy:
     version: int
 
 
-def read_synced(conn: Connection, subject_id: str, today: dt.date) -> list[SyncedCopy]:
-    """The synced copies of a subject's records still public on ``today`` (the same rule
-    as :func:`servable`), by origin and theme."""
+def read_synced(
+    conn: Connection,
+    subject_ids: Collection[str],
+    today: dt.date,
+    themes: Collection[str] | None = None,
+) -> list[SyncedCopy]:
+    """The synced copies of the subjects' records still public on ``today`` (the same
+    rule as :func:`servable`), of ``themes`` (None: all), by subject, origin and theme."""
     c = SYNCED_RECORDS.c
-    rows = conn.execute(
+    query = (
         select(
-            c.origin, c.theme, c.record_key, c.subject_type, c.subject_name,
+            c.subject_id, c.origin, c.theme, c.record_key, c.subject_type, c.subject_name,
             c.source_department, c.fields, c.decision_date, c.valid_until, c.publicity_end,
             c.status, c.version,
         )
         .where(
-            c.subject_id == subject_id,
+            c.subject_id.in_(list(subject_ids)),
             c.status != RecordStatus.EXPIRED.value,
             or_(c.publicity_end.is_(None), c.publicity_end >= today),
         )
-        .order_by(c.origin, c.theme, c.record_key)
+        .order_by(c.subject_id, c.origin, c.theme, c.record_key)
     )  # fmt: skip
-    return [SyncedCopy(**row._asdict()) for row in rows]
+    if themes is not None:
+        query = query.where(c.theme.in_(list(themes)))
+    return [SyncedCopy(**row._asdict()) for row in conn.execute(query)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,7 @@ def subject_view(
         found = repository.read_subjects(
             conn.connection.driver_connection, conn.dialect, [key], None, today
         )
-        synced = repository.read_synced(conn, key, today)
+        synced = repository.read_synced(conn, [key], today)
         if key not in found.subjects and not synced:
             raise NotFound(
                 f"no subject {_shown_in_errors(key)} in this node's store; check the id, or "
