@@ -109,6 +109,11 @@ class Record(BaseModel):
     publicity_end: str = Field(description="ISO date, or empty. 公示截止日期。")
     hit: bool | None = Field(description="Check mode: hit or not; null for a record. 是否命中。")
     fields: list[Field_] = Field(description="The fields the policy reveals. 公开的数据项。")
+    synced_from: str | None = Field(
+        default=None,
+        description="Held by the issuing city as a copy of this member's change feed "
+        "(customs data): shown as that member's. 同步自该成员的数据副本（如海关数据）。",
+    )
 
 
 class SubjectShown(BaseModel):

@@ -18,10 +18,12 @@ from sqlalchemy import Engine, select, text, update
 from typer.testing import CliRunner
 
 from creditexchange.clock import china_today
-from creditexchange.node.app.wiring import open_regional_client
+from creditexchange.node.app.wiring import federation_view, open_regional_client
 from creditexchange.node.cli import app
 from creditexchange.node.database import open_database
 from creditexchange.node.database.models import RECORDS, SYNCED_RECORDS
+from creditexchange.node.federation.report import consolidated_report
+from creditexchange.node.federation.report_verify import verify_report
 from creditexchange.node.federation.screening import screen
 from creditexchange.node.measures import load_measures
 from creditexchange.node.records import repository
@@ -234,3 +236,42 @@ def test_a_city_screens_with_its_synced_copy_even_while_customs_is_down(
     assert "synced copy" in record["note"]
     members = {m["member"]: m["status"] for m in screened.document["members"]}
     assert members["customs"] != "answered"  # customs was down: the copy spoke for it
+
+
+def test_a_report_shows_the_copy_as_customs_data_only_when_customs_did_not_answer(
+    fed: Federation,
+) -> None:
+    publish(fed)
+    sync(fed, "huizhou")
+    theme = "customs_credit_grade"
+    key = sorted(subscriber_copy(fed, "huizhou", theme))[0]
+    subject = subscriber_copy(fed, "huizhou", theme)[key][1]
+    config = fed.nodes["huizhou"].config
+    asked: dict[str, Any] = {
+        "purpose": "bank_credit",
+        "legal_basis": "《征信业管理条例》",
+        "case_reference": "L-2026-7",
+        "officer": "officer-5",
+    }
+
+    def report() -> dict[str, Any]:
+        region = open_regional_client(config, ledger=fed.servers["huizhou"].ledger)
+        fed.run(region.__aenter__())
+        try:
+            return fed.run(consolidated_report(region, subject, **asked))
+        finally:
+            fed.run(region.__aexit__(None, None, None))
+
+    def shown(issued: dict[str, Any]) -> list[dict[str, Any]]:
+        return [r for s in issued["sections"] for r in s["records"] if r.get("record_key") == key]
+
+    answered = report()
+    assert [(r["member"], r.get("synced_from")) for r in shown(answered)] == [("customs", None)]
+    fed.stop("customs")
+    try:
+        copied = report()
+    finally:
+        fed.start("customs")
+    assert [(r["member"], r.get("synced_from")) for r in shown(copied)] == [("huizhou", "customs")]
+    view = federation_view(config)
+    assert verify_report(copied, view.current(), view.catalog) == []

@@ -746,6 +746,9 @@ def _theme(record: _Object, between: str = "　") -> str:
 def _source(record: _Object, names: Mapping[str, str]) -> str:
     member = record.text("member")
     shown = _markup(names.get(member) or member)
+    origin = record.text("synced_from", optional=True)
+    if origin:  # the issuer's copy of the origin's feed: the origin's data
+        shown = f"{_markup(names.get(origin) or origin)}（{shown}同步副本）"
     department = record.text("source_department")
     return f"{shown} · {_markup(department)}" if department else shown
 

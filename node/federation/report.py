@@ -317,8 +317,8 @@ def own_records(
         view = subject_view(region.store, catalog, subject)
     except NotFound:
         return done([], "", "no such subject in this node's store", held=False)
-    if mode is Mode.CHECK or is_individual(subject_type):
-        held = [(r.theme, r.under_objection) for r in view.records]
+    if mode is Mode.CHECK or is_individual(subject_type):  # the city's own lists only
+        held = [(r.theme, r.under_objection) for r in view.records if not r.origin]
         return done(_check_lines(catalog, region.member_id, subject_type, held), view.name, "")
     records = []
     for r in view.records:
@@ -338,6 +338,8 @@ def own_records(
             publicity_end=_iso(r.publicity_end),
             fields=_fields(catalog, r.theme, values, sensitive & set(values)),
         )
+        if r.origin:  # held as a copy of the origin's feed: shown as the origin's data
+            record["synced_from"] = r.origin
         records.append((section_of(catalog, r.theme), record))
     return done(records, view.name, "")
 
@@ -559,7 +561,7 @@ async def consolidated_report(
             "records": _counted(own.records),
         }
     ]
-    records = list(own.records)
+    answered: list[tuple[str, Record]] = []
     answers = []
     name = own.name
     for result in fanned.results:
@@ -569,7 +571,15 @@ async def consolidated_report(
             answers.append(_answer_entry(result, subject_type))
             name = name or _answered_name(result.answer)
         members.append(_member_entry(region, result, _counted(mine)))
-        records += mine
+        answered += mine
+    signed = {(r["member"], r["theme"], r["record_key"]) for _, r in answered}
+    kept = [  # a synced copy of a record its member answered with itself is not shown twice
+        (section, r)
+        for section, r in own.records
+        if (r.get("synced_from"), r["theme"], r["record_key"]) not in signed
+    ]
+    members[0]["records"] = _counted(kept)
+    records = kept + answered
     purpose_entry = federation.memorandum.purpose_by_code[purpose]
     report = {
         "format": FORMAT,
