@@ -52,6 +52,7 @@ from creditexchange.node.cli.exchange import EVERY_MEMBER, print_answer, print_r
 from creditexchange.node.database import open_database
 from creditexchange.node.ledger import verify
 from creditexchange.node.records import repository
+from creditexchange.node.sync.subscribe import sync_status
 from creditexchange.subjects import SubjectType
 
 __all__ = ["METRICS_OFFSET", "command_exists", "metrics_base_port", "run_demo"]
@@ -381,6 +382,29 @@ def _audit(node: ProvisionedNode) -> None:
         out.print(f"  {problem}", style="red")
 
 
+def _feeds(node: ProvisionedNode, wait_s: float = 30.0) -> None:
+    """Customs' feeds as Huizhou holds them, once its node has caught up with each."""
+    out.rule("10. customs' change feeds, synced by Huizhou (verified batch by batch)")
+    config = load_config(node.home)
+    database = open_database(config.database_url)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            feeds = [f for f in sync_status(database) if f.publisher == "customs"]
+            if (len(feeds) >= 3 and all(f.size and not f.lag_entries for f in feeds)) or (
+                time.monotonic() > deadline
+            ):
+                break
+            time.sleep(0.5)
+    finally:
+        database.dispose()
+    for f in feeds:
+        state = f"error: {f.last_error}" if f.last_error else "caught up"
+        out.print(f"  {f.theme:22} {f.size:>5} changes, {f.records:>4} records held  ({state})")
+    if not feeds:
+        out.print("  not synced yet: see huizhou/serve.log", style="red")
+
+
 async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
     examples = _examples(nodes, seed)
     for step in _STEPS:
@@ -388,6 +412,7 @@ async def _showcase(nodes: dict[str, ProvisionedNode], seed: int) -> None:
         if subjects:
             await _ask(nodes[step.requester], step, subjects)
     _audit(nodes["huizhou"])
+    _feeds(nodes["huizhou"])
 
 
 def _invitations(nodes: dict[str, ProvisionedNode], seed: int) -> list[list[str]]:
@@ -418,6 +443,7 @@ def _invitations(nodes: dict[str, ProvisionedNode], seed: int) -> list[list[str]
         ["audit", "entries", "--home", huizhou],
         ["audit", "verify", "--home", huizhou],
         ["audit", "witness-status", "--home", huizhou],
+        ["sync", "status", "--home", huizhou],
         ["partners", "add", "procurement-centre", "--purposes", "public_procurement",
          "--home", shenzhen],
         ["auditors", "add", "audit-office", "--home", shenzhen],
