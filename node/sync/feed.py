@@ -126,19 +126,21 @@ def _leaf_hashes_statement(n: int) -> Prepared:
 
 @lru_cache(maxsize=64)
 def _nodes_statement(n: int) -> Prepared:
-    # (level = ? AND idx = ?) OR …, as the ledger does: each pair is a primary-key lookup
+    # (theme = ? AND level = ? AND idx = ?) OR …: each term a whole primary key, so that
+    # each is one lookup. With the theme outside the OR, SQLite gives up the OR's
+    # per-term lookups beyond a dozen terms and scans every node of the feed instead.
     return Prepared(
         select(FEED_NODES.c.level, FEED_NODES.c.idx, FEED_NODES.c.hash).where(
-            FEED_NODES.c.theme == bindparam("theme"),
             or_(
                 *(
                     and_(
+                        FEED_NODES.c.theme == bindparam("theme"),
                         FEED_NODES.c.level == bindparam(f"l{k}"),
                         FEED_NODES.c.idx == bindparam(f"i{k}"),
                     )
                     for k in range(n)
                 )
-            ),
+            )
         )
     )
 
