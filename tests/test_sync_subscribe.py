@@ -527,8 +527,9 @@ def test_a_rewritten_history_stops_the_feed_with_evidence_until_reset(database: 
     source = Source(rewritten)
     [stopped] = run_once(database, source)
     assert stopped.outcome == STOPPED and "history was rewritten" in stopped.detail
+    served = source.served  # the refused page, and the next one asked for ahead of it
     [still] = run_once(database, source)
-    assert still.outcome == STOPPED and source.served == 1  # not asked again
+    assert still.outcome == STOPPED and source.served == served  # not asked again
     [alarm] = [e for e in ledger_entries(database) if e["outcome"]["status"] == "ALARM"]
     assert alarm["outcome"]["message"] == "rewritten"
     cursor_note = read_cursor(create_database_engine(database), PUBLISHER, THEME).checkpoint

@@ -82,6 +82,7 @@ from creditexchange.node.ledger import Ledger, SideWrite, merkle
 from creditexchange.node.ledger.entries import encode
 from creditexchange.node.ledger.note import Checkpoint, Verifier, key_id, open_note
 from creditexchange.node.sync.feed import feed_origin
+from creditexchange.node.sync.service import MAX_PAGE_CHANGES
 from creditexchange.subjects import SUBJECT_TYPES
 from creditexchange.v1 import audit_pb2, sync_pb2, sync_pb2_grpc
 
@@ -997,7 +998,7 @@ class Subscriber:
         source: FeedSource,
         metrics: SyncMetrics | None = None,
         *,
-        page: int = 2000,
+        page: int = MAX_PAGE_CHANGES,
         backoff: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         self.member_id = member_id
@@ -1051,30 +1052,54 @@ class Subscriber:
         return list(await asyncio.gather(*(self.catch_up(p, t) for p, t in feeds)))
 
     async def catch_up(self, publisher: str, theme: str) -> FeedResult:
-        """Pull pages of one feed from its cursor until the publisher has no more."""
+        """Pull pages of one feed from its cursor until the publisher has no more.
+
+        While a page is verified and applied the next one is already asked for (from
+        where the page ends), so the publisher's reading and the network overlap this
+        node's writing; a page refused, or applied by another process meanwhile, drops
+        the page asked for ahead."""
         applied = 0
+        ahead: asyncio.Task[sync_pb2.FeedBatch] | None = None
+
+        def ask(from_size: int) -> asyncio.Task[sync_pb2.FeedBatch]:
+            request = sync_pb2.PullRequest(theme=theme, from_size=from_size, max_changes=self.page)
+            return asyncio.create_task(self.source.pull(publisher, request))
+
         async with self._lock(publisher, theme):
             cursor = await asyncio.to_thread(read_cursor, self.engine, publisher, theme)
-            while True:
-                if cursor.stopped:
-                    return FeedResult(
-                        publisher, theme, STOPPED, applied, cursor.size, cursor.last_error
-                    )
-                request = sync_pb2.PullRequest(
-                    theme=theme, from_size=cursor.size, max_changes=self.page
-                )
-                try:
-                    batch = await self.source.pull(publisher, request)
-                    cursor, count = await self._take(cursor, batch)
-                except QueryRefused as exc:
-                    await self._transient(cursor, str(exc))
-                    return FeedResult(publisher, theme, UNREACHABLE, applied, cursor.size, str(exc))
-                except _Refused as refused:
-                    outcome = STOPPED if refused.refusal.stops else REFUSED
-                    return FeedResult(publisher, theme, outcome, applied, cursor.size, str(refused))
-                applied += count
-                if not count:
-                    return FeedResult(publisher, theme, CAUGHT_UP, applied, cursor.size)
+            try:
+                while True:
+                    if cursor.stopped:
+                        return FeedResult(
+                            publisher, theme, STOPPED, applied, cursor.size, cursor.last_error
+                        )
+                    try:
+                        batch = await (ahead if ahead is not None else ask(cursor.size))
+                        ahead = None
+                        end = batch.start + len(batch.changes)
+                        if batch.changes and batch.start == cursor.size:
+                            ahead = ask(end)
+                        cursor, count = await self._take(cursor, batch)
+                        if ahead is not None and cursor.size != end:
+                            ahead.cancel()
+                            ahead = None
+                    except QueryRefused as exc:
+                        await self._transient(cursor, str(exc))
+                        return FeedResult(
+                            publisher, theme, UNREACHABLE, applied, cursor.size, str(exc)
+                        )
+                    except _Refused as refused:
+                        outcome = STOPPED if refused.refusal.stops else REFUSED
+                        return FeedResult(
+                            publisher, theme, outcome, applied, cursor.size, str(refused)
+                        )
+                    applied += count
+                    if not count:
+                        return FeedResult(publisher, theme, CAUGHT_UP, applied, cursor.size)
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
 
     async def run(
         self,

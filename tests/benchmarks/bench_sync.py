@@ -174,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small run, under a minute")
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--page", type=int, default=2000, help="changes asked per page")
+    parser.add_argument("--page", type=int, default=5000, help="changes asked per page")
     parser.add_argument("--postgres", help="both stores in fresh schemas of this database")
     parser.add_argument("--home", help="keep the provisioned nodes here")
     parser.add_argument("--profile", help="cProfile the subscriber's sync into this file")
