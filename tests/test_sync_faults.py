@@ -61,6 +61,7 @@ from creditexchange.node.exchange.server import server_credentials
 from creditexchange.node.records.repository import RecordStatus
 from creditexchange.node.sync.feed import FeedLog
 from creditexchange.node.sync.publish import canonical_fields
+from creditexchange.node.sync.service import MAX_PAGE_CHANGES
 from creditexchange.node.sync.subscribe import (
     CAUGHT_UP,
     REFUSED,
@@ -81,8 +82,8 @@ pytestmark = pytest.mark.slow
 PUBLISHER, ME = "customs", "huizhou"
 GRADE = "customs_credit_grade"
 THEMES = (GRADE, "customs_case", "customs_light_status")
-RECORDS_IMPORTED = 16_000  # generated grades: a feed of a few tens of thousands of changes
-PAGE = 2000  # the subscriber's page: Subscriber's default, which the command line uses
+RECORDS_IMPORTED = 30_000  # generated grades: a feed of a few tens of thousands of changes
+PAGE = MAX_PAGE_CHANGES  # the subscriber's page: Subscriber's default, which the command uses
 
 
 # --- the federation: customs serving, huizhou subscribed ----------------------------------
@@ -471,9 +472,9 @@ def alarms(world: World) -> list[audit_pb2.AuditEntry]:
             replay_last,
             Alarm.REPLAY,
             REFUSED,
-            "starting at change 2000 after this node applied 4000: a replay",
+            f"starting at change {PAGE} after this node applied {2 * PAGE}: a replay",
         ),
-        (skip_one, Alarm.GAP, REFUSED, "a gap: changes 4000-5999 are missing"),
+        (skip_one, Alarm.GAP, REFUSED, f"a gap: changes {2 * PAGE}-{3 * PAGE - 1} are missing"),
         (other_history, Alarm.REWRITTEN, STOPPED, "its history was rewritten"),
     ],
     ids=["bad signature", "replayed batch", "skipped batch", "rewritten history"],

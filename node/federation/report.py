@@ -578,7 +578,7 @@ async def consolidated_report(
         for section, r in own.records
         if (r.get("synced_from"), r["theme"], r["record_key"]) not in signed
     ]
-    members[0]["records"] = _counted(kept)
+    members[0]["records"] = _counted([(c, r) for c, r in kept if not r.get("synced_from")])
     records = kept + answered
     purpose_entry = federation.memorandum.purpose_by_code[purpose]
     report = {

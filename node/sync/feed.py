@@ -345,27 +345,28 @@ class FeedLog:
             raise LedgerError(f"[{start}, {end}) is not a range of the feed of {theme}")
         if start == end:
             return []
+        bodies: list[bytes] = []
+        taken = 0
         with self.engine.connect() as conn:
             cursor = conn.connection.cursor()
             try:
                 rows = _LEAF_PAGE.execute(
                     cursor, conn.dialect, {"theme": theme, "start": start, "end": end}
-                ).fetchall()
+                )
+                while chunk := rows.fetchmany(256):  # read no further than the page needs
+                    for idx, body in chunk:
+                        if idx != start + len(bodies):
+                            raise LedgerError(
+                                f"leaf {start + len(bodies)} of the feed of {theme} is missing "
+                                "from the database: the feed's tables were altered"
+                            )
+                        data = bytes(body)
+                        taken += len(data)
+                        if max_bytes is not None and bodies and taken > max_bytes:
+                            return bodies
+                        bodies.append(data)
             finally:
                 cursor.close()
-        bodies: list[bytes] = []
-        taken = 0
-        for offset, (idx, body) in enumerate(rows):
-            if idx != start + offset:
-                raise LedgerError(
-                    f"leaf {start + offset} of the feed of {theme} is missing from the "
-                    "database: the feed's tables were altered"
-                )
-            data = bytes(body)
-            taken += len(data)
-            if max_bytes is not None and bodies and taken > max_bytes:
-                return bodies
-            bodies.append(data)
         if len(bodies) != end - start:
             raise LedgerError(
                 f"leaves {start + len(bodies)} to {end - 1} of the feed of {theme} are missing "

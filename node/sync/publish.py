@@ -347,8 +347,14 @@ def _record_changes(
     """The changes of one record since its published state, oldest first."""
     in_feed = published is not None and published[2]
     status = "" if published is None else published[1]
-    # versions the feed never carried are history from before it: start at the current one
-    states = [current] if published is None else [*earlier, current]
+    # versions the feed never carried are history from before it: start at the current one;
+    # the reads are not one snapshot, so a version an import committed meanwhile may show
+    # among the earlier ones too: only those older than the current state are taken
+    older = sorted(
+        {s.version: s for s in earlier if s.version < current.version}.values(),
+        key=lambda s: s.version,
+    )
+    states = [current] if published is None else [*older, current]
     changes: list[_Change] = []
     last_us = 0
     for state in states:

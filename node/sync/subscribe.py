@@ -58,7 +58,7 @@ from typing import Any, Final, Protocol
 import grpc
 from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import Dialect, Engine, bindparam, delete, func, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
@@ -142,8 +142,10 @@ class Alarm:
 
 _UPSERT_KINDS: Final = frozenset({sync_pb2.NEW, sync_pb2.CORRECTION, sync_pb2.REPAIR})
 _DELETE_KINDS: Final = frozenset({sync_pb2.REMOVAL, sync_pb2.PUBLICITY_ENDED})
-_MAX_FIELDS_JSON: Final = 60_000
+_MAX_FIELDS_JSON: Final = 1 << 20  # a record's fields: long case facts, well within a page
 _MAX_ERROR_CHARS: Final = 4000  # of a last_error kept
+_MAX_HEAD: Final = 2**62  # the largest head size taken from a publisher (a column holds 2**63)
+_CLOCK_SLACK_US: Final = 300_000_000
 _LIMITS: Final = {  # column widths of synced_records
     "record_key": 128,
     "subject_name": 256,
@@ -320,6 +322,7 @@ def check_batch(
         )
     changes: list[sync_pb2.FeedChange] = []
     newest = cursor.head_us
+    latest = now_us() + _CLOCK_SLACK_US  # a change time from the future hides no lag
     for index, raw in enumerate(batch.changes, start=batch.start):
         try:
             change = sync_pb2.FeedChange.FromString(raw)
@@ -330,7 +333,7 @@ def check_batch(
         if problem is not None:
             return Refusal(Alarm.CHANGE, AnswerRejected(f"change {index} of {feed}: {problem}"))
         changes.append(change)
-        newest = max(newest, change.changed_unix_micros)
+        newest = max(newest, min(change.changed_unix_micros, latest))
     return VerifiedBatch(
         publisher=cursor.publisher,
         theme=cursor.theme,
@@ -340,8 +343,8 @@ def check_batch(
         root_hash=checkpoint.root_hash,
         frontier=frontier,
         changes=tuple(changes),
-        # the publisher's own word for its size (unsigned, for the lag figures only)
-        head_size=max(cursor.head_size, checkpoint.size, batch.head_size),
+        # the publisher's own word for its size (unsigned, for the lag figures only, bounded)
+        head_size=max(cursor.head_size, checkpoint.size, min(batch.head_size, _MAX_HEAD)),
         head_us=newest,
     )
 
@@ -459,8 +462,9 @@ _DROP_RECORD = Prepared(
 )
 
 
-def _move_cursor() -> Prepared:
-    """The cursor's upsert, made only from the size the batch was verified against."""
+def _start_cursor() -> Prepared:
+    """A feed's first batch (from size 0): the cursor made, or moved from 0 — never over
+    a stopped feed's."""
     columns = _CURSOR_COLUMNS
 
     def build(dialect: str) -> ClauseElement:
@@ -470,14 +474,32 @@ def _move_cursor() -> Prepared:
         upsert: ClauseElement = stmt.on_conflict_do_update(
             index_elements=["publisher", "theme"],
             set_=replace,
-            where=SYNC_CURSORS.c.size == bindparam("old_size"),
+            where=and_(
+                SYNC_CURSORS.c.size == 0,
+                SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like")),
+            ),
         )
         return upsert
 
     return Prepared(build)
 
 
-_MOVE_CURSOR = _move_cursor()
+_START_CURSOR = _start_cursor()
+_MOVE_CURSOR = Prepared(
+    # a later batch only moves a cursor that stands where the batch was verified to start
+    # (a cursor reset meanwhile is gone: nothing is applied over a copy that lacks the
+    # feed's earlier changes) and only a feed not stopped
+    SYNC_CURSORS.update()
+    .where(
+        SYNC_CURSORS.c.publisher == bindparam("publisher"),
+        SYNC_CURSORS.c.theme == bindparam("theme"),
+        SYNC_CURSORS.c.size == bindparam("old_size"),
+        SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like")),
+    )
+    .values(
+        {name: bindparam(name) for name in _CURSOR_COLUMNS if name not in ("publisher", "theme")}
+    )
+)
 
 
 def _put_error(*, over_stop: bool) -> Prepared:
@@ -561,7 +583,7 @@ class _ApplyBatch:
 
     def write(self, cursor: Any, dialect: Dialect) -> None:
         b = self.batch
-        moved = _MOVE_CURSOR.execute(
+        moved = (_START_CURSOR if b.start == 0 else _MOVE_CURSOR).execute(
             cursor,
             dialect,
             {
@@ -577,6 +599,7 @@ class _ApplyBatch:
                 "last_error": "",
                 "last_error_us": 0,
                 "old_size": b.start,
+                "stop_like": STOPPED_MARK + "%",
             },
         )
         self.applied = moved.rowcount == 1
@@ -1165,7 +1188,10 @@ class Subscriber:
                 theme=theme, from_size=cursor.size, max_changes=self.page
             )
             async for batch in self.source.follow(publisher, request):
+                end = batch.start + len(batch.changes)
                 cursor, _ = await self._take(cursor, batch)
+                if batch.changes and cursor.size != end:
+                    return  # the cursor moved elsewhere (a reset, another process): resume
 
     def _lock(self, publisher: str, theme: str) -> asyncio.Lock:
         return self._locks.setdefault((publisher, theme), asyncio.Lock())
@@ -1193,8 +1219,8 @@ class Subscriber:
             await self._alarm(cursor, checked, batch)
             raise _Refused(checked)
         now = now_us()
-        if not checked.changes:
-            caught = replace(cursor, head_size=max(cursor.head_size, cursor.size))
+        if not checked.changes:  # caught up: the publisher's head is where the cursor is
+            caught = replace(cursor, head_size=cursor.size)
             if cursor.last_error or cursor.head_size != caught.head_size:
                 await asyncio.to_thread(self._clear, caught)
                 caught = replace(caught, last_error="", last_error_us=0)
