@@ -39,6 +39,7 @@ from creditexchange.node.sync.subscribe import (
     CAUGHT_UP,
     REFUSED,
     STOPPED,
+    STOPPED_MARK,
     UNREACHABLE,
     Alarm,
     CursorState,
@@ -630,3 +631,37 @@ def test_following_takes_new_changes_as_they_come_until_cancelled(database: str)
             return copy_of(engine)
 
     assert asyncio.run(go()) == publisher.state()
+
+
+def test_a_batch_verified_against_a_cursor_since_reset_or_stopped_moves_nothing(
+    database: str,
+) -> None:
+    """The cursor moves only from where the batch was verified to start: after a reset
+    (the cursor gone) a later batch is not applied over a copy lacking the feed's start,
+    and a stopped feed is not moved on by a batch another process verified before."""
+    publisher = FeedPublisher().add(*(change(n) for n in range(6)))
+    first = verified(start(), publisher, 3)
+    second = verified(after(start(), first), publisher)
+
+    async def go() -> None:
+        async with Ledger(audit_log(database)) as ledger:
+            await apply(ledger, first)
+            await reset_feed(ledger, ME, PUBLISHER, THEME)  # the operator, meanwhile
+            await apply(ledger, second)  # the follower's next batch, from 3
+
+    asyncio.run(go())
+    engine = create_database_engine(database)
+    assert cursors(engine) == [] and copy_of(engine) == {}  # starts over from 0, nothing half
+
+    async def stopped() -> None:
+        async with Ledger(audit_log(database)) as ledger:
+            await apply(ledger, first)
+            with engine.begin() as conn:
+                conn.execute(
+                    SYNC_CURSORS.update().values(last_error=STOPPED_MARK + "history rewritten")
+                )
+            await apply(ledger, second)
+
+    asyncio.run(stopped())
+    cursor = read_cursor(engine, PUBLISHER, THEME)
+    assert cursor.size == 3 and cursor.stopped
