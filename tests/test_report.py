@@ -440,7 +440,10 @@ def test_a_stopped_a_black_holed_and_a_denying_member_cost_the_deadline_once(
     assert "quota of 500 per day exceeded for requester shenzhen" in members["dongguan"]["reason"]
     assert "UNAVAILABLE" in members["heyuan"]["reason"]
     assert "deadline of 1.5 s" in members["shanwei"]["reason"]
-    assert deadline <= took < deadline * 1.1 + 0.3, took  # the deadline once, not thrice
+    # the deadline once, not once per bad member (three would take 3 × deadline); the bound
+    # leaves room for a loaded machine — how close to the deadline it ends is measured by
+    # bench_federation's deadline_ratio, not here
+    assert deadline <= took < deadline * 2, took
     assert members["shanwei"]["elapsed_ms"] >= deadline * 1000
     assert members["huizhou"]["elapsed_ms"] < deadline * 1000
     assert sorted(a["member"] for a in found["answers"]) == ["customs", "huizhou"]
