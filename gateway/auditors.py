@@ -798,6 +798,15 @@ async def _record(
     )
 
 
+def _tree(gateway: Gateway, size: int | None) -> tuple[int, str | None]:
+    """The tree size a proof is asked to (``size``), or the latest checkpoint's size with
+    that checkpoint (served with the proof so it can be checked on its own)."""
+    if size is not None:
+        return size, None
+    note = gateway.log.latest_checkpoint()
+    return checkpoint_of(note).size, note
+
+
 async def _size(gateway: Gateway) -> int:
     return await asyncio.to_thread(gateway.log.size)
 
@@ -929,11 +938,7 @@ async def get_entry(
         )
 
     def read() -> EntryProofView:
-        note = None
-        tree = size
-        if tree is None:
-            note = gateway.log.latest_checkpoint()
-            tree = checkpoint_of(note).size
+        tree, note = _tree(gateway, size)
         proof = gateway.log.inclusion_proof(index, tree)
         return EntryProofView(
             entry=entry_view(entry_at(gateway.log, index)),
@@ -1002,11 +1007,7 @@ async def get_consistency(
         )
 
     def read() -> ConsistencyView:
-        note = None
-        tree = second
-        if tree is None:
-            note = gateway.log.latest_checkpoint()
-            tree = checkpoint_of(note).size
+        tree, note = _tree(gateway, second)
         proof = gateway.log.consistency_proof(first, tree)
         return ConsistencyView(
             first=first,

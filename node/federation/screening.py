@@ -266,6 +266,34 @@ def _refuse_repeats_and_uncovered(
             )
 
 
+def _stored(
+    member: str,
+    record: repository.StoredRecord | repository.SyncedCopy,
+    subject_type: str,
+    under_objection: bool,
+    note: str = "",
+    *,
+    copy: bool = False,
+) -> Evidence:
+    """A record of this node's store (its own, or its copy of ``member``'s feed) as
+    evidence: an individual's as a hit only."""
+    individual = is_individual(subject_type)
+    fields = {k: "" if v is None else str(v) for k, v in orjson.loads(record.fields).items()}
+    return Evidence(
+        member,
+        record.theme,
+        DetailLevel.HIT_ONLY if individual else DetailLevel.RECORD,
+        record_key="" if individual else record.record_key,
+        source_department=record.source_department,
+        decision_date=_iso(record.decision_date),
+        valid_until="" if individual else _iso(record.valid_until),
+        under_objection=under_objection,
+        fields=fields,
+        note=note or ("an individual's record is shown as a hit only" if individual else ""),
+        copy=copy,
+    )
+
+
 def _own_records(
     region: RegionalClient, subjects: Sequence[tuple[str, str]], themes: Sequence[str]
 ) -> tuple[list[list[Evidence]], dict[int, str]]:
@@ -286,41 +314,14 @@ def _own_records(
     evidence: list[list[Evidence]] = [[] for _ in subjects]
     for record in found.records:
         i = position[record.subject_id]
-        fields = {k: "" if v is None else str(v) for k, v in orjson.loads(record.fields).items()}
-        individual = is_individual(subjects[i][1])
         evidence[i].append(
-            Evidence(
-                region.member_id,
-                record.theme,
-                DetailLevel.HIT_ONLY if individual else DetailLevel.RECORD,
-                record_key="" if individual else record.record_key,
-                source_department=record.source_department,
-                decision_date=_iso(record.decision_date),
-                valid_until="" if individual else _iso(record.valid_until),
-                under_objection=record.under_objection,
-                fields=fields,
-                note="an individual's record is shown as a hit only" if individual else "",
-            )
+            _stored(region.member_id, record, subjects[i][1], record.under_objection)
         )
     for copy in synced:  # customs' data as this node keeps it from customs' feed
         i = position[copy.subject_id]
-        individual = is_individual(subjects[i][1])
-        fields = {k: "" if v is None else str(v) for k, v in orjson.loads(copy.fields).items()}
-        evidence[i].append(
-            Evidence(
-                copy.origin,
-                copy.theme,
-                DetailLevel.HIT_ONLY if individual else DetailLevel.RECORD,
-                record_key="" if individual else copy.record_key,
-                source_department=copy.source_department,
-                decision_date=_iso(copy.decision_date),
-                valid_until="" if individual else _iso(copy.valid_until),
-                under_objection=copy.status == repository.RecordStatus.OBJECTION,
-                fields=fields,
-                note=f"from {region.member_id}'s synced copy of {copy.origin}'s feed",
-                copy=True,
-            )
-        )
+        objection = copy.status == repository.RecordStatus.OBJECTION
+        note = f"from {region.member_id}'s synced copy of {copy.origin}'s feed"
+        evidence[i].append(_stored(copy.origin, copy, subjects[i][1], objection, note, copy=True))
     names = {
         position[s]: mask_subject_name(name, kind) for s, (kind, name) in found.subjects.items()
     }

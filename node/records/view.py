@@ -113,6 +113,29 @@ def _shown_in_errors(subject_id: str) -> str:
         return mask_resident_id(subject_id)
 
 
+def _record_view(
+    catalog: Catalog,
+    r: repository.StoredRecord | repository.SyncedCopy,
+    under_objection: bool,
+    origin: str = "",
+) -> RecordView:
+    theme = catalog.theme_by_code.get(r.theme)
+    return RecordView(
+        theme=r.theme,
+        theme_name=theme.name_zh if theme else r.theme,
+        record_key=r.record_key,
+        source_department=r.source_department,
+        status=r.status,
+        version=r.version,
+        decision_date=r.decision_date,
+        valid_until=r.valid_until,
+        publicity_end=r.publicity_end,
+        fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
+        under_objection=under_objection,
+        origin=origin,
+    )
+
+
 def subject_view(
     engine: Engine, catalog: Catalog, subject_id: str, *, today: dt.date | None = None
 ) -> SubjectView:
@@ -134,42 +157,11 @@ def subject_view(
         subject_type, name = found.subjects[key]
     else:  # known here only from another member's feed
         subject_type, name = synced[0].subject_type, synced[0].subject_name
-    records = []
-    for r in found.records:
-        theme = catalog.theme_by_code.get(r.theme)
-        records.append(
-            RecordView(
-                theme=r.theme,
-                theme_name=theme.name_zh if theme else r.theme,
-                record_key=r.record_key,
-                source_department=r.source_department,
-                status=r.status,
-                version=r.version,
-                decision_date=r.decision_date,
-                valid_until=r.valid_until,
-                publicity_end=r.publicity_end,
-                fields=mask_fields(catalog, r.theme, orjson.loads(r.fields)),
-                under_objection=r.under_objection,
-            )
-        )
-    for c in synced:  # shown as the origin's data, after the city's own
-        theme = catalog.theme_by_code.get(c.theme)
-        records.append(
-            RecordView(
-                theme=c.theme,
-                theme_name=theme.name_zh if theme else c.theme,
-                record_key=c.record_key,
-                source_department=c.source_department,
-                status=c.status,
-                version=c.version,
-                decision_date=c.decision_date,
-                valid_until=c.valid_until,
-                publicity_end=c.publicity_end,
-                fields=mask_fields(catalog, c.theme, orjson.loads(c.fields)),
-                under_objection=c.status == repository.RecordStatus.OBJECTION,
-                origin=c.origin,
-            )
-        )
+    records = [_record_view(catalog, r, r.under_objection) for r in found.records]
+    records += [  # shown as the origin's data, after the city's own
+        _record_view(catalog, c, c.status == repository.RecordStatus.OBJECTION, c.origin)
+        for c in synced
+    ]
     return SubjectView(
         subject_id=mask_identifier(key, subject_type),
         subject_type=subject_type,

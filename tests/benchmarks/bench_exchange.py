@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,30 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
                 return
         time.sleep(0.1)
     raise SystemExit("server did not start")
+
+
+@contextlib.contextmanager
+def serving(nodes: Iterable[ProvisionedNode]) -> Iterator[list[int]]:
+    """Each of ``nodes`` as its own ``credit-node serve`` process, ready (its gRPC port and,
+    when it has one, its gateway's); their process ids. Stopped with SIGINT at the end."""
+    processes = []
+    try:
+        for node in nodes:
+            log = node.home / "serve.log"
+            command = [sys.executable, "-m", "creditexchange.node.cli", "serve"]
+            command += ["--home", str(node.home), "--log-level", "WARNING"]
+            process = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            processes.append((process, node, log))
+        for process, node, log in processes:
+            wait_ready(process, node.port, log)
+            if node.gateway_port:
+                wait_ready(process, node.gateway_port, log)
+        yield [process.pid for process, _, _ in processes]
+    finally:
+        for process, _, _ in processes:
+            process.send_signal(signal.SIGINT)
+        for process, _, _ in processes:
+            process.wait(60)
 
 
 @contextlib.contextmanager

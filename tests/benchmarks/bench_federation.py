@@ -37,25 +37,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
-from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
+from creditexchange.devtools.provision import provision, set_settings
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.wiring import open_regional_client
 from creditexchange.node.database import open_database
@@ -63,7 +59,7 @@ from creditexchange.node.federation.fanout import Outcome
 from creditexchange.node.federation.report import consolidated_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks
-from bench_exchange import cpu_seconds, wait_ready
+from bench_exchange import cpu_seconds, serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
 
@@ -101,28 +97,6 @@ class BlackHole:
         self.socket.close()
         for connection in self.held:
             connection.close()
-
-
-@contextlib.contextmanager
-def serving(nodes: dict[str, ProvisionedNode]) -> Iterator[list[int]]:
-    """Every provider as its own ``credit-node serve`` process; their process ids."""
-    processes = []
-    try:
-        for member in PROVIDERS:
-            node = nodes[member]
-            log = node.home / "serve.log"
-            command = [sys.executable, "-m", "creditexchange.node.cli", "serve"]
-            command += ["--home", str(node.home), "--log-level", "WARNING"]
-            process = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-            processes.append((process, node.port, log))
-        for process, port, log in processes:
-            wait_ready(process, port, log)
-        yield [process.pid for process, _, _ in processes]
-    finally:
-        for process, _, _ in processes:
-            process.send_signal(signal.SIGINT)
-        for process, _, _ in processes:
-            process.wait(60)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -222,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
     database.dispose()
     config = nodes[REQUESTER].config
-    with serving(nodes) as servers:
+    with serving(nodes[m] for m in PROVIDERS) as servers:
         figures = asyncio.run(measure(config, subjects, args, servers))
         hole = BlackHole()
         peers = {**config.settings.peers, BLACK_HOLED: f"127.0.0.1:{hole.port}"}

@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +51,7 @@ from creditexchange.node.database import open_database
 from creditexchange.node.federation.report import check_everyone, consolidated_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks
-from bench_exchange import wait_ready
+from bench_exchange import serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
 
@@ -95,28 +92,6 @@ class Connection:
     def close(self) -> None:
         if self.streams is not None:
             self.streams[1].close()
-
-
-@contextlib.contextmanager
-def serving(nodes: dict[str, ProvisionedNode]) -> Iterator[None]:
-    processes = []
-    try:
-        for node in nodes.values():
-            log = node.home / "serve.log"
-            command = [sys.executable, "-m", "creditexchange.node.cli", "serve"]
-            command += ["--home", str(node.home), "--log-level", "WARNING"]
-            process = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-            processes.append((process, node, log))
-        for process, node, log in processes:
-            wait_ready(process, node.port, log)
-            if node.gateway_port:
-                wait_ready(process, node.gateway_port, log)
-        yield
-    finally:
-        for process, _, _ in processes:
-            process.send_signal(signal.SIGINT)
-        for process, _, _ in processes:
-            process.wait(60)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -272,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         ]
     huizhou.dispose()
-    with serving(nodes):
+    with serving(nodes.values()):
         figures = asyncio.run(measure(nodes, key, subjects, args))
     report, check = figures["report"], figures["check"]
     return {
