@@ -58,7 +58,7 @@ from typing import Any, Final, Protocol
 import grpc
 from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import Dialect, Engine, and_, bindparam, delete, func, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
@@ -428,8 +428,11 @@ def _change_problem(change: sync_pb2.FeedChange, publisher: str, theme: str) -> 
 # --- applying --------------------------------------------------------------------------
 
 
-def _upsert(table: Any, keys: tuple[str, ...], where: Callable[[Any], Any]) -> Prepared:
-    """Insert a row, or replace the one with the same ``keys`` when ``where(excluded)``."""
+def _upsert(
+    table: Any, keys: tuple[str, ...], where: Callable[[Any], Any], extra: tuple[str, ...] = ()
+) -> Prepared:
+    """Insert a row, or replace the one with the same ``keys`` when ``where(excluded)``
+    (whose own parameters are ``extra``)."""
     columns = tuple(c.name for c in table.columns)
 
     def build(dialect: str) -> ClauseElement:
@@ -441,7 +444,7 @@ def _upsert(table: Any, keys: tuple[str, ...], where: Callable[[Any], Any]) -> P
         )
         return upsert
 
-    return Prepared(build, row=columns)
+    return Prepared(build, row=(*columns, *extra))
 
 
 _RECORD_COLUMNS: Final = tuple(c.name for c in SYNCED_RECORDS.columns)
@@ -462,40 +465,27 @@ _DROP_RECORD = Prepared(
 )
 
 
-def _start_cursor() -> Prepared:
-    """A feed's first batch (from size 0): the cursor made, or moved from 0 — never over
-    a stopped feed's."""
-    columns = _CURSOR_COLUMNS
-
-    def build(dialect: str) -> ClauseElement:
-        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(SYNC_CURSORS)
-        stmt = stmt.values({name: bindparam(name) for name in columns})
-        replace = {n: stmt.excluded[n] for n in columns if n not in ("publisher", "theme")}
-        upsert: ClauseElement = stmt.on_conflict_do_update(
-            index_elements=["publisher", "theme"],
-            set_=replace,
-            where=and_(
-                SYNC_CURSORS.c.size == 0,
-                SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like")),
-            ),
-        )
-        return upsert
-
-    return Prepared(build)
-
-
-_START_CURSOR = _start_cursor()
+_NOT_STOPPED = SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like"))
+_AS_VERIFIED = and_(  # the cursor a batch was verified against, of a feed not stopped
+    SYNC_CURSORS.c.publisher == bindparam("publisher"),
+    SYNC_CURSORS.c.theme == bindparam("theme"),
+    SYNC_CURSORS.c.size == bindparam("old_size"),
+    _NOT_STOPPED,
+)
+# A feed's first batch (from size 0): the cursor made, or moved from 0 — never over a
+# stopped feed's.
+_START_CURSOR = _upsert(
+    SYNC_CURSORS,
+    ("publisher", "theme"),
+    lambda _new: and_(SYNC_CURSORS.c.size == literal_column("0"), _NOT_STOPPED),
+    extra=("stop_like",),
+)
+# A later batch only moves a cursor that stands where the batch was verified to start (a
+# cursor reset meanwhile is gone: nothing is applied over a copy that lacks the feed's
+# earlier changes) and only a feed not stopped.
 _MOVE_CURSOR = Prepared(
-    # a later batch only moves a cursor that stands where the batch was verified to start
-    # (a cursor reset meanwhile is gone: nothing is applied over a copy that lacks the
-    # feed's earlier changes) and only a feed not stopped
     SYNC_CURSORS.update()
-    .where(
-        SYNC_CURSORS.c.publisher == bindparam("publisher"),
-        SYNC_CURSORS.c.theme == bindparam("theme"),
-        SYNC_CURSORS.c.size == bindparam("old_size"),
-        SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like")),
-    )
+    .where(_AS_VERIFIED)
     .values(
         {name: bindparam(name) for name in _CURSOR_COLUMNS if name not in ("publisher", "theme")}
     )
@@ -509,7 +499,7 @@ def _put_error(*, over_stop: bool) -> Prepared:
     def build(dialect: str) -> ClauseElement:
         stmt = (postgresql if dialect == "postgresql" else sqlite).insert(SYNC_CURSORS)
         stmt = stmt.values({name: bindparam(name) for name in _CURSOR_COLUMNS})
-        where = None if over_stop else SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like"))
+        where = None if over_stop else _NOT_STOPPED
         upsert: ClauseElement = stmt.on_conflict_do_update(
             index_elements=["publisher", "theme"],
             set_={
@@ -527,12 +517,7 @@ _PUT_ERROR = _put_error(over_stop=False)
 _PUT_STOP = _put_error(over_stop=True)
 _CLEAR = Prepared(
     SYNC_CURSORS.update()
-    .where(
-        SYNC_CURSORS.c.publisher == bindparam("publisher"),
-        SYNC_CURSORS.c.theme == bindparam("theme"),
-        SYNC_CURSORS.c.size == bindparam("old_size"),
-        SYNC_CURSORS.c.last_error.not_like(bindparam("stop_like")),
-    )
+    .where(_AS_VERIFIED)
     .values(last_error="", last_error_us=0, head_size=bindparam("head_size"))
 )
 _DROP_CURSOR = Prepared(
