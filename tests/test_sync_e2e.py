@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from conftest import postgres_schema
 from fedharness import Federation
@@ -30,6 +32,7 @@ from creditexchange.node.records import repository
 from creditexchange.node.records.repository import RecordStatus
 from creditexchange.node.sync.publish import canonical_fields
 from creditexchange.node.sync.subscribe import FeedResult, Subscriber, SyncMetrics
+from creditexchange.v1 import sync_pb2
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -275,3 +278,57 @@ def test_a_report_shows_the_copy_as_customs_data_only_when_customs_did_not_answe
     assert [(r["member"], r.get("synced_from")) for r in shown(copied)] == [("huizhou", "customs")]
     view = federation_view(config)
     assert verify_report(copied, view.current(), view.catalog) == []
+
+
+def test_garbage_and_hostile_pulls_get_a_documented_status_and_change_nothing(
+    fed: Federation,
+) -> None:
+    """Bytes no client of ours would send, straight on the wire to the gate-wrapped Sync
+    service: undecodable requests, absurd cursors and page sizes, themes full of control
+    and bidi characters, for Pull and Follow. Each gets a status the service documents;
+    the feed is unchanged and still serves an honest subscriber afterwards."""
+    publish(fed)
+    documented = {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+    rng = random.Random(13)
+    themes = ["customs_credit_grade", "", "x" * 5000, "customs_case\u202e", "\x00\x01", "../"]
+    payloads = [rng.randbytes(rng.randint(0, 300)) for _ in range(15)] + [
+        sync_pb2.PullRequest(
+            theme=rng.choice(themes),
+            from_size=rng.choice([0, 3, 2**63, 2**64 - 1]),
+            max_changes=rng.choice([0, 1, 2**32 - 1]),
+        ).SerializeToString()
+        for _ in range(15)
+    ]
+    feeds = fed.servers["customs"].feeds
+    assert feeds is not None
+    before = feeds.head(THEMES[0])
+    client = fed.client("huizhou")
+
+    async def send(path: str, data: bytes) -> grpc.StatusCode:
+        channel = client.channel("customs")  # made in the federation's loop
+        try:
+            if path.endswith("Follow"):
+                call: Any = channel.unary_stream(path)
+                stream = call(data, timeout=3)
+                async for _ in stream:  # the first page (or the refusal), then enough
+                    stream.cancel()
+                    break
+            else:
+                unary: Any = channel.unary_unary(path)
+                await unary(data, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    for path in ("/creditexchange.v1.Sync/Pull", "/creditexchange.v1.Sync/Follow"):
+        for data in payloads:
+            assert fed.run(send(path, data)) in documented, (path, data[:60])
+    assert feeds.head(THEMES[0]) == before
+    assert {r.outcome for r in sync(fed, "shenzhen")} == {"caught-up"}
