@@ -40,7 +40,8 @@ from sqlalchemy import Engine
 from creditexchange.devtools.sample import write_theme
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import create_database_engine, upgrade
-from creditexchange.node.records.importer import _csv_rows, import_file
+from creditexchange.node.records.importer import import_file
+from creditexchange.node.records.sources import csv_rows
 from creditexchange.node.records.validation import RowValidator, ValidRow
 from creditexchange.node.records.view import subject_view
 
@@ -59,7 +60,7 @@ def validated_rows(catalog: Catalog, path: Path) -> list[ValidRow]:
     with path.open(encoding="utf-8-sig", newline="") as f:
         checked = [
             validator.check(line, cast(Mapping[str, str], row))
-            for line, row in _csv_rows(f, theme, path)
+            for line, row in csv_rows(f, theme, path)
         ]
     rows = [r for r in checked if isinstance(r, ValidRow)]
     assert len(rows) == len(checked), "the generated file must be valid"
