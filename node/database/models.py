@@ -38,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +53,7 @@ __all__ = [
     "FEED_PUBLISHED",
     "HEAD",
     "IMPORT_BATCHES",
+    "IMPORT_REJECTS",
     "NODES",
     "NONCES",
     "OBJECTIONS",
@@ -74,6 +76,7 @@ __all__ = [
     "FeedNode",
     "FeedPublished",
     "ImportBatch",
+    "ImportReject",
     "LedgerCheckpoint",
     "LedgerEntry",
     "LedgerHead",
@@ -135,6 +138,21 @@ class ImportBatch(Base):
     updated: Mapped[int] = mapped_column(Integer, server_default="0")
     unchanged: Mapped[int] = mapped_column(Integer, server_default="0")
     rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    exported_at: Mapped[dt.datetime | None] = mapped_column(Stamp)
+    sheet: Mapped[str | None] = mapped_column(String(128))
+    allow_older: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    stale: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class ImportReject(Base):
+    """How many rows of an import batch were rejected, by field and reason code."""
+
+    __tablename__ = "import_rejects"
+
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_batches.id"), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer)
 
 
 class Record(Base):
@@ -158,6 +176,9 @@ class Record(Base):
     content_hash: Mapped[str] = mapped_column(String(32))
     batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("import_batches.id"))
     updated_at: Mapped[dt.datetime] = mapped_column(Stamp)
+    # When the source said this version was true: the row's own update time, else its
+    # file's export time (None before it was recorded). An older row does not replace it.
+    source_time: Mapped[dt.datetime | None] = mapped_column(Stamp)
 
 
 class RecordVersion(Base):
@@ -181,6 +202,7 @@ class RecordVersion(Base):
     valid_from: Mapped[dt.datetime] = mapped_column(Stamp)
     superseded_at: Mapped[dt.datetime] = mapped_column(Stamp)
     superseded_by: Mapped[str] = mapped_column(String(64))  # "import batch 7", "objection 3"
+    source_time: Mapped[dt.datetime | None] = mapped_column(Stamp)
 
 
 class Objection(Base):
@@ -557,6 +579,7 @@ def _table(model: type[Base]) -> Table:
 # The tables, for Core statements.
 SUBJECTS = _table(Subject)
 IMPORT_BATCHES = _table(ImportBatch)
+IMPORT_REJECTS = _table(ImportReject)
 RECORDS = _table(Record)
 RECORD_VERSIONS = _table(RecordVersion)
 OBJECTIONS = _table(Objection)
