@@ -3,15 +3,18 @@ the database password may come from."""
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from creditexchange.errors import ConfigError, DatabaseError, InsecurePermissions
-from creditexchange.node.app.config import load_config
+from creditexchange.node.app.config import NodeSettings, load_config
 from creditexchange.node.app.home import create_home
 from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.cli import app
 from creditexchange.node.database import create_database_engine, open_database
 
 
@@ -196,3 +199,87 @@ def test_a_password_file_others_can_read_is_refused_with_the_chmod(tmp_path: Pat
         match=f"readable by group and others \\(mode 0644\\): run chmod 600 {password}",
     ):
         load_config(home)
+
+
+# -- config show: every setting, its value, default and source -----------------------------
+
+
+def _config_show(home: Path) -> dict[str, dict[str, object]]:
+    result = CliRunner().invoke(app, ["config", "show", "--json", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["home"] == str(home)
+    return {s["name"]: s for s in shown["settings"]}
+
+
+def test_config_show_tells_each_settings_value_default_and_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = create_home(tmp_path / "hz", "huizhou", metrics_port=0).home
+    monkeypatch.setenv("CREDIT_NODE_GRPC_PORT", "9443")
+    shown = _config_show(home)
+    assert set(shown) == set(NodeSettings.model_fields)  # every setting, none left out
+    assert shown["grpc_port"] == {
+        **shown["grpc_port"],
+        "value": 9443, "written": "9443", "default": 7443,
+        "source": "environment variable CREDIT_NODE_GRPC_PORT",
+    }  # fmt: skip
+    assert shown["metrics_port"]["source"] == "node.toml"
+    assert (shown["metrics_port"]["value"], shown["metrics_port"]["default"]) == (0, 9464)
+    assert shown["grpc_host"] == {**shown["grpc_host"], "source": "default", "written": None}
+    assert shown["member_id"]["required"] is True
+    # paths: resolved against the home, with the form written or defaulted
+    assert shown["database_url"]["value"] == f"sqlite:///{home / 'data' / 'node.db'}"
+    assert shown["database_url"]["written"] == "sqlite:///data/node.db"
+    assert shown["signing_key"]["value"] == str(home / "keys" / "signing.key")
+    assert shown["signing_key"]["default"] == "keys/signing.key"
+    assert shown["tls_ca"]["value"] == str(home / "tls" / "ca.crt")
+
+    result = CliRunner().invoke(app, ["config", "show", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    [grpc_port] = [line for line in result.stdout.splitlines() if "grpc_port" in line]
+    assert "9443" in grpc_port and "CREDIT_NODE_GRPC_PORT" in grpc_port and "7443" in grpc_port
+
+
+@pytest.mark.parametrize(
+    ("url", "settings", "environment"),
+    [
+        ("postgresql+psycopg://credit:hunter2-inline@db.internal/huizhou", {}, None),
+        (PG, {"database_password_file": "db.password"}, None),
+        (PG, {}, "hunter2-from-env"),
+    ],
+    ids=["in-the-url", "password-file", "environment"],
+)
+def test_config_show_never_prints_a_password(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    settings: dict[str, str],
+    environment: str | None,
+) -> None:
+    home = create_home(tmp_path / "hz", "huizhou").home
+    password_file = _password_file(home, "hunter2-in-the-file\n")
+    _set_database(home, url, **settings)
+    if environment is not None:
+        monkeypatch.setenv("CREDIT_NODE_DATABASE_PASSWORD", environment)
+    for argv in (["config", "show"], ["config", "show", "--json"]):
+        result = CliRunner().invoke(app, [*argv, "--home", str(home)])
+        assert result.exit_code == 0, result.output
+        assert "hunter2" not in result.output
+    shown = _config_show(home)
+    if "inline" in url:
+        assert (
+            shown["database_url"]["value"]
+            == shown["database_url"]["written"]
+            == ("postgresql+psycopg://credit:***@db.internal/huizhou")
+        )
+        assert shown["database_password"]["value"] is None
+    elif settings:
+        assert shown["database_password"]["value"] == "***"
+        assert shown["database_password"]["source"] == f"password file {password_file}"
+    else:
+        assert shown["database_password"] == {
+            **shown["database_password"],
+            "value": "***", "written": "***",
+            "source": "environment variable CREDIT_NODE_DATABASE_PASSWORD",
+        }  # fmt: skip

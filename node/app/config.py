@@ -11,9 +11,30 @@ A node home is a folder::
     policy/            the installed memorandum: current.json and every accepted vN.json
 
 Precedence, highest first: ``CREDIT_NODE_<SETTING>`` environment variables, then
-``node.toml``, then the defaults here. Relative paths are relative to the home.
-A missing home, an unknown setting or a wrong value is a :class:`ConfigError`
-naming the setting and where it came from.
+``node.toml``, then the defaults here. A missing home, an unknown setting or a
+wrong value is a :class:`ConfigError` naming the setting and where it came from.
+:func:`describe_settings` tells each setting's value, default and source (``credit-node
+config show``), secrets masked.
+
+Paths are relative to the home, so that a home moved to another folder or restored
+from a backup elsewhere keeps working. The rule, for every setting that names a file
+or folder (``signing_key``, ``subject_hmac_key``, ``tls_*``, ``gateway_tls_*``,
+``database_password_file``, every ``*_dir`` and ``*_path``) and for a SQLite
+``database_url``, whether the value comes from ``node.toml``, the environment or a
+default:
+
+* a relative path names a file in the home, never in the working folder:
+  ``signing_key = "keys/signing.key"`` is ``HOME/keys/signing.key``;
+* ``database_url = "sqlite:///data/node.db"`` (three slashes, then a relative path)
+  is the database ``HOME/data/node.db``; ``sqlite:////srv/node.db`` (a fourth slash
+  begins an absolute path) is ``/srv/node.db``;
+* an absolute path stays as it is, so a home written with absolute paths keeps
+  working wherever those paths still lead.
+
+``credit-node init`` writes what is in the home in the relative form
+(:func:`home_relative_database_url`); :class:`NodeConfig` resolves it each time the
+home is opened, against the folder it is opened from (``--home`` or
+``CREDIT_NODE_HOME``, symbolic links resolved).
 
 The home holds personal data and secrets, so it is private to the node's user:
 :func:`load_config` — the way every command opens a home — refuses one whose
@@ -31,41 +52,55 @@ no password of its own.
 
 from __future__ import annotations
 
+import re
 import shlex
 import stat
 import tomllib
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from creditexchange.errors import ConfigError, InsecurePermissions
 from creditexchange.node.database.engine import sqlite_files
 from creditexchange.node.ledger.log import MIN_RETENTION_DAYS
+from creditexchange.node.records.objections import ANSWER_WORKING_DAYS
 
 __all__ = [
     "CONFIG_FILE",
+    "DEFAULT_DATABASE_URL",
     "ENV_PREFIX",
     "MEMBER_ID_PATTERN",
     "PASSWORD_ENV",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "SECRET_SHOWN",
     "NodeConfig",
     "NodeSettings",
+    "ShownSetting",
+    "WrittenSetting",
     "describe_errors",
+    "describe_settings",
+    "home_relative_database_url",
     "load_config",
     "make_private_dir",
+    "mask_password",
     "permission_problem",
     "require_private_home",
+    "resolve_database_url",
 ]
 
 CONFIG_FILE = "node.toml"
@@ -74,6 +109,9 @@ PASSWORD_ENV = f"{ENV_PREFIX}DATABASE_PASSWORD"
 MEMBER_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+DEFAULT_DATABASE_URL = "sqlite:///data/node.db"
+"""What init writes: the SQLite database ``data/node.db`` in the home."""
+SECRET_SHOWN = "***"
 
 
 class NodeSettings(BaseSettings):
@@ -83,7 +121,8 @@ class NodeSettings(BaseSettings):
 
     member_id: str = Field(pattern=MEMBER_ID_PATTERN, description="this member's id")
     database_url: str = Field(
-        description="SQLAlchemy URL: sqlite:///… (default) or postgresql+psycopg://…"
+        description="SQLAlchemy URL: sqlite:///… (a relative path is in the home) or "
+        "postgresql+psycopg://…"
     )
     database_password_file: Path | None = Field(
         default=None,
@@ -135,6 +174,18 @@ class NodeSettings(BaseSettings):
         default=Path("policy"), description="installed memorandum versions (current.json, vN.json)"
     )
     import_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+    objection_answer_working_days: int = Field(
+        default=ANSWER_WORKING_DAYS,
+        ge=1,
+        le=60,
+        description="working days from receiving an objection to answering it (2 to accept, "
+        "2 to check, 10 at the source department)",
+    )
+    workdays_path: Path | None = Field(
+        default=None,
+        description="a YAML file of holidays and working weekends beyond the built-in "
+        "2025-2026 schedules (creditexchange.workdays)",
+    )
     federation: str = Field(
         default="3plus2",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
@@ -203,12 +254,32 @@ class NodeSettings(BaseSettings):
         return (env_settings, init_settings)
 
 
-class NodeConfig:
-    """The settings of one node home, with its paths resolved."""
+@dataclass(frozen=True)
+class WrittenSetting:
+    """A setting given by ``node.toml`` or an environment variable: where, and the value
+    as written there (a secret masked)."""
 
-    def __init__(self, home: Path, settings: NodeSettings) -> None:
+    source: str
+    value: Any
+
+
+class NodeConfig:
+    """The settings of one node home, with its paths resolved against the home.
+
+    ``written`` holds the settings that ``node.toml`` or the environment gave (those
+    missing took their default), as :func:`load_config` found them.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        settings: NodeSettings,
+        *,
+        written: Mapping[str, WrittenSetting] | None = None,
+    ) -> None:
         self.home = home
         self.settings = settings
+        self.written: Mapping[str, WrittenSetting] = written or {}
 
     @property
     def member_id(self) -> str:
@@ -220,7 +291,14 @@ class NodeConfig:
         ``CREDIT_NODE_DATABASE_PASSWORD`` put in; never print it."""
         return _database_url_with_password(self)
 
+    @property
+    def database_url_as_set(self) -> str:
+        """``database_url`` as set, a relative SQLite path resolved against the home; no
+        password put in (one written in the URL itself stays: mask it to print it)."""
+        return resolve_database_url(self.settings.database_url, self.home)
+
     def path(self, value: Path) -> Path:
+        """A path setting's file: a relative path is in the home."""
         return value if value.is_absolute() else self.home / value
 
     @property
@@ -249,6 +327,11 @@ class NodeConfig:
         return self.path(self.settings.reject_dir)
 
     @property
+    def workdays_path(self) -> Path | None:
+        path = self.settings.workdays_path
+        return None if path is None else self.path(path)
+
+    @property
     def tls_cert_path(self) -> Path:
         return self.path(self.settings.tls_cert)
 
@@ -263,6 +346,55 @@ class NodeConfig:
     @property
     def tls_crl_path(self) -> Path:
         return self.path(self.settings.tls_crl)
+
+
+def _sqlite_url(url: str) -> URL | None:
+    """``url`` parsed when it names a SQLite database file by its path; else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.database in (None, "", ":memory:") or parsed.query.get("uri"):
+        return None
+    return parsed
+
+
+def resolve_database_url(url: str, home: Path) -> str:
+    """``url`` with a relative SQLite database path made absolute against ``home``
+    (``sqlite:///data/node.db`` is ``HOME/data/node.db``); any other URL as it is."""
+    parsed = _sqlite_url(url)
+    if parsed is None or parsed.database is None or Path(parsed.database).is_absolute():
+        return url
+    return parsed.set(database=str(home / parsed.database)).render_as_string(hide_password=False)
+
+
+def home_relative_database_url(url: str, home: Path) -> str:
+    """``url`` with a SQLite database inside ``home`` named relative to it, the form
+    that survives moving the home; any other URL as it is."""
+    parsed = _sqlite_url(url)
+    if parsed is None or parsed.database is None:
+        return url
+    database = Path(parsed.database)
+    if not database.is_absolute() or ".." in database.parts or not database.is_relative_to(home):
+        return url
+    relative = database.relative_to(home).as_posix()
+    return parsed.set(database=relative).render_as_string(hide_password=False)
+
+
+# userinfo of a URL too broken to parse: everything from the first ':' after '://'
+# up to the last '@' counts as the password
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:).*@")
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password, if it holds one, shown as ``***``."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return _USERINFO_PASSWORD.sub(rf"\g<1>{SECRET_SHOWN}@", url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
 def describe_errors(errors: list[Any], config_file: Path) -> str:
@@ -334,7 +466,7 @@ def _private_paths(config: NodeConfig) -> list[Path]:
         home / CONFIG_FILE,
         config.signing_key_path,
         config.subject_hmac_key_path,
-        *sqlite_files(config.settings.database_url),
+        *sqlite_files(config.database_url_as_set),
     ]
     if config.database_password_file is not None:
         files.append(config.database_password_file)
@@ -391,7 +523,7 @@ def _read_password_file(path: Path) -> str:
 
 
 def _database_url_with_password(config: NodeConfig) -> str:
-    url = config.settings.database_url
+    url = config.database_url_as_set
     file, secret = config.database_password_file, config.settings.database_password
     if file is not None and secret is not None:
         raise ConfigError(
@@ -453,7 +585,110 @@ def load_config(home: Path) -> NodeConfig:
         settings = NodeSettings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc.errors(), config_file)) from None
-    config = NodeConfig(home.resolve(), settings)
+    config = NodeConfig(home.resolve(), settings, written=_written_settings(data))
     require_private_home(config)
     _ = config.database_url  # a password setting that does not fit is refused now
     return config
+
+
+# -- what config show tells ---------------------------------------------------------------
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+
+
+def _shown(field: FieldInfo, value: Any) -> Any:
+    """``value`` fit to print: a secret as ``***``, a URL with its password masked."""
+    if value is None:
+        return None
+    if _is_secret(field):
+        return SECRET_SHOWN
+    if isinstance(value, str) and "://" in value:
+        return mask_password(value)
+    return value
+
+
+def _written_settings(file_values: Mapping[str, Any]) -> dict[str, WrittenSetting]:
+    """Which settings the environment and ``node.toml`` give, the environment first,
+    as the settings themselves take them."""
+    fields = NodeSettings.model_fields
+    written = {
+        name: WrittenSetting(f"environment variable {ENV_PREFIX}{name.upper()}", value)
+        for name, value in EnvSettingsSource(NodeSettings)().items()
+        if name in fields
+    }
+    for name, value in file_values.items():
+        if name in fields:
+            written.setdefault(name, WrittenSetting(CONFIG_FILE, value))
+    return {
+        name: WrittenSetting(w.source, _shown(fields[name], w.value)) for name, w in written.items()
+    }
+
+
+@dataclass(frozen=True)
+class ShownSetting:
+    """One setting as ``credit-node config show`` prints it.
+
+    ``value`` is the one in effect: a path resolved against the home, a secret
+    ``***``, a password inside a URL ``***``. ``written`` is the value as ``node.toml``
+    or the environment gives it (None for a default); ``source`` says which: ``node.toml``,
+    ``environment variable CREDIT_NODE_…``, ``password file …`` or ``default``.
+    """
+
+    name: str
+    value: Any
+    written: Any
+    source: str
+    default: Any
+    required: bool
+    description: str
+
+    def as_json(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            return str(value) if isinstance(value, Path) else value
+
+        return {
+            "name": self.name,
+            "value": plain(self.value),
+            "written": plain(self.written),
+            "source": self.source,
+            "default": plain(self.default),
+            "required": self.required,
+            "description": self.description,
+        }
+
+
+def describe_settings(config: NodeConfig) -> list[ShownSetting]:
+    """Every setting of ``config``: its value, as written, its source and its default.
+
+    Nothing secret is in it: a password (in ``database_url``, from
+    ``CREDIT_NODE_DATABASE_PASSWORD``) is ``***``, and the password file is named, never
+    read.
+    """
+    shown = []
+    for name, field in NodeSettings.model_fields.items():
+        value = getattr(config.settings, name)
+        written = config.written.get(name)
+        source = "default" if written is None else written.source
+        if name == "database_url":
+            value = config.database_url_as_set
+        elif isinstance(value, Path):
+            value = config.path(value)
+        if name == "database_password" and config.database_password_file is not None:
+            value = SecretStr(SECRET_SHOWN)  # the file is named, never read here
+            source = f"password file {config.database_password_file}"
+        required = field.is_required()
+        default = None if required else field.get_default(call_default_factory=True)
+        shown.append(
+            ShownSetting(
+                name=name,
+                value=_shown(field, value),
+                written=None if written is None else written.value,
+                source=source,
+                default=_shown(field, default),
+                required=required,
+                description=field.description or "",
+            )
+        )
+    return shown

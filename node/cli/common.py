@@ -17,6 +17,13 @@ hook on both consoles shows C0 and C1 control characters (escape sequences that
 would repaint the screen), zero-width and bidirectional formatting characters
 (which would reorder or hide text) escaped, as ``\x1b`` or ``\u202e``, in
 whatever a command prints, tables and progress bars included.
+
+Where the output is not a terminal device (a file, a pipe, a test's runner), nothing
+is wrapped, folded or cut to a screen's width, whatever ``COLUMNS`` says: lines and
+table columns take the width their text needs, so a long Chinese name or field stays
+whole on its line and ``grep`` finds it. On a terminal, Rich lays the output out to
+the window as usual. Rules, which fill whatever width they are given, are drawn at
+the width Rich would use (``COLUMNS``, else the window's, else 80).
 """
 
 from __future__ import annotations
@@ -29,9 +36,18 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook
+from rich.align import AlignMethod
+from rich.console import (
+    Console,
+    ConsoleDimensions,
+    ConsoleOptions,
+    ConsoleRenderable,
+    RenderHook,
+)
+from rich.rule import Rule
 from rich.segment import Segment
-from rich.text import Text
+from rich.style import Style
+from rich.text import Text, TextType
 
 from creditexchange.errors import CreditExchangeError, QueryRefused
 
@@ -77,8 +93,58 @@ class _InertHook(RenderHook):
         return [_Inert(r) for r in renderables]
 
 
-out = Console(markup=False, emoji=False, highlight=False)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Wide enough for any line a command prints: a field of thousands of Chinese characters
+_UNWRAPPED_WIDTH = 1 << 16
+
+
+class _Console(Console):
+    """A console that wraps to the window on a terminal and nowhere else (see the module)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if options.get("width") is None:
+            # Rich freezes COLUMNS as a fixed width here; read it when printing instead,
+            # where it applies on a terminal and to rules only
+            self._width = None
+
+    def _on_terminal(self) -> bool:
+        # the device, not Rich's is_terminal: FORCE_COLOR or TTY_COMPATIBLE ask for
+        # colours, not for lines cut to a width nobody is looking at
+        try:
+            return bool(self.file.isatty())
+        except (AttributeError, ValueError):  # no isatty, or a closed file
+            return False
+
+    def _usual_size(self) -> ConsoleDimensions:
+        """The size Rich gives the output: the window's, else ``COLUMNS`` or 80 wide."""
+        return super().size
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = self._usual_size()
+        if self._width is not None or self._on_terminal():
+            return size
+        return ConsoleDimensions(_UNWRAPPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def rule(
+        self,
+        title: TextType = "",
+        *,
+        characters: str = "─",
+        style: str | Style = "rule.line",
+        align: AlignMethod = "center",
+    ) -> None:
+        """A rule, at the width Rich would give it where the output is not a terminal."""
+        rule = Rule(title=title, characters=characters, style=style, align=align)
+        self.print(rule, width=self._usual_size().width)
+
+
+out = _Console(markup=False, emoji=False, highlight=False)
+err = _Console(stderr=True, markup=False, emoji=False, highlight=False)
 for _console in (out, err):
     _console.push_render_hook(_InertHook())
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from creditexchange.node.app.config import load_config
+from creditexchange.node.app.config import load_config, mask_password
 from creditexchange.node.app.home import create_home
 from creditexchange.node.cli.common import HomeOption, out, reports_errors
 from creditexchange.node.database import (
@@ -31,13 +31,21 @@ def init(
     member: Annotated[str, typer.Argument(help="this member's id, e.g. huizhou")],
     home: HomeOption,
     database_url: Annotated[
-        str | None, typer.Option(help="postgresql+psycopg://… (default: SQLite in the home)")
+        str | None,
+        typer.Option(
+            help="postgresql+psycopg://… (default: sqlite:///data/node.db, in the home; "
+            "a relative sqlite:/// path is in the home)"
+        ),
     ] = None,
     grpc_port: int = 7443,
     metrics_port: int = 9464,
     gateway_port: int = 8080,
 ) -> None:
-    """Create a node home: configuration, Ed25519 signing key, migrated database."""
+    """Create a node home: configuration, Ed25519 signing key, migrated database.
+
+    All or nothing: when a step fails (an unreachable database, say), nothing of the
+    home is left and init can simply be run again.
+    """
     config = create_home(
         home,
         member,
@@ -48,7 +56,7 @@ def init(
     )
     out.print(Text.assemble("created node ", (config.member_id, "bold"), f" in {config.home}"))
     out.print(f"  signing key  {config.signing_key_path} (mode 600; public key beside it)")
-    out.print(f"  database     {config.database_url.split('@')[-1]}")
+    out.print(f"  database     {mask_password(config.database_url_as_set)}")
     out.print(f"next: credit-node import FILE --theme THEME --home {config.home}")
 
 
