@@ -21,7 +21,8 @@ most a few dozen characters of it.
     ├── CatalogError             the catalog file is invalid, or a theme is unknown
     ├── DatabaseError            the database cannot be opened or is at the wrong schema
     ├── ImportFileError          an import file cannot be read at all (encoding, format)
-    ├── ObjectionError           an objection that cannot be opened or closed
+    ├── ObjectionError           an objection that cannot be opened, noted or closed
+    ├── RepairError              a credit repair refused (what blocks it, when it can be)
     ├── LedgerError              the audit ledger cannot do what was asked
     │   └── ConcurrentWriter     another process advanced the log; nothing was written
     ├── NoteError                a signed note or checkpoint malformed or not verifying
@@ -104,6 +105,7 @@ __all__ = [
     "PublicityViolation",
     "QueryRefused",
     "Refused",
+    "RepairError",
     "ReportError",
     "RevocationListError",
     "RevocationListExpired",
@@ -157,7 +159,11 @@ class ImportFileError(CreditExchangeError):
 
 
 class ObjectionError(CreditExchangeError):
-    pass
+    """An objection that cannot be opened, noted or closed as asked; says why."""
+
+
+class RepairError(CreditExchangeError):
+    """A credit repair refused: what blocks it and, where it will pass, from when."""
 
 
 class LedgerError(CreditExchangeError):

@@ -102,7 +102,7 @@ class Record(BaseModel):
     theme_name: str = Field(description="The theme's Chinese name. 主题名称。")
     source_department: str = Field(description="The source department. 来源部门。")
     record_key: str = Field(description="The record's key (e.g. decision number). 记录编号。")
-    status: str = Field(description="active, objection, repaired … 记录状态。")
+    status: str = Field(description="active, or objection (异议处理中: under objection) 记录状态。")
     under_objection: bool = Field(description="An objection is open. 异议处理中。")
     decision_date: str = Field(description="ISO date, or empty. 决定日期。")
     valid_until: str = Field(description="ISO date, or empty. 有效期至。")

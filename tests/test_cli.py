@@ -151,13 +151,18 @@ def test_objections_are_opened_and_closed_from_the_command_line(home: Path, tmp_
     key = next(
         r["record_key"] for r in json.loads(output)["records"] if r["theme"] == "admin_penalty"
     )
-    code, output = cli("objection", "open", "admin_penalty", key, "--reason", "paid", home=home)
+    code, output = cli(
+        "objection", "open", "admin_penalty", key, "--reason", "paid",
+        "--applicant", "[red]张三", "--channel", "window", home=home,
+    )  # fmt: skip
     assert code == 0, output
+    number = re.search(r"objection (\d+) opened", output)
+    assert number is not None, output
     _, output = cli("show", subject, home=home)
     assert "objection in progress" in output
-    code, output = cli(
-        "objection", "close", "admin_penalty", key, "--outcome", "confirmed", home=home
-    )
+    code, output = cli("objection", "list", "--open", home=home)
+    assert code == 0 and "[red]张三" in output, output
+    code, output = cli("objection", "close", number.group(1), "--outcome", "confirmed", home=home)
     assert code == 0, output
     _, output = cli("show", subject, home=home)
     assert "objection in progress" not in output
@@ -235,6 +240,7 @@ _ASK_HUIZHOU = [
     "--home", "{shenzhen}",
 ]  # fmt: skip
 _HZ = ["--home", "{huizhou}"]
+_TOO_EARLY = ["--basis", "b", "--evidence", "e", "--decided", "2020-01-01"]  # before any minimum
 
 
 @pytest.mark.parametrize(
@@ -265,9 +271,15 @@ _HZ = ["--home", "{huizhou}"]
             id="a-record-from-the-nodes-own-store",
         ),
         pytest.param(
-            ["objection", "close", "admin_penalty", CASE_NUMBER, "--outcome", "confirmed", *_HZ],
+            ["history", "admin_penalty", CASE_NUMBER, *_HZ],
+            0,
+            [CASE_NUMBER, FACTS, FILE_NAME],
+            id="a-records-history",
+        ),
+        pytest.param(
+            ["repair", "admin_penalty", CASE_NUMBER, *_TOO_EARLY, *_HZ],
             2,
-            [f"error: record '{CASE_NUMBER}' has no open objection"],
+            [f"error: record '{CASE_NUMBER}' may be repaired from"],
             id="a-record-key-in-an-error-message",
         ),
         pytest.param(
@@ -277,7 +289,7 @@ _HZ = ["--home", "{huizhou}"]
             id="markup-and-an-emoji-code-in-an-error-message",
         ),
         pytest.param(
-            ["objection", "close", "admin_penalty", "K-1", "--outcome", "[red]done", *_HZ],
+            ["objection", "close", "1", "--outcome", "[red]done", *_HZ],
             2,
             ["'[red]done' is not one of"],
             id="markup-in-typers-own-error-for-a-bad-value",

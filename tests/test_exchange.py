@@ -331,12 +331,19 @@ def test_a_record_under_objection_is_marked_in_full_and_check_answers(fed: Feder
     )
     database = open_database(fed.nodes["huizhou"].config.database_url)
     try:
-        open_objection(database, "admin_penalty", record_key, "the company says it paid")
+        case = open_objection(
+            database,
+            "admin_penalty",
+            [record_key],
+            reason="the company says it paid",
+            applicant="the company",
+            channel="online",
+        )
         full = fed.ask("shenzhen", subject, to="huizhou", themes=["admin_penalty"], **PROCUREMENT)
         check = fed.ask(
             "shenzhen", subject, to="huizhou", themes=["admin_penalty"], check=True, **PROCUREMENT
         )
-        close_objection(database, "admin_penalty", record_key, ObjectionOutcome.CONFIRMED)
+        close_objection(database, case.number, ObjectionOutcome.CONFIRMED)
     finally:
         database.dispose()
     (theme,) = full.subjects[0].themes

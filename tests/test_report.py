@@ -290,11 +290,20 @@ def test_a_check_report_says_hit_or_no_hit_per_theme_and_keeps_objection_marks(
     database = open_database(fed.nodes["huizhou"].config.database_url)
     region = regional(fed)
     try:
-        open_objection(database, "admin_penalty", record_key, "the company says it paid")
-        check = fed.run(consolidated_report(region, subject, mode="check", **PROCUREMENT))
-        full = fed.run(consolidated_report(region, subject, **PROCUREMENT))
+        case = open_objection(
+            database,
+            "admin_penalty",
+            [record_key],
+            reason="the company says it paid",
+            applicant="the company",
+            channel="online",
+        )
+        try:
+            check = fed.run(consolidated_report(region, subject, mode="check", **PROCUREMENT))
+            full = fed.run(consolidated_report(region, subject, **PROCUREMENT))
+        finally:
+            close_objection(database, case.number, ObjectionOutcome.CONFIRMED)
     finally:
-        close_objection(database, "admin_penalty", record_key, ObjectionOutcome.CONFIRMED)
         database.dispose()
         close(fed, region)
     lines = _records(check, "huizhou")

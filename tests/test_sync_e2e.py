@@ -111,7 +111,7 @@ def test_both_cities_hold_exactly_what_customs_publishes(fed: Federation) -> Non
     assert all(r.applied == 0 for r in sync(fed, "huizhou"))
 
 
-def test_a_correction_a_repair_and_a_removal_at_customs_reach_every_copy(
+def test_a_correction_an_objection_a_repair_and_a_removal_at_customs_reach_every_copy(
     fed: Federation,
 ) -> None:
     publish(fed)
@@ -119,7 +119,7 @@ def test_a_correction_a_repair_and_a_removal_at_customs_reach_every_copy(
         sync(fed, member)
     theme = "customs_credit_grade"
     keys = sorted(publisher_copy(fed, theme))
-    corrected, repaired, removed = keys[:3]
+    corrected, repaired, removed, objected = keys[:4]
     engine = _store(fed, "customs")
     try:
         with engine.begin() as conn:
@@ -141,18 +141,23 @@ def test_a_correction_a_repair_and_a_removal_at_customs_reach_every_copy(
                 )
             )
             now = dt.datetime.now(dt.UTC)
-            for key, status in ((repaired, RecordStatus.REPAIRED), (removed, RecordStatus.EXPIRED)):
+            for key, status in (
+                (repaired, RecordStatus.REPAIRED),
+                (removed, RecordStatus.EXPIRED),
+                (objected, RecordStatus.OBJECTION),
+            ):
                 record_id, _ = repository.find_record(conn, theme, key)
                 repository.set_status(conn, record_id, status, f"{status.value} at customs", now)
     finally:
         engine.dispose()
-    assert publish(fed)[theme] == 3
+    assert publish(fed)[theme] == 4
     for member in SUBSCRIBERS:
         sync(fed, member)
         copy = subscriber_copy(fed, member, theme)
         assert copy == publisher_copy(fed, theme)
         assert json.loads(copy[corrected][3])["customs_code"] == "4413969999"
-        assert copy[repaired][2] == "repaired" and removed not in copy
+        assert repaired not in copy and removed not in copy  # a repair withdraws it too
+        assert copy[objected][2] == "objection"  # marked 异议处理中 in every copy
 
 
 def test_the_copy_is_shown_as_customs_data_and_the_batches_are_in_both_ledgers(

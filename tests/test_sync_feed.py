@@ -249,14 +249,14 @@ def test_every_kind_of_change_becomes_a_leaf_of_its_kind(engine: Engine, feeds: 
     mark(engine, "G-2", RecordStatus.OBJECTION, later + dt.timedelta(minutes=3))
     assert publish(engine, feeds, dt.date(2027, 1, 1)) == 5
     kinds = {c.record_key: (c.kind, c.version, c.status) for c in feed_changes(feeds, 5)}
-    assert kinds == {
+    assert kinds == {  # a status change is an event at the same version, not a new one
         "G-1": (sync_pb2.CORRECTION, 2, "active"),
-        "G-3": (sync_pb2.REPAIR, 2, "repaired"),
-        "G-4": (sync_pb2.REMOVAL, 2, "expired"),
-        "G-2": (sync_pb2.CORRECTION, 2, "objection"),
+        "G-3": (sync_pb2.REMOVAL, 1, "repaired"),  # a repair ends publication: withdrawn
+        "G-4": (sync_pb2.REMOVAL, 1, "expired"),
+        "G-2": (sync_pb2.CORRECTION, 1, "objection"),  # the copies say 异议处理中 too
         "G-5": (sync_pb2.PUBLICITY_ENDED, 1, "active"),
     }
-    leaving = [c for c in feed_changes(feeds, 5) if c.record_key in ("G-4", "G-5")]
+    leaving = [c for c in feed_changes(feeds, 5) if c.record_key in ("G-3", "G-4", "G-5")]
     assert all(c.fields_json == "" and c.subject_name == "" for c in leaving)
 
 
@@ -284,26 +284,43 @@ def test_every_version_since_the_last_published_one_is_a_change_in_order(
     store_records(engine, [row("G-1", enterprise(1), "regular"), row("G-2", enterprise(2), "AEO")])
     publish(engine, feeds)
     at = NOW + dt.timedelta(days=1)
-    mark(engine, "G-1", RecordStatus.OBJECTION, at)  # v2
+    mark(engine, "G-1", RecordStatus.OBJECTION, at)  # an event: still v1
     correct(engine, "G-1", row("G-1", enterprise(1), "dishonest"), at + dt.timedelta(hours=1))
-    mark(engine, "G-2", RecordStatus.EXPIRED, at + dt.timedelta(hours=2))  # G-2 v2
-    mark(engine, "G-1", RecordStatus.REPAIRED, at + dt.timedelta(hours=3))  # v4
-    mark(engine, "G-1", RecordStatus.EXPIRED, at + dt.timedelta(hours=4))  # v5
-    mark(engine, "G-1", RecordStatus.ACTIVE, at + dt.timedelta(hours=5))  # v6, back again
-    assert publish(engine, feeds) == 6
+    correct(engine, "G-1", row("G-1", enterprise(1), "general"), at + dt.timedelta(hours=2))
+    mark(engine, "G-2", RecordStatus.EXPIRED, at + dt.timedelta(hours=3))  # G-2 still v1
+    mark(engine, "G-1", RecordStatus.ACTIVE, at + dt.timedelta(hours=4))  # objection closed
+    assert publish(engine, feeds) == 3
     changes = feed_changes(feeds, 2)
-    assert [(c.record_key, c.version, c.kind) for c in changes] == [
-        ("G-1", 2, sync_pb2.CORRECTION),
-        ("G-1", 3, sync_pb2.CORRECTION),
-        ("G-2", 2, sync_pb2.REMOVAL),
-        ("G-1", 4, sync_pb2.REPAIR),
-        ("G-1", 5, sync_pb2.REMOVAL),
-        ("G-1", 6, sync_pb2.NEW),
+    assert [(c.record_key, c.version, c.kind, c.status) for c in changes] == [
+        ("G-1", 2, sync_pb2.CORRECTION, "objection"),  # the correction kept the mark
+        ("G-2", 1, sync_pb2.REMOVAL, "expired"),
+        ("G-1", 3, sync_pb2.CORRECTION, "active"),  # the last data, and the mark gone
     ]
-    assert json.loads(changes[1].fields_json)["grade"] == "dishonest"
-    assert changes[1].status == "objection"  # the correction kept the objection's status
+    assert json.loads(changes[0].fields_json)["grade"] == "dishonest"
+    assert json.loads(changes[2].fields_json)["grade"] == "general"
     times = [c.changed_unix_micros for c in changes]
     assert times == sorted(times)
+
+
+def test_a_status_change_is_published_at_the_same_version_and_only_once(
+    engine: Engine, feeds: FeedLog
+) -> None:
+    store_records(engine, [row("G-1", enterprise(1), "regular"), row("G-2", enterprise(2), "AEO")])
+    publish(engine, feeds)
+    at = NOW + dt.timedelta(days=1)
+    mark(engine, "G-1", RecordStatus.OBJECTION, at)
+    assert publish(engine, feeds) == 1
+    assert publish(engine, feeds) == 0  # published once
+    mark(engine, "G-1", RecordStatus.ACTIVE, at + dt.timedelta(hours=1))
+    mark(engine, "G-2", RecordStatus.REPAIRED, at + dt.timedelta(hours=2))
+    assert publish(engine, feeds) == 2
+    changes = feed_changes(feeds, 2)
+    assert [(c.record_key, c.version, c.kind, c.status) for c in changes] == [
+        ("G-1", 1, sync_pb2.CORRECTION, "objection"),
+        ("G-1", 1, sync_pb2.CORRECTION, "active"),
+        ("G-2", 1, sync_pb2.REMOVAL, "repaired"),
+    ]
+    assert changes[2].fields_json == ""  # a repaired record is named, never shown again
 
 
 def test_a_record_past_its_publicity_before_it_was_ever_published_never_enters(
@@ -328,7 +345,7 @@ def test_a_record_gone_from_the_store_is_published_as_removed(
 
 def test_the_same_store_gives_the_same_leaf_bytes(engine: Engine) -> None:
     store_records(engine, [row(f"G-{i}", enterprise(i), "regular") for i in range(5)])
-    mark(engine, "G-3", RecordStatus.REPAIRED, NOW + dt.timedelta(hours=1))
+    mark(engine, "G-3", RecordStatus.OBJECTION, NOW + dt.timedelta(hours=1))
     key = SigningKey(hashlib.sha256(b"customs").digest())
     runs = []
     for _ in range(2):

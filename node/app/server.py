@@ -54,6 +54,7 @@ from creditexchange.node.exchange.server import (
 )
 from creditexchange.node.federation.witness import Witness
 from creditexchange.node.ledger import Ledger
+from creditexchange.node.records.objections import objection_counts
 from creditexchange.node.sync.feed import FeedLog, feed_origin
 from creditexchange.node.sync.publish import publish_changes
 from creditexchange.node.sync.service import SERVICE_NAME as SYNC_SERVICE
@@ -131,6 +132,7 @@ class NodeServer:
         self._ledger = open_ledger(config, database)
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
+        self.metrics.watch_objections(lambda: objection_counts(database, china_today()))
         self._provider = self._open_provider(database, catalog, view, revocations, self._ledger)
         await asyncio.to_thread(self._provider.cosignatures.load)
         self._witness = await self._open_witness(self._ledger)

@@ -7,7 +7,9 @@ with a migrated database), and every query of the node is written against them.
 * ``records`` holds the *current* version of every record, unique per
   (theme, record_key); every earlier version is kept in ``record_versions``, so
   a correction never loses what was served before. Only the records repository
-  (``creditexchange.node.records.repository``) writes either.
+  (``creditexchange.node.records.repository``) writes either. A status change
+  (an objection, a repair, a withdrawal) is not a version: it is a row of
+  ``record_events``, written by the repository too.
 * Subject lookups go through the (subject_id, theme) index and never scan.
 * ``fields`` is the record's catalog fields as compact JSON with sorted keys,
   exactly as validated; ``content_hash`` is a digest of what the import compares,
@@ -57,10 +59,14 @@ __all__ = [
     "NODES",
     "NONCES",
     "OBJECTIONS",
+    "OBJECTION_NOTES",
+    "OBJECTION_RECORDS",
     "PEER_CHECKPOINTS",
     "QUOTA_USAGE",
     "RECORDS",
+    "RECORD_EVENTS",
     "RECORD_VERSIONS",
+    "REPAIRS",
     "SCREENINGS",
     "SCREENING_FEEDBACK",
     "SCREENING_SUBJECTS",
@@ -82,10 +88,14 @@ __all__ = [
     "LedgerHead",
     "LedgerNode",
     "Objection",
+    "ObjectionNote",
+    "ObjectionRecord",
     "PeerCheckpoint",
     "QuotaUsage",
     "Record",
+    "RecordEvent",
     "RecordVersion",
+    "Repair",
     "RequestNonce",
     "Screening",
     "ScreeningFeedback",
@@ -182,7 +192,8 @@ class Record(Base):
 
 
 class RecordVersion(Base):
-    """An earlier version of a record, kept when an import or a status change replaced it."""
+    """An earlier data version of a record, kept when an import replaced it (its status is
+    the record's status at that moment)."""
 
     __tablename__ = "record_versions"
     __table_args__ = (UniqueConstraint("record_id", "version", name="uq_record_versions"),)
@@ -201,22 +212,89 @@ class RecordVersion(Base):
     batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("import_batches.id"))
     valid_from: Mapped[dt.datetime] = mapped_column(Stamp)
     superseded_at: Mapped[dt.datetime] = mapped_column(Stamp)
-    superseded_by: Mapped[str] = mapped_column(String(64))  # "import batch 7", "objection 3"
+    superseded_by: Mapped[str] = mapped_column(String(64))  # "import batch 7"
     source_time: Mapped[dt.datetime | None] = mapped_column(Stamp)
 
 
+class RecordEvent(Base):
+    """Something that happened to a record without changing its data: an objection opened
+    or closed, a repair, a withdrawal. The record's status after it is ``status``; its
+    data version (``version``) stays what it was. Written only by the records repository."""
+
+    __tablename__ = "record_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(BigId, ForeignKey("records.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # the data version it happened to
+    kind: Mapped[str] = mapped_column(String(24))  # objection_opened, repaired, withdrawn …
+    status: Mapped[str] = mapped_column(String(16))  # the record's status after it
+    why: Mapped[str] = mapped_column(Text)  # "objection 3", "repair 1"
+    at: Mapped[dt.datetime] = mapped_column(Stamp)
+
+
 class Objection(Base):
-    """A subject's objection (信用异议) to a record; while open, the record says so."""
+    """A subject's objection (信用异议) to records of its own (``objection_records``);
+    while it is open, every record it covers says so."""
 
     __tablename__ = "objections"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    record_id: Mapped[int] = mapped_column(BigId, ForeignKey("records.id"), index=True)
+    subject_id: Mapped[str] = mapped_column(String(18), index=True)
     reason: Mapped[str] = mapped_column(Text)
+    applicant: Mapped[str] = mapped_column(String(256))
+    applicant_role: Mapped[str] = mapped_column(String(16))  # subject | agent
+    channel: Mapped[str] = mapped_column(String(64))  # window | online | member:<id>
+    received: Mapped[dt.date] = mapped_column(Date)
+    due: Mapped[dt.date] = mapped_column(Date)  # the last working day to answer it
     opened_at: Mapped[dt.datetime] = mapped_column(Stamp)
     closed_at: Mapped[dt.datetime | None] = mapped_column(Stamp)
-    outcome: Mapped[str | None] = mapped_column(String(16))  # corrected/confirmed/unresolved
-    note: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # confirmed, corrected, revoked …
+    answered: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class ObjectionRecord(Base):
+    """A record an objection covers: its data version when the objection opened and, for
+    the outcome ``corrected``, the newer version (and its import batch) that corrected it."""
+
+    __tablename__ = "objection_records"
+
+    objection_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("objections.id"), primary_key=True, autoincrement=False
+    )
+    record_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("records.id"), primary_key=True, autoincrement=False, index=True
+    )
+    version_opened: Mapped[int] = mapped_column(Integer)
+    corrected_version: Mapped[int | None] = mapped_column(Integer)
+    corrected_batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("import_batches.id"))
+
+
+class ObjectionNote(Base):
+    """A handling note on an objection, in the order they were written."""
+
+    __tablename__ = "objection_notes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    objection_id: Mapped[int] = mapped_column(BigId, ForeignKey("objections.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    written_at: Mapped[dt.datetime] = mapped_column(Stamp)
+
+
+class Repair(Base):
+    """A credit repair (信用修复): a record's publicity ended early, on what basis and
+    evidence, decided when; the record's status is ``repaired`` from then on."""
+
+    __tablename__ = "repairs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(BigId, ForeignKey("records.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # the data version repaired
+    basis: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text)
+    applicant: Mapped[str | None] = mapped_column(String(256))
+    decided: Mapped[dt.date] = mapped_column(Date)
+    publicity_end_before: Mapped[dt.date | None] = mapped_column(Date)
+    recorded_at: Mapped[dt.datetime] = mapped_column(Stamp)
 
 
 # --- the audit ledger ---------------------------------------------------------------
@@ -583,6 +661,10 @@ IMPORT_REJECTS = _table(ImportReject)
 RECORDS = _table(Record)
 RECORD_VERSIONS = _table(RecordVersion)
 OBJECTIONS = _table(Objection)
+OBJECTION_RECORDS = _table(ObjectionRecord)
+OBJECTION_NOTES = _table(ObjectionNote)
+RECORD_EVENTS = _table(RecordEvent)
+REPAIRS = _table(Repair)
 ENTRIES = _table(LedgerEntry)
 NODES = _table(LedgerNode)
 CHECKPOINTS = _table(LedgerCheckpoint)

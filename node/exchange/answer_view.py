@@ -75,7 +75,7 @@ class RecordAnswer:
 
     record_key: str
     source_department: str
-    status: str  # active, objection, repaired
+    status: str  # active or objection (repaired and withdrawn records are never served)
     under_objection: bool
     decision_date: str | None  # ISO date, None when unknown
     valid_until: str | None

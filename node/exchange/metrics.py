@@ -6,21 +6,58 @@ never a subject, never an identity number.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "Metrics",
+    "ObjectionGauges",
 ]
+
+log = logging.getLogger("node.metrics")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+class ObjectionGauges(Collector):
+    """``credit_node_objections_open`` and ``credit_node_objections_overdue``, counted in
+    the database when scraped (one small query). A count that fails leaves both out of
+    that scrape (logged), rather than failing every other metric with it."""
+
+    _OPEN = ("credit_node_objections_open", "Objections (信用异议) not yet answered")
+    _OVERDUE = (
+        "credit_node_objections_overdue",
+        "Objections still open past their statutory answer deadline (in working days)",
+    )
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The two gauges' names, so that registering them asks the database nothing."""
+        yield GaugeMetricFamily(*self._OPEN)
+        yield GaugeMetricFamily(*self._OVERDUE)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            open_, overdue = self._counts()
+        except Exception as exc:  # a database error of any driver: no metric, not no scrape
+            log.warning("objection metrics not counted: %s", type(exc).__name__)
+            return
+        yield GaugeMetricFamily(*self._OPEN, value=open_)
+        yield GaugeMetricFamily(*self._OVERDUE, value=overdue)
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _custom: list[Collector] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -84,6 +121,14 @@ class Metrics:
             ["peer", "outcome"],
             registry=r,
         )
+
+    def watch_objections(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Export the open and overdue objections, as ``counts()`` gives them at each scrape
+        (``records.objections.objection_counts``); once per registry."""
+        if not any(isinstance(c, ObjectionGauges) for c in self._custom):
+            collector = ObjectionGauges(counts)
+            self.registry.register(collector)
+            self._custom.append(collector)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose /metrics on ``host:port`` (a daemon thread)."""

@@ -12,6 +12,10 @@ these promises:
 * Sensitive values are masked here, not by the caller: identity numbers as
   ``441302********3314``, other sensitive fields and the names of individuals
   down to their first character.
+* A value is printed one way everywhere (:func:`shown_value`): a code with its
+  label, a number with its catalog unit (``罚款金额（万元）: 12.5 万元``).
+* A record withdrawn, past its publicity or repaired (信用修复) is not shown here;
+  its history (``records.history``) still tells what happened to it.
 * Records synced from another member's feed (customs data above all) are shown after
   the city's own, each marked with its origin; a subject known only from a feed is
   shown too.
@@ -37,10 +41,10 @@ from creditexchange.identifiers import (
     mask_subject_name,
     validate_uscc,
 )
-from creditexchange.node.catalog import Catalog, mask_value
+from creditexchange.node.catalog import Catalog, CatalogField, mask_value
 from creditexchange.node.records import repository
 
-__all__ = ["RecordView", "SubjectView", "mask_fields", "subject_view"]
+__all__ = ["RecordView", "SubjectView", "mask_fields", "shown_value", "subject_view"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,19 @@ def mask_fields(catalog: Catalog, theme_code: str, fields: dict[str, Any]) -> di
         for spec in theme.fields
         if spec.name in fields
     }
+
+
+def shown_value(spec: CatalogField, value: Any) -> str:
+    """A field's value as an operator reads it (already masked where sensitive): a code
+    with its label (``fine (罚款)``), a number with its unit (``12.5 万元``); the label
+    is the field's, as it is, so a unit already named there is not doubled."""
+    if value is None or value == "":
+        return "—"
+    if spec.codes and not spec.sensitive and value in spec.codes:
+        return f"{value} ({spec.codes[value]})"
+    if spec.unit and not spec.sensitive:
+        return f"{value} {spec.unit}"
+    return str(value)
 
 
 def _shown_in_errors(subject_id: str) -> str:

@@ -13,19 +13,27 @@ Invariants this module keeps:
   the records, and the append is refused if another publisher moved the feed
   meanwhile (then the theme is read again), so no change is published twice.
 * **Every version, in order.** A record the feed already carries is published
-  version by version: the versions kept in ``record_versions`` since the one the
-  feed last said, then its current one, each the change it made. A record the
-  feed never carried enters at its current version (what it was before the feed
-  carried it is not a change of the feed).
+  version by version: the data versions kept in ``record_versions`` since the one
+  the feed last said, then its current state, each the change it made. A record
+  the feed never carried enters at its current version (what it was before the
+  feed carried it is not a change of the feed).
+* **Every status, as it stands.** A status change (an objection opened or
+  closed, a repair, a withdrawal) is an event of the record, not a version
+  (``repository.set_status``): a carried record whose status differs from the one
+  the feed last said is a change at the same version. Status changes between two
+  runs are published as the status they left the record in.
 * **What a change is** follows the records repository's rules, never a copy of
   them: a record is in the feed while ``repository.servable`` holds for it
-  today. Entering it is ``NEW``; leaving it because its status became
-  ``expired`` (withdrawn) is ``REMOVAL`` (so is a record gone from the store),
-  because its publicity ended is ``PUBLICITY_ENDED``; a new version while in it
-  is ``REPAIR`` when its status became ``repaired``, else ``CORRECTION`` (new
-  content, a grade change, an objection opened or closed). A version kept in
-  ``record_versions`` is judged by its status alone: whether its publicity had
-  ended is a question about today, asked of the current version only.
+  today. Entering it is ``NEW``; leaving it because its status took it out of
+  publicity (``repository.WITHDRAWN``: ``expired``, withdrawn; ``repaired``, a
+  credit repair ended its publication) is ``REMOVAL`` carrying that status (so is
+  a record gone from the store): subscribers delete their copy. Leaving it because
+  its publicity ended is ``PUBLICITY_ENDED``; any other change while in it is
+  ``CORRECTION`` (new content, a grade change, an objection opened or closed —
+  the copy then says 异议处理中 as the source does). ``REPAIR`` is not published:
+  a repaired record is withdrawn. A version kept in ``record_versions`` is judged
+  by its status alone: whether its publicity had ended is a question about
+  today, asked of the current version only.
 * **Deterministic leaves.** A leaf is the deterministic serialization of its
   ``FeedChange``; ``fields_json`` is canonical JSON (sorted keys, no spaces,
   UTF-8); the change's time is when the store recorded that version (a
@@ -69,7 +77,7 @@ from creditexchange.node.database.models import (
     RECORDS,
     SUBJECTS,
 )
-from creditexchange.node.records.repository import RecordStatus, servable
+from creditexchange.node.records.repository import WITHDRAWN, servable
 from creditexchange.node.sync.feed import FeedLog
 from creditexchange.v1 import sync_pb2
 
@@ -80,15 +88,14 @@ CHUNK = 20_000
 """Most leaves appended in one transaction (one signed checkpoint each)."""
 
 _ATTEMPTS = 3  # a theme is read again this often when another publisher moved its feed
-_EXPIRED = RecordStatus.EXPIRED.value
-_REPAIRED = RecordStatus.REPAIRED.value
 
 _r, _p, _s, _v = RECORDS.c, FEED_PUBLISHED.c, SUBJECTS.c, RECORD_VERSIONS.c
 _VISIBLE = servable(bindparam("today"))
 _PUBLISHED = and_(_p.theme == _r.theme, _p.record_key == _r.record_key)
 
 # Records whose feed state may differ from their state today: not carried but servable,
-# or carried at another version, or carried while no longer servable (and the reverse).
+# or carried at another version or (still in the feed) another status, or carried while
+# no longer servable (and the reverse).
 _CHANGED = Prepared(
     select(
         _r.id,
@@ -123,6 +130,7 @@ _CHANGED = Prepared(
                 _p.record_key.is_not(None),
                 or_(
                     _p.version != _r.version,
+                    and_(_p.present, _p.status != _r.status),
                     and_(_p.present, not_(_VISIBLE)),
                     and_(not_(_p.present), _VISIBLE),
                 ),
@@ -301,7 +309,7 @@ def _changes(conn: Connection, theme: str, today: dt.date) -> list[_Change]:
                         as_date(row[10]),
                         as_date(row[11]),
                         _micros(row[12]),
-                        status != _EXPIRED,
+                        status not in WITHDRAWN,
                     )
                 )
         gone = _GONE.execute(cursor, dialect, {"theme": theme}).fetchall()
@@ -346,7 +354,6 @@ def _record_changes(
 ) -> list[_Change]:
     """The changes of one record since its published state, oldest first."""
     in_feed = published is not None and published[2]
-    status = "" if published is None else published[1]
     # versions the feed never carried are history from before it: start at the current one;
     # the reads are not one snapshot, so a version an import committed meanwhile may show
     # among the earlier ones too: only those older than the current state are taken
@@ -358,7 +365,7 @@ def _record_changes(
     changes: list[_Change] = []
     last_us = 0
     for state in states:
-        kind = _kind(in_feed, status, state)
+        kind = _kind(in_feed, state)
         if kind is None:
             continue
         when = state.changed_us
@@ -366,18 +373,16 @@ def _record_changes(
             when = _midnight_after(state.publicity_end)
         last_us = max(last_us, when)
         changes.append(_Change(key, kind, state, last_us))
-        in_feed, status = state.in_feed, state.status
+        in_feed = state.in_feed
     return changes
 
 
-def _kind(in_feed: bool, status: str, state: _State) -> int | None:
+def _kind(in_feed: bool, state: _State) -> int | None:
     """What moving from a published state to ``state`` is, or None (no change)."""
     if not in_feed:
         return sync_pb2.NEW if state.in_feed else None
     if not state.in_feed:
-        return sync_pb2.REMOVAL if state.status == _EXPIRED else sync_pb2.PUBLICITY_ENDED
-    if state.status == _REPAIRED and status != _REPAIRED:
-        return sync_pb2.REPAIR
+        return sync_pb2.REMOVAL if state.status in WITHDRAWN else sync_pb2.PUBLICITY_ENDED
     return sync_pb2.CORRECTION
 
 
