@@ -10,8 +10,9 @@ Invariants kept here:
 
 * A catalog is refused whole when anything in it is off: an unknown key, a wrong
   type, a theme naming an unknown category, department or subject type, a code
-  field without codes, a date mapping or publicity rule naming a missing field.
-  The error names the exact place (``themes[3].fields[2].type``).
+  field without codes, a date mapping or publicity rule naming a missing field,
+  a reporting rule that is empty or incomplete. The error names the exact place
+  (``themes[3].fields[2].type``).
 * An identity document number (``id_number``) is always sensitive: it is
   sensitive when the catalog does not say, and ``sensitive: false`` on one is
   refused rather than obeyed.
@@ -44,6 +45,9 @@ __all__ = [
     "FieldType",
     "PublicityRule",
     "RecordDates",
+    "ReportingPeriod",
+    "ReportingRule",
+    "SeriousCases",
     "Theme",
     "load_catalog",
     "mask_value",
@@ -89,6 +93,9 @@ class CatalogField(_Strict):
     # or its label) is ``resident_id`` (or when this is None or the value empty),
     # and as a unified social credit code when it is ``uscc``.
     id_type_field: str | None = None
+    # For a number: its unit as shown after the value (``12.5 万元``); the stored value
+    # is in this unit.
+    unit: str | None = Field(default=None, min_length=1, max_length=16)
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +116,8 @@ class CatalogField(_Strict):
             raise ValueError(f"field {self.name!r} lists codes but its type is {self.type}")
         if self.id_type_field is not None and self.type is not FieldType.ID_NUMBER:
             raise ValueError(f"field {self.name!r} has id_type_field but is not an id_number")
+        if self.unit is not None and self.type not in (FieldType.DECIMAL, FieldType.INTEGER):
+            raise ValueError(f"field {self.name!r} has a unit but its type is {self.type}")
         return self
 
     @model_validator(mode="after")
@@ -130,12 +139,25 @@ class ExtendedMinimum(_Strict):
     min_months: int = Field(ge=0)
 
 
+class SeriousCases(_Strict):
+    """The records of a repairable theme that may not be repaired (``field`` in
+    ``values``): they stay public for the maximum period and then end by themselves."""
+
+    field: str
+    values: list[str] = Field(min_length=1)
+
+
 class PublicityRule(_Strict):
     """How long a record of a theme is public, counted from ``start_field``.
 
     With ``max_months`` set, publicity ends by itself at start + max_months. When the
     source states an end date in ``end_field``, it must lie between start + minimum
     and start + maximum; a record without one is public for the maximum.
+
+    With ``repairable``, a subject may have a record's publicity ended early by a
+    credit repair (信用修复, NDRC Order 58) once ``repair_after_months`` have passed
+    since the start (by default, and at least, the minimum period, extended minimum
+    included), unless the record is one of the ``serious`` cases.
     """
 
     start_field: str
@@ -143,15 +165,24 @@ class PublicityRule(_Strict):
     max_months: int | None = Field(default=None, gt=0)
     end_field: str | None = None
     extended_minimum: ExtendedMinimum | None = None
+    repairable: bool = False
+    repair_after_months: int | None = Field(default=None, ge=0)
+    serious: SeriousCases | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> PublicityRule:
         longest_min = max(
             self.min_months,
             self.extended_minimum.min_months if self.extended_minimum else 0,
+            self.repair_after_months or 0,
         )
         if self.max_months is not None and longest_min > self.max_months:
             raise ValueError("a minimum publicity period is longer than the maximum")
+        if not self.repairable and (self.serious or self.repair_after_months is not None):
+            raise ValueError(
+                "serious and repair_after_months apply to a repairable theme only; "
+                "set repairable: true or remove them"
+            )
         return self
 
 
@@ -160,6 +191,55 @@ class RecordDates(_Strict):
 
     decision_date: str | None = None
     valid_until: str | None = None
+    # The row's own update time (a date field), when the source gives one: an import
+    # never lets a row replace a version the source updated later (importer.py).
+    updated_at: str | None = None
+
+
+class ReportingPeriod(StrEnum):
+    MONTH = "month"  # by_day: the day of the month, 1-28
+    WEEK = "week"  # by_day: the ISO weekday, 1 (Monday) to 7 (Sunday)
+    WORKING_DAY = "working_day"  # every working day of the calendar; no by_day
+
+
+class ReportingRule(_Strict):
+    """How the delivery of a theme's data is assessed (信用信息报送考核); one rule or both.
+
+    * ``within_working_days``: a row received (its import batch started, China's date)
+      more than this many working days after its decision date is late, whichever
+      department delivers it (the 双公示 rule: 7 working days from the decision).
+    * ``every`` with ``by_day``: the theme's source department delivers at least one
+      batch in every period by that day; a deadline on a day off moves to the next
+      working day. A period without a batch by its deadline is a missed delivery.
+    """
+
+    within_working_days: int | None = Field(default=None, ge=0, le=250)
+    every: ReportingPeriod | None = None
+    by_day: int | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReportingRule:
+        if self.within_working_days is None and self.every is None:
+            raise ValueError(
+                "a reporting rule names neither within_working_days nor every (with by_day); "
+                "give one of them, or remove the reporting block"
+            )
+        if self.every is None:
+            if self.by_day is not None:
+                raise ValueError("by_day is given without every (month or week)")
+            return self
+        if self.every is ReportingPeriod.WORKING_DAY:
+            if self.by_day is not None:
+                raise ValueError("every: working_day takes no by_day (the day itself is due)")
+            return self
+        highest = 28 if self.every is ReportingPeriod.MONTH else 7
+        meaning = "day of the month" if self.every is ReportingPeriod.MONTH else "ISO weekday"
+        if self.by_day is None or not 1 <= self.by_day <= highest:
+            raise ValueError(
+                f"every: {self.every} needs by_day, the {meaning} from 1 to {highest}; "
+                f"found {self.by_day}"
+            )
+        return self
 
 
 class Theme(_Strict):
@@ -176,6 +256,11 @@ class Theme(_Strict):
     # A list theme (black list, red list, abnormal operation, …): a record means
     # "the subject is on this list" and answers hit / no-hit checks.
     is_list: bool = False
+    # How deliveries of this theme are assessed; none when the theme has no rule.
+    reporting: ReportingRule | None = None
+    # The field whose value is a record's key (a decision document number) when a
+    # department's file has no record_key column.
+    record_key_field: str | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Theme:
@@ -203,6 +288,17 @@ class Theme(_Strict):
 
         must_be(self.dates.decision_date, "dates.decision_date", (FieldType.DATE,))
         must_be(self.dates.valid_until, "dates.valid_until", (FieldType.DATE,))
+        if (
+            self.reporting is not None
+            and self.reporting.within_working_days is not None
+            and self.dates.decision_date is None
+        ):
+            raise ValueError(
+                f"theme {self.code!r}: reporting.within_working_days counts from the decision "
+                "date, but the theme maps no dates.decision_date"
+            )
+        must_be(self.dates.updated_at, "dates.updated_at", (FieldType.DATE,))
+        must_be(self.record_key_field, "record_key_field", (FieldType.STRING,))
         for f in self.fields:
             must_be(f.id_type_field, f"fields.{f.name}.id_type_field", (FieldType.CODE,))
             if f.id_type_field is not None and "resident_id" not in (
@@ -235,6 +331,18 @@ class Theme(_Strict):
                     raise ValueError(
                         f"theme {self.code!r}: publicity.extended_minimum.values {unknown} are "
                         f"not codes of field {extended.field!r}"
+                    )
+            serious = self.publicity.serious
+            if serious is not None:
+                must_be(
+                    serious.field, "publicity.serious.field", (FieldType.CODE, FieldType.STRING)
+                )
+                codes = by_name[serious.field].codes
+                unknown = sorted(set(serious.values) - set(codes or serious.values))
+                if unknown:
+                    raise ValueError(
+                        f"theme {self.code!r}: publicity.serious.values {unknown} are not "
+                        f"codes of field {serious.field!r}"
                     )
         return self
 

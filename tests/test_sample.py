@@ -470,6 +470,7 @@ def test_a_city_catalog_with_its_own_theme_and_codes_still_gets_valid_files(
     inspection = copy.deepcopy(penalty)
     inspection.update(code="fire_inspection", name_zh="消防监督检查", name_en="Fire inspection")
     inspection["publicity"] = None
+    inspection["record_key_field"] = None
     inspection["fields"] = [
         {"name": "checked_on", "name_zh": "检查日期", "name_en": "Checked on",
          "type": "date", "required": True},

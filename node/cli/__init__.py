@@ -11,11 +11,14 @@ from importlib.metadata import entry_points
 
 import typer
 
-from creditexchange.node.cli import exchange, gateway, node, records, report
+from creditexchange.node.cli import exchange, gateway, history, node, records, repair, report
 from creditexchange.node.cli.audit import audit_app
 from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
+from creditexchange.node.cli.config import config_app
+from creditexchange.node.cli.departments import departments_app
 from creditexchange.node.cli.measures import measures_app
+from creditexchange.node.cli.objections import objection_app
 from creditexchange.node.cli.policy import policy_app
 from creditexchange.node.cli.sync import sync_app
 
@@ -31,11 +34,14 @@ app = typer.Typer(
 )
 app.command()(node.init)
 app.add_typer(node.db_app, name="db")
+app.add_typer(config_app, name="config")
 app.add_typer(catalog_app, name="catalog")
 app.command("import")(records.import_)
 app.command()(records.show)
 app.command("check-id")(records.check_id)
-app.add_typer(records.objection_app, name="objection")
+app.command()(history.history)
+app.add_typer(objection_app, name="objection")
+app.command()(repair.repair)
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(certs_app, name="certs")
@@ -48,6 +54,7 @@ app.add_typer(gateway.partners_app, name="partners")
 app.add_typer(gateway.auditors_app, name="auditors")
 app.add_typer(measures_app, name="measures")
 app.add_typer(sync_app, name="sync")
+app.add_typer(departments_app, name="departments")
 for _command in entry_points(group=COMMANDS_GROUP):
     app.command(_command.name)(_command.load())
 

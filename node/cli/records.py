@@ -1,8 +1,13 @@
-"""The city's credit records: ``credit-node import``, ``show``, ``check-id`` and
-``objection …``."""
+"""The city's credit records: ``credit-node import``, ``show`` and ``check-id``.
+
+Objections are ``credit-node objection …`` (``cli.objections``), a record's history
+``credit-node history`` (``cli.history``) and credit repair ``credit-node repair``
+(``cli.repair``)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +15,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from creditexchange.clock import CST
 from creditexchange.errors import InvalidIdentifier
 from creditexchange.identifiers import mask_resident_id, validate_resident_id, validate_uscc
 from creditexchange.node.app.wiring import open_node
@@ -22,19 +28,17 @@ from creditexchange.node.cli.common import (
     print_json,
     reports_errors,
 )
+from creditexchange.node.cli.history import print_history
+from creditexchange.node.records.history import RecordHistory, record_history
 from creditexchange.node.records.importer import ImportSummary, import_file
-from creditexchange.node.records.objections import ObjectionOutcome, close_objection, open_objection
-from creditexchange.node.records.view import SubjectView, subject_view
+from creditexchange.node.records.view import SubjectView, shown_value, subject_view
 
 __all__ = [
     "check_id",
     "import_",
-    "objection_app",
     "print_subject",
     "show",
 ]
-
-objection_app = typer.Typer(help="Objections (信用异议) to records.", no_args_is_help=True)
 
 
 def _print_summary(s: ImportSummary) -> None:
@@ -48,13 +52,40 @@ def _print_summary(s: ImportSummary) -> None:
         )
         + f" — batch {s.batch_id}"
     )
+    if s.repeated:
+        out.print(
+            f"  {s.repeated} row(s) share a record key with another row of the file: none of "
+            "them was imported (the report names all their lines)"
+        )
+    if s.stale:
+        out.print(
+            f"  {s.stale} row(s) are older than the versions stored and were not applied; if "
+            "the department confirms them, import them again with --allow-older"
+        )
     if s.reject_report:
         out.print(f"  rejected rows are listed in {s.reject_report}")
+    if s.rejected_rows:
+        out.print(
+            f"  the rejected rows themselves are in {s.rejected_rows}: send it back to the "
+            "department to correct and return, then import the corrected file"
+        )
+
+
+def _export_time(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date or time; write 2026-11-30 or 2026-11-30T17:45 (China time)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=CST)
 
 
 @reports_errors
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="department files: .csv or .jsonl")],
+    files: Annotated[list[Path], typer.Argument(help="department files: .csv, .jsonl or .xlsx")],
     theme: Annotated[str, typer.Option(help="the catalog theme of the files")],
     home: HomeOption,
     source: Annotated[
@@ -63,6 +94,24 @@ def import_(
     encoding: Annotated[
         str, typer.Option(help="the files' encoding: utf-8, gbk, gb18030")
     ] = "utf-8",
+    sheet: Annotated[
+        str | None,
+        typer.Option(help="a workbook's sheet, by name or number (default: the first)"),
+    ] = None,
+    exported_at: Annotated[
+        str | None,
+        typer.Option(
+            help="when the department exported the files, e.g. 2026-11-30T17:45 (China time); "
+            "default: each file's modification time"
+        ),
+    ] = None,
+    allow_older: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older",
+            help="apply rows older than the versions stored (refused otherwise, as stale)",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     follow_symlinks: Annotated[
         bool,
@@ -71,10 +120,13 @@ def import_(
         ),
     ] = False,
 ) -> None:
-    """Import department files into a theme; rejected rows go to a reject report.
+    """Import department files (.csv, .jsonl, .xlsx) into a theme.
 
-    Exits 1 when any row was rejected (the good rows are imported all the same).
+    Rejected rows go to a reject report (line, record key, subject, field, value,
+    reason) and, as they were, to a file of the same format for the department to
+    correct. Exits 1 when any row was rejected (the good rows are imported all the same).
     """
+    exported = _export_time(exported_at)
     node = open_node(home)
     summaries = []
     for path in files:
@@ -95,6 +147,9 @@ def import_(
                 theme,
                 source=source,
                 encoding=encoding,
+                sheet=sheet,
+                exported_at=exported,
+                allow_older=allow_older,
                 reject_dir=node.config.reject_dir,
                 chunk_rows=node.config.settings.import_chunk_rows,
                 progress=lambda done, task=task: bar.update(task, completed=done),  # type: ignore[misc]
@@ -117,8 +172,13 @@ def import_(
                     "updated": s.updated,
                     "unchanged": s.unchanged,
                     "rejected": s.rejected,
+                    "rejects_by_reason": s.rejects_by_reason,
+                    "repeated_keys": s.repeated,
+                    "stale": s.stale,
+                    "exported_at": s.exported_at.isoformat() if s.exported_at else None,
                     "past_publicity": s.past_publicity,
                     "reject_report": str(s.reject_report) if s.reject_report else None,
+                    "rejected_rows": str(s.rejected_rows) if s.rejected_rows else None,
                 }
                 for s in summaries
             ]
@@ -127,8 +187,14 @@ def import_(
         raise typer.Exit(1)
 
 
-def print_subject(view: SubjectView, catalog: Catalog) -> None:
-    """A subject for an operator: records in catalog order, labelled in Chinese."""
+def print_subject(
+    view: SubjectView,
+    catalog: Catalog,
+    histories: Mapping[tuple[str, str], RecordHistory] | None = None,
+) -> None:
+    """A subject for an operator: records in catalog order, labelled in Chinese, values
+    with their units; with ``histories`` (by theme and record key), each of this node's
+    own records followed by its history."""
     out.print(Text.assemble((view.name, "bold"), f"  {view.subject_id}  ({view.subject_type})"))
     if not view.records:
         out.print("  no current records")
@@ -147,14 +213,18 @@ def print_subject(view: SubjectView, catalog: Catalog) -> None:
         )
         specs = catalog.theme(r.theme).field_by_name
         for name, value in r.fields.items():
-            spec = specs[name]
-            shown = (
-                f"{value} ({spec.codes[value]})" if spec.codes and value in spec.codes else value
-            )
-            out.print(f"    {spec.name_zh}: {shown}")
+            out.print(f"    {specs[name].name_zh}: {shown_value(specs[name], value)}")
+        if histories is not None:
+            found = None if r.origin else histories.get((r.theme, r.record_key))
+            if found is not None:
+                out.print("    history:", style="bold")
+                print_history(found, indent="      ")
+            elif r.origin:
+                out.print(f"    (its history is kept by {r.origin})")
     if view.hidden:
         out.print(
-            f"  ({view.hidden} record(s) past their publicity end or withdrawn are not shown)"
+            f"  ({view.hidden} record(s) past their publicity end, withdrawn or repaired are "
+            "not shown; 'credit-node history THEME KEY' tells what happened to one)"
         )
 
 
@@ -165,14 +235,33 @@ def show(
     ],
     home: HomeOption,
     as_json: JsonOption = False,
+    with_history: Annotated[
+        bool,
+        typer.Option("--history", help="each record with its versions, objections and repairs"),
+    ] = False,
 ) -> None:
     """Show a subject and its current records, as this node would serve them."""
     node = open_node(home)
     view = subject_view(node.database, node.catalog, subject_id)
-    if as_json:
-        print_json(view.as_json())
-    else:
-        print_subject(view, node.catalog)
+    histories = None
+    if with_history:
+        histories = {
+            (r.theme, r.record_key): record_history(
+                node.database, node.catalog, r.theme, r.record_key
+            )
+            for r in view.records
+            if not r.origin
+        }
+    if not as_json:
+        print_subject(view, node.catalog, histories)
+        return
+    shown = view.as_json()
+    if histories is not None:
+        for record in shown["records"]:
+            found = histories.get((record["theme"], record["record_key"]))
+            if found is not None and not record["origin"]:
+                record["history"] = [e.as_json() for e in found.entries]
+    print_json(shown)
 
 
 @reports_errors
@@ -195,32 +284,3 @@ def check_id(
         kind = "resident identity number" if individual else "unified social credit code"
         err.print(f"not a valid {kind}: {exc}")
         raise typer.Exit(1) from None
-
-
-@objection_app.command("open")
-@reports_errors
-def objection_open(
-    theme: str,
-    record_key: str,
-    home: HomeOption,
-    reason: Annotated[str, typer.Option(help="what the subject says is wrong")],
-) -> None:
-    """Mark a record as under objection (异议处理中)."""
-    node = open_node(home)
-    number = open_objection(node.database, theme, record_key, reason)
-    out.print(f"objection {number} opened; {theme}/{record_key} is marked 'objection in progress'")
-
-
-@objection_app.command("close")
-@reports_errors
-def objection_close(
-    theme: str,
-    record_key: str,
-    home: HomeOption,
-    outcome: Annotated[ObjectionOutcome, typer.Option(help="corrected, confirmed or unresolved")],
-    note: str = "",
-) -> None:
-    """Close a record's open objection with its outcome."""
-    node = open_node(home)
-    number = close_objection(node.database, theme, record_key, outcome, note)
-    out.print(f"objection {number} closed as {outcome}; {theme}/{record_key} is active again")

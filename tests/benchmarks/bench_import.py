@@ -41,7 +41,7 @@ from creditexchange.devtools.sample import write_theme
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import create_database_engine, upgrade
 from creditexchange.node.records.importer import import_file
-from creditexchange.node.records.sources import csv_rows
+from creditexchange.node.records.sources import open_table
 from creditexchange.node.records.validation import RowValidator, ValidRow
 from creditexchange.node.records.view import subject_view
 
@@ -57,10 +57,10 @@ COLUMNS = (
 def validated_rows(catalog: Catalog, path: Path) -> list[ValidRow]:
     theme = catalog.theme(THEME)
     validator = RowValidator(theme, theme.source_department)
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open("rb") as f:
         checked = [
             validator.check(line, cast(Mapping[str, str], row))
-            for line, row in csv_rows(f, theme, path)
+            for line, row in open_table(f, "csv", "utf-8-sig", theme, path).rows()
         ]
     rows = [r for r in checked if isinstance(r, ValidRow)]
     assert len(rows) == len(checked), "the generated file must be valid"
