@@ -21,6 +21,7 @@ from test_import import CATALOG, HEADER, PERSON, row, write_csv
 from typer.testing import CliRunner
 
 from creditexchange.clock import CST
+from creditexchange.errors import ImportFileError
 from creditexchange.node.app.home import create_home
 from creditexchange.node.catalog import Catalog, parse_catalog
 from creditexchange.node.cli import app
@@ -138,6 +139,17 @@ def test_without_an_export_time_a_row_restoring_a_left_version_is_stale(
     # A genuinely new value from the same kind of file goes in.
     newer = write_csv(tmp_path / "newer.csv", [row("K1", fine="4.00")])
     assert run(engine, catalog, newer, tmp_path).updated == 1
+
+
+def test_an_export_time_in_the_future_is_refused_and_a_future_file_time_is_now(
+    engine: Engine, catalog: Catalog, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row("K1")])
+    with pytest.raises(ImportFileError, match="export time 2027-11-01 00:00 is in the future"):
+        run(engine, catalog, path, tmp_path, exported_at=at("2027-11-01T00:00"))
+    os.utime(path, (4e9, 4e9))  # a clock set wrong
+    summary = run(engine, catalog, path, tmp_path)
+    assert summary.exported_at is not None and summary.exported_at <= dt.datetime.now(dt.UTC)
 
 
 def test_the_export_time_defaults_to_the_files_modification_time(

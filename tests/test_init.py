@@ -70,7 +70,7 @@ def test_a_failed_init_leaves_nothing_and_the_next_one_succeeds(
     with pytest.raises(DatabaseError) as failure:
         create_home(home, "huizhou", database_url=UNREACHABLE)
     message = str(failure.value)
-    assert "cannot migrate the database" in message
+    assert "cannot open the database" in message
     assert f"Nothing was written ({home} was not created)" in message
     assert _tree(tmp_path) == before  # no home, no staging folder, no parent folders
     config = create_home(home, "huizhou")
@@ -134,6 +134,15 @@ def test_what_init_created_outside_the_home_is_removed_too(
     assert (tmp_path / "secrets" / "hmac.key").is_file()
 
 
+def test_init_refuses_a_database_that_already_holds_a_node(tmp_path: Path) -> None:
+    """Two members on one database would serve each other's records under two keys."""
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    create_home(tmp_path / "hz", "huizhou", database_url=shared)
+    with pytest.raises(DatabaseError, match=r"already holds a node's tables.*Nothing was written"):
+        create_home(tmp_path / "sz", "shenzhen", database_url=shared)
+    assert not (tmp_path / "sz").exists()
+
+
 def test_an_interrupted_init_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,7 +160,7 @@ def test_init_from_the_command_line_says_what_failed_and_that_nothing_was_writte
 ) -> None:
     home = tmp_path / "hz"
     for argv, says in [
-        (["--database-url", UNREACHABLE], "cannot migrate the database"),
+        (["--database-url", UNREACHABLE], "cannot open the database"),
         (["--grpc-port", "70000"], "--grpc-port 70000: Input should be less than"),
     ]:
         result = runner.invoke(app, ["init", "huizhou", "--home", str(home), *argv])

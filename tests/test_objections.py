@@ -218,12 +218,12 @@ def test_a_record_under_two_objections_keeps_its_mark_until_both_close(
         "K2": "active",
     }
     assert marked(penalties, cases) == {"K1": True, "K2": False, "K3": False}
-    close_objection(penalties, second.number, ObjectionOutcome.REVOKED, today=TODAY)
+    close_objection(penalties, second.number, ObjectionOutcome.WITHDRAWN, today=TODAY)
     assert marked(penalties, cases) == {"K1": False, "K2": False, "K3": False}
 
 
-@pytest.mark.parametrize("outcome", [ObjectionOutcome.REVOKED, ObjectionOutcome.UNRESOLVED])
-def test_a_revoked_or_unresolved_objection_removes_the_mark_and_keeps_its_outcome(
+@pytest.mark.parametrize("outcome", [ObjectionOutcome.WITHDRAWN, ObjectionOutcome.UNRESOLVED])
+def test_a_withdrawn_or_unresolved_objection_removes_the_mark_and_keeps_its_outcome(
     penalties: Engine, cases: Catalog, outcome: ObjectionOutcome
 ) -> None:
     case = objection(penalties, "K1")
@@ -231,6 +231,17 @@ def test_a_revoked_or_unresolved_objection_removes_the_mark_and_keeps_its_outcom
     assert (closed.outcome, closed.answered, closed.is_open) == (outcome.value, TODAY, False)
     assert [n.text for n in closed.notes] == ["申请人撤回"]
     assert marked(penalties, cases)["K1"] is False
+
+
+def test_a_revoked_record_is_withdrawn_from_publicity_whatever_else_is_open(
+    penalties: Engine, cases: Catalog
+) -> None:
+    """Revoked: the record should not be public (wrong, duplicated, past its period)."""
+    first = objection(penalties, "K1", "K2")
+    objection(penalties, "K1", reason="重复公示")
+    closed = close_objection(penalties, first.number, ObjectionOutcome.REVOKED, today=TODAY)
+    assert {r.record_key: r.status for r in closed.records} == {"K1": "expired", "K2": "expired"}
+    assert marked(penalties, cases) == {"K3": False}  # neither is shown or served any more
 
 
 def test_handling_notes_are_kept_in_order_with_their_time(penalties: Engine) -> None:

@@ -172,6 +172,7 @@ def test_an_inferred_type_the_theme_does_not_concern_is_refused() -> None:
         "2026-03-05 10:20:30",
         "2026-03-05T10:20:30.125",
         "2026年3月5日 10:20",
+        "20260305 00:00:00",
     ],
 )
 def test_a_date_is_read_as_departments_write_it(written: str) -> None:
@@ -445,3 +446,37 @@ def test_a_key_field_must_be_a_text_field_of_the_theme() -> None:
 
 def test_subject_types_cover_the_enum() -> None:
     assert set(SUBJECT_TYPE_LABELS.values()) == set(SubjectType)
+
+
+def test_the_standards_registration_number_and_document_type_columns_are_left_aside(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A full 双公示 export also carries the numbers the credit code replaced and the
+    person's document type: read, not stored, and never a reason to refuse the file."""
+    legacy = [
+        "行政相对人代码_2（工商注册号）",
+        "行政相对人代码_3(组织机构代码)",
+        "行政相对人代码_4（税务登记号）",
+        "行政相对人代码_5（事业单位证书号）",
+        "行政相对人代码_6（社会组织登记证号）",
+        "证件类型",
+    ]
+    path = tmp_path / "行政处罚.csv"
+    with path.open("w", encoding="gbk", newline="") as f:
+        rows = [[*row, "441300000012345", "", "", "", "", ""] for row in EXPORT]
+        csv.writer(f).writerows([[*HEADER, *legacy], *rows])
+    summary = run(engine, path, tmp_path, encoding="gbk")
+    assert_export_imported(engine, summary)
+    with Session(engine) as s:
+        stored_fields = [r.fields for r in s.scalars(select(Record))]
+    assert not any("441300000012345" in fields for fields in stored_fields)
+
+
+@pytest.mark.parametrize(
+    ("written", "code"),
+    [("警告、通报批评", "warning"), ("警告", "warning"), ("通报批评", "warning"), ("罚款", "fine")],
+)
+def test_a_label_naming_several_kinds_reads_each_kind_alone(written: str, code: str) -> None:
+    checked = check(penalty(penalty_type=written))
+    assert isinstance(checked, ValidRow), checked
+    assert '"penalty_type":"' + code + '"' in checked.fields_json

@@ -70,7 +70,7 @@ from creditexchange.node.app.config import (
     permission_problem,
 )
 from creditexchange.node.app.keys import write_new_hmac_key, write_new_signing_key
-from creditexchange.node.database import create_database_engine, upgrade
+from creditexchange.node.database import create_database_engine, current_revision, upgrade
 from creditexchange.node.database.engine import sqlite_files
 
 __all__ = [
@@ -188,6 +188,14 @@ def _migrate(url: str) -> None:
     after (a SQLite database's -wal and -shm files with them)."""
     engine = create_database_engine(url)
     try:
+        found = current_revision(engine)
+        if found is not None:
+            raise DatabaseError(
+                f"the database {mask_password(url)} already holds a node's tables (schema "
+                f"revision {found}): each node needs a database (or PostgreSQL schema) of its "
+                "own, so that no member serves another's records; give init another "
+                "--database-url"
+            )
         upgrade(engine)
     except SQLAlchemyError as exc:  # a migration statement refused, beyond a lost connection
         reason = getattr(exc, "orig", None) or exc

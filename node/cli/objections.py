@@ -171,7 +171,12 @@ def objection_close(
     number: Annotated[int, typer.Argument(help="the objection's number")],
     home: HomeOption,
     outcome: Annotated[
-        ObjectionOutcome, typer.Option(help="confirmed, corrected, revoked or unresolved")
+        ObjectionOutcome,
+        typer.Option(
+            help="confirmed (the record stands), corrected (its corrected data imported), "
+            "revoked (the record should not be public: withdrawn from publicity), "
+            "withdrawn (the applicant withdrew the objection), unresolved"
+        ),
     ],
     note: Annotated[str, typer.Option(help="the answer, kept as a handling note")] = "",
     corrected: Annotated[

@@ -53,7 +53,7 @@ import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
 from creditexchange.clock import CST, china_today, utc_now
-from creditexchange.errors import CatalogError, excerpt
+from creditexchange.errors import CatalogError, ImportFileError, excerpt
 from creditexchange.identifiers import mask_identifier, mask_subject_name
 from creditexchange.node.catalog import Catalog, Theme
 from creditexchange.node.database.models import IMPORT_BATCHES, IMPORT_REJECTS
@@ -436,10 +436,23 @@ PARALLEL_FROM_BYTES = 8 << 20
 
 def _export_time(file: BinaryIO, stated: dt.datetime | None) -> tuple[dt.datetime, bool]:
     """The file's export time, and whether it was stated (else its modification time)."""
+    now = utc_now()
     if stated is not None:
-        return (stated if stated.tzinfo else stated.replace(tzinfo=CST)), True
-    modified = os.fstat(file.fileno()).st_mtime
-    return dt.datetime.fromtimestamp(modified, dt.UTC), False
+        stated = stated if stated.tzinfo else stated.replace(tzinfo=CST)
+        if stated > now + _CLOCK_SLACK:
+            raise ImportFileError(
+                f"the export time {_when(stated)} is in the future: rows stamped with it would "
+                "refuse every later correction as older. Check --exported-at (China time). "
+                "Nothing was imported."
+            )
+        return stated, True
+    # A modification time in the future (a clock set wrong) counts as now.
+    modified = dt.datetime.fromtimestamp(os.fstat(file.fileno()).st_mtime, dt.UTC)
+    return min(modified, now), False
+
+
+_CLOCK_SLACK = dt.timedelta(minutes=5)
+"""How far ahead of this node's clock a stated export time may be (clocks differ)."""
 
 
 def _rejects_by_reason(rejects: Sequence[Reject]) -> Counter[tuple[str, str]]:

@@ -10,7 +10,10 @@ is closed with an outcome:
   authoritative); the mark is removed;
 * ``corrected`` — the record was wrong and the source department's corrected data
   was imported: the objection links the newer version and its import batch;
-* ``revoked`` — the applicant withdrew the objection;
+* ``revoked`` — the record should not be public (wrong at the source and revoked,
+  duplicated, published past its period …): it is withdrawn from publicity (status
+  ``expired``), served nowhere, and leaves other members' synced copies;
+* ``withdrawn`` — the applicant withdrew the objection; the record stands;
 * ``unresolved`` — no finding could be made; the outcome is recorded.
 
 Invariants kept here:
@@ -98,7 +101,8 @@ _o, _l, _n = OBJECTIONS.c, OBJECTION_RECORDS.c, OBJECTION_NOTES.c
 class ObjectionOutcome(StrEnum):
     CONFIRMED = "confirmed"  # the record stands; the mark is removed
     CORRECTED = "corrected"  # the corrected data was imported and is linked
-    REVOKED = "revoked"  # the applicant withdrew the objection
+    REVOKED = "revoked"  # the record should not be public: withdrawn from publicity
+    WITHDRAWN = "withdrawn"  # the applicant withdrew the objection; the record stands
     UNRESOLVED = "unresolved"  # no finding could be made; the outcome is recorded
 
 
@@ -373,7 +377,9 @@ def close_objection(
             )
         still_open = open_objections_of(conn, records)
         for record in records.values():
-            if record.status == RecordStatus.OBJECTION and not still_open.get(record.id):
+            if outcome is ObjectionOutcome.REVOKED:
+                status = RecordStatus.EXPIRED  # revoked: withdrawn from publicity
+            elif record.status == RecordStatus.OBJECTION and not still_open.get(record.id):
                 status = RecordStatus.ACTIVE  # the last open objection on it: the mark goes
             else:
                 status = RecordStatus(record.status)

@@ -183,7 +183,11 @@ class WorkerChunks:
     """
 
     def __init__(self, source: Source) -> None:
-        context = multiprocessing.get_context("spawn")
+        # A fork server that has imported this module alone: a worker starts in a
+        # moment, without the caller's own modules (a command line, a benchmark) and
+        # without forking a process that may run threads.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         self._source = source
         self._queue = context.Queue(maxsize=4)
         self._worker = context.Process(

@@ -59,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Select, func, not_, select, union
+from sqlalchemy import Connection, Engine, Select, func, select, union
 
 from creditexchange.clock import CST, china_today
 from creditexchange.errors import CatalogError, excerpt
@@ -71,7 +71,7 @@ from creditexchange.node.database.models import (
     RECORDS,
 )
 from creditexchange.node.records.reading import REJECT_CODES
-from creditexchange.node.records.repository import RecordStatus, servable
+from creditexchange.node.records.repository import WITHDRAWN
 from creditexchange.node.records.spreadsheets import spreadsheet_text
 from creditexchange.workdays import DEFAULT_CALENDAR, WorkCalendar
 
@@ -524,8 +524,9 @@ def _past_publicity(
     query = (
         select(r.source_department, r.theme, func.count())
         .where(
-            r.status != RecordStatus.EXPIRED.value,
-            not_(servable(month.next_first_day)),
+            # ended by itself: a record withdrawn or repaired did not reach its end
+            r.status.not_in(sorted(WITHDRAWN)),
+            r.publicity_end < month.next_first_day,
         )
         .group_by(r.source_department, r.theme)
     )

@@ -66,6 +66,7 @@ from creditexchange.node.records.validation import SUBJECT_COLUMNS, Problem, cel
 
 __all__ = [
     "FORMATS",
+    "IGNORED_HEADER_NAMES",
     "SUBJECT_HEADER_NAMES",
     "FileIdentity",
     "Row",
@@ -290,6 +291,27 @@ SUBJECT_HEADER_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
 national 双公示 standard and departments' exports write them."""
 
 
+_LEGACY_CODES = {
+    2: "工商注册号",
+    3: "组织机构代码",
+    4: "税务登记号",
+    5: "事业单位证书号",
+    6: "社会组织登记证号",
+}
+IGNORED_HEADER_NAMES: Final = (
+    *(f"行政相对人代码_{n}({name})" for n, name in _LEGACY_CODES.items()),
+    *(f"行政相对人代码_{n}" for n in _LEGACY_CODES),
+    *_LEGACY_CODES.values(),
+    "证件类型",
+    "行政相对人证件类型",
+)
+"""Columns of the 双公示 standard read and left aside: the registration numbers the
+unified social credit code replaced (its 行政相对人代码_2 to _6), and the document
+type of a natural person's number (a subject is identified by a resident identity
+number; another document fails that check with a clear reason)."""
+_IGNORED = "(ignored) "
+
+
 def _spelling(name: str) -> str:
     """A header name as it is compared: full-width forms folded (（） to ()), blanks
     anywhere removed, Latin letters in lower case."""
@@ -299,7 +321,7 @@ def _spelling(name: str) -> str:
 def _header_names(theme: Theme) -> dict[str, str]:
     """Every accepted spelling of a column name -> the name rows are keyed by. A theme's
     own field (by code or Chinese name) wins over a subject block name spelled alike."""
-    known: dict[str, str] = {}
+    known: dict[str, str] = {_spelling(name): _IGNORED + name for name in IGNORED_HEADER_NAMES}
     for name, aliases in SUBJECT_HEADER_NAMES.items():
         known.update({_spelling(alias): name for alias in aliases})
     known.update({name: name for name in SUBJECT_COLUMNS})

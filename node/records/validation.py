@@ -122,6 +122,7 @@ _DATE_FORMS = (
 _TIME = r"(?:(?: +|T)([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,6})?)?)?"
 _NUMERIC_DATE = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})" + _TIME)
 _CHINESE_DATE = re.compile(r"([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日" + _TIME)
+_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})" + _TIME)
 
 
 def parse_date(raw: str) -> dt.date:
@@ -138,7 +139,7 @@ def parse_date(raw: str) -> dt.date:
         if match is not None:
             year, _, month, day, *clock_parts = match.groups()
         else:
-            match = _CHINESE_DATE.fullmatch(raw)
+            match = _CHINESE_DATE.fullmatch(raw) or _COMPACT_DATE.fullmatch(raw)
             if match is None:
                 raise ValueError(f"{excerpt(raw)} is not a date: {_DATE_FORMS}")
             year, month, day, *clock_parts = match.groups()
@@ -202,9 +203,21 @@ def _uscc(raw: str, _row: Mapping[str, Any]) -> str:
 
 
 def _code_spellings(f: CatalogField) -> dict[str, str]:
-    """A code field's accepted cells: each code, and each label (罚款 for fine), to its code."""
+    """A code field's accepted cells: each code, each label (罚款 for fine) and each part of a
+    label listing several (警告 of 警告、通报批评), to its code."""
     assert f.codes is not None
-    return {code: code for code in f.codes} | {label: code for code, label in f.codes.items()}
+    spellings = {code: code for code in f.codes} | {label: code for code, label in f.codes.items()}
+    # A label naming several kinds (警告、通报批评) also reads each of them alone, when no
+    # other code's label claims the same part.
+    parts: dict[str, set[str]] = {}
+    for code, label in f.codes.items():
+        for part in label.split("、"):
+            if part.strip() and part.strip() != label:
+                parts.setdefault(part.strip(), set()).add(code)
+    for part, codes in parts.items():
+        if len(codes) == 1 and part not in spellings:
+            spellings[part] = next(iter(codes))
+    return spellings
 
 
 _MEMO_LIMIT = 4096
