@@ -4,12 +4,9 @@ and a migration keeps what the tables held."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from nacl.signing import SigningKey
 from sqlalchemy import Engine, inspect, text
@@ -36,13 +33,7 @@ def test_the_models_map_every_table_exactly_as_the_migrations_create_it(engine: 
 def engine_at_0004(database_url: str) -> Iterator[Engine]:
     """A database migrated only to revision 0004, when entries still had ``recorded_us``."""
     engine = create_database_engine(database_url)
-    config = Config()
-    config.set_main_option(
-        "script_location",
-        str(resources.files("creditexchange.node.database").joinpath("migrations")),
-    )
-    config.attributes["engine"] = engine
-    command.upgrade(config, "0004")
+    upgrade(engine, "0004")
     yield engine
     engine.dispose()
 

@@ -44,8 +44,8 @@ from creditexchange.node.database.models import (
     RECORDS,
 )
 from creditexchange.node.records.importer import import_file
+from creditexchange.node.records.reading import REJECT_CODES
 from creditexchange.node.records.reporting import (
-    REJECT_REASONS,
     ReportMonth,
     delivery_periods,
     departments_report,
@@ -254,7 +254,7 @@ def figures(**given: Any) -> dict[str, Any]:
         "updated": 0,
         "unchanged": 0,
         "rejected": 0,
-        "rejected_by_reason": {r: reasons.get(r, 0) for r in REJECT_REASONS},
+        "rejected_by_reason": {r: reasons.get(r, 0) for r in REJECT_CODES},
         "stale": 0,
         "late_rows": None,
         "missed_deliveries": None,
@@ -337,7 +337,7 @@ def test_every_figure_of_the_known_month_is_exact(
     assert (report["first_day"], report["last_day"]) == ("2026-10-01", "2026-10-31")
     assert report["as_of"] == "2026-11-27"
     assert report["holidays_known"] is True
-    assert report["reject_reasons"] == list(REJECT_REASONS)
+    assert report["reject_reasons"] == list(REJECT_CODES)
     assert report["rows"] == EXPECTED_ROWS
     assert report["departments"] == EXPECTED_DEPARTMENTS
     assert report["total"] == EXPECTED_TOTAL
@@ -458,7 +458,7 @@ def test_a_reject_reason_the_report_does_not_know_is_reported_not_dropped(
         )
         add_rejects(conn, batch, "fine_amount", "negative_fine", 1)
     report = departments_report(engine, test_catalog, OCTOBER, today=AS_OF)
-    assert report.reasons == (*REJECT_REASONS, "negative_fine")
+    assert report.reasons == (*REJECT_CODES, "negative_fine")
     assert report.as_json()["total"]["rejected_by_reason"]["negative_fine"] == 1
     assert report.csv_header()[-6] == "rejected_negative_fine"
 

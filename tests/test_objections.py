@@ -7,12 +7,9 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from nacl.signing import SigningKey
 from recordcases import (
     ENTERPRISE,
@@ -428,13 +425,7 @@ def test_the_deadline_setting_and_calendar_file_decide_the_due_day(
 @pytest.fixture
 def engine_at_0011(database_url: str) -> Iterator[Engine]:
     engine = create_database_engine(database_url)
-    config = Config()
-    config.set_main_option(
-        "script_location",
-        str(resources.files("creditexchange.node.database").joinpath("migrations")),
-    )
-    config.attributes["engine"] = engine
-    command.upgrade(config, "0011")
+    upgrade(engine, "0011")
     yield engine
     engine.dispose()
 

@@ -136,13 +136,13 @@ def current_revision(engine: Engine) -> str | None:
         raise DatabaseError(f"cannot open the database: {exc.orig}") from None
 
 
-def upgrade(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns it."""
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Bring the schema to ``revision`` (the newest by default); returns the revision."""
     try:
-        command.upgrade(_alembic_config(engine), "head")
+        command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:
         raise DatabaseError(f"cannot migrate the database: {exc.orig}") from None
-    return head_revision()
+    return head_revision() if revision == "head" else revision
 
 
 def require_current_schema(engine: Engine) -> None:

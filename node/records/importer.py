@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,7 @@ from creditexchange.node.records.sources import (
     Table,
     file_format,
     file_identity,
+    open_private_file,
     open_regular_file,
     open_table,
     python_encoding,
@@ -389,7 +391,9 @@ class _RejectReport:
         if not rejects:
             return
         if self._writer is None:
-            self._file = _private_file(self.path, "utf-8-sig")
+            self._file = io.TextIOWrapper(
+                open_private_file(self.path), encoding="utf-8-sig", newline=""
+            )
             self._writer = csv.writer(self._file)
             self._writer.writerow(_REPORT_HEADER)
         for r in sorted(rejects, key=lambda r: r.line):
@@ -414,20 +418,6 @@ class _RejectReport:
             return None
         self._file.close()
         return self.path
-
-
-def _private_file(path: Path, encoding: str) -> IO[str]:
-    """A report file, for the operator alone: it names records and subjects. Its folder
-    is created 0700 and the file 0600 (never following a link planted in its place)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "w", encoding=encoding, newline="")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 PARALLEL_FROM_BYTES = 8 << 20

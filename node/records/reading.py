@@ -24,7 +24,13 @@ from creditexchange.errors import ImportFileError, excerpt
 from creditexchange.identifiers import mask_identifier, mask_subject_name
 from creditexchange.node.catalog import FieldType, Theme
 from creditexchange.node.records.sources import FileIdentity, open_regular_file, open_table
-from creditexchange.node.records.validation import PROBLEM_CODES, Problem, RowValidator, ValidRow
+from creditexchange.node.records.validation import (
+    PROBLEM_CODES,
+    SUBJECT_TYPE_LABELS,
+    Problem,
+    RowValidator,
+    ValidRow,
+)
 from creditexchange.subjects import SubjectType
 
 __all__ = [
@@ -76,10 +82,9 @@ class Describer:
     def rejects(self, line: int, row: Mapping[str, str], problems: list[Problem]) -> list[Reject]:
         subject_type = (row.get("subject_type") or "").strip()
         subject_id = (row.get("subject_id") or "").strip()
-        individual = subject_type in (SubjectType.INDIVIDUAL, "自然人") or (
-            len(subject_id) == 18 and subject_id[:17].isdigit()
-        )
-        kind = "individual" if individual else subject_type
+        kind = SUBJECT_TYPE_LABELS.get(subject_type, subject_type)
+        if len(subject_id) == 18 and subject_id[:17].isdigit():  # a person's number, whatever
+            kind = SubjectType.INDIVIDUAL  # the type cell says
         shown_id = mask_identifier(subject_id, kind) if subject_id else ""
         name = (row.get("subject_name") or "").strip()
         shown_name = mask_subject_name(name, kind) if name else ""

@@ -15,7 +15,7 @@ then a total per department and one overall. The figures, exactly:
   ``rejected`` and ``stale`` (rows older than the stored version, refused), as the
   importer recorded them. ``accepted`` is inserted + updated + unchanged.
 * ``rejected_by_reason``: the sums of ``import_rejects.rows`` of those batches, by
-  reason code (:data:`REJECT_REASONS`, and any other code the table holds). The
+  reason code (:data:`REJECT_CODES`, and any other code the table holds). The
   table counts rows per (field, reason): a row refused for two fields counts under
   each, so these may add up to more than ``rejected``.
 * ``late_rows`` (themes with ``reporting.within_working_days`` N, else None): the rows
@@ -76,7 +76,6 @@ from creditexchange.node.records.spreadsheets import spreadsheet_text
 from creditexchange.workdays import DEFAULT_CALENDAR, WorkCalendar
 
 __all__ = [
-    "REJECT_REASONS",
     "REJECT_REASON_NAMES",
     "DepartmentTotal",
     "DepartmentsReport",
@@ -87,7 +86,6 @@ __all__ = [
     "departments_report",
 ]
 
-REJECT_REASONS: Final = REJECT_CODES
 """The reason codes of ``import_rejects``, in the order a report shows them: a row's
 own problems (validation's), then those the importer finds against the store."""
 
@@ -238,7 +236,7 @@ _CSV_FIGURES = (
 class DepartmentsReport:
     """The month's rows (by department and theme, in catalog order), the department
     totals and the overall total. ``reasons``: the reject reason codes reported,
-    :data:`REJECT_REASONS` then any other found. ``holidays_known``: whether the
+    :data:`REJECT_CODES` then any other found. ``holidays_known``: whether the
     working-day calendar lists the month's year (else Monday-Friday was counted)."""
 
     month: ReportMonth
@@ -642,14 +640,14 @@ def departments_report(
     total = Figures()
     for d in departments:
         total = total + d.figures
-    others = sorted({r for found in rejects.values() for r in found} - set(REJECT_REASONS))
+    others = sorted({r for found in rejects.values() for r in found} - set(REJECT_CODES))
     return DepartmentsReport(
         month=month,
         as_of=as_of,
         catalog_version=catalog.catalog_version,
         department=department,
         theme=theme,
-        reasons=(*REJECT_REASONS, *others),
+        reasons=(*REJECT_CODES, *others),
         holidays_known=calendar.knows(month.year),
         rows=tuple(rows),
         departments=tuple(departments),
