@@ -29,6 +29,7 @@ from creditexchange.node.cli import app
 from creditexchange.node.database.models import ImportBatch, Record, RecordVersion, Subject
 from creditexchange.node.records.importer import ImportSummary, import_file
 from creditexchange.node.records.objections import ObjectionOutcome, close_objection, open_objection
+from creditexchange.node.records.reading import WorkerChunks
 from creditexchange.node.records.view import subject_view
 
 TODAY = dt.date(2026, 11, 27)
@@ -758,6 +759,44 @@ def test_validating_in_a_worker_process_gives_the_same_result(
     assert {r["line"] for r in rejects_of(summary)} == {"5", "42", "43"}
     again = run(engine, small_catalog, path, tmp_path, chunk_rows=7, parallel=True)
     assert (again.inserted, again.unchanged, again.rejected) == (0, 39, 3)
+
+
+def test_a_worker_that_dies_is_reported_and_the_chunks_before_stay(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "p.csv", [row(f"K{i}") for i in range(3000)])
+    started: list[WorkerChunks] = []
+    real_iter = WorkerChunks.__iter__
+
+    def second_chunk_kills_the_worker(self: WorkerChunks) -> Any:
+        started.append(self)
+        for n, chunk in enumerate(real_iter(self)):
+            if n == 1:
+                self._process.kill()  # as the kernel's OOM killer would
+            yield chunk
+
+    monkeypatch.setattr(WorkerChunks, "__iter__", second_chunk_kills_the_worker)
+    with pytest.raises(ImportFileError, match=r"validating process stopped \(exit code -9\)"):
+        run(engine, small_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    assert 14 <= count(engine, Record) < 3000  # whole chunks only, each committed
+    assert count(engine, Record) % 7 == 0
+    assert started[0]._process.poll() is not None
+    monkeypatch.undo()
+    again = run(engine, small_catalog, path, tmp_path, chunk_rows=7, parallel=True)
+    assert again.inserted + again.unchanged == 3000 and count(engine, Record) == 3000
+
+
+def test_the_worker_reads_its_modules_from_the_package_not_the_working_directory(
+    engine: Engine, small_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory holding a module of the worker's name must not be imported from.
+    shadow = tmp_path / "cwd" / "creditexchange"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('imported from the working directory')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    path = write_csv(tmp_path / "p.csv", [row(f"K{i}") for i in range(10)])
+    summary = run(engine, small_catalog, path, tmp_path, chunk_rows=3, parallel=True)
+    assert summary.inserted == 10
 
 
 def test_a_bad_header_is_refused_before_a_worker_starts(

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.text import Text
 
 from creditexchange.errors import QueryRefused
-from creditexchange.gateway.server import serve_with_gateway
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.logs import configure as configure_logs
 from creditexchange.node.app.wiring import open_client
@@ -67,6 +66,8 @@ def serve(
     if port is not None:
         settings = config.settings.model_copy(update={"grpc_port": port})
         config = type(config)(config.home, settings)
+    from creditexchange.gateway.server import serve_with_gateway  # the web stack: only to serve
+
     asyncio.run(serve_with_gateway(config))
 
 

@@ -19,7 +19,6 @@ from rich.text import Text
 
 from creditexchange.clock import CST
 from creditexchange.gateway.access import DEFAULT_RATE_PER_MIN, Caller, KeyRegistry, Role
-from creditexchange.gateway.server import serve_gateway
 from creditexchange.node.app.config import NodeConfig, load_config
 from creditexchange.node.app.logs import configure as configure_logs
 from creditexchange.node.app.wiring import federation_view
@@ -46,6 +45,8 @@ def gateway(
 ) -> None:
     """Serve the REST gateway alone (the node serves elsewhere on the same database)."""
     configure_logs(log_level.upper())
+    from creditexchange.gateway.server import serve_gateway  # the web stack: only to serve
+
     asyncio.run(serve_gateway(load_config(home)))
 
 

@@ -43,6 +43,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
     func,
     insert,
     literal,
@@ -354,7 +355,7 @@ def stored_subjects(conn: Connection, subject_ids: Collection[str]) -> dict[str,
     if not subject_ids:
         return {}
     cursor = _STORED_SUBJECTS.execute(
-        _cursor(conn), conn.dialect, {"values": _list_value(conn.dialect, subject_ids)}
+        _cursor(conn), conn.dialect, {"values": _list_value(subject_ids)}
     )
     return {str(sid): (str(stype), str(name)) for sid, stype, name in cursor.fetchall()}
 
@@ -430,18 +431,20 @@ def _keys_statement(dialect_name: str) -> Any:
 
 
 def _in_list(column: Any, dialect_name: str) -> ColumnElement[bool]:
-    """``column`` is one of the values of the one parameter ``values``: an array on
-    PostgreSQL, a JSON array on SQLite (read with ``json_each``). One statement,
-    compiled once, for any number of values."""
+    """``column`` is one of the values of the one parameter ``values``, a JSON array of
+    strings: one statement, compiled once, for any number of values. PostgreSQL reads
+    the array into an ``ANY`` (so the index is used), SQLite with ``json_each``."""
     if dialect_name == "postgresql":
-        return column == any_(bindparam("values", type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+        # A JSON text is dumped in C; a Python list is quoted element by element.
+        elements = func.json_array_elements_text(cast(bindparam("values"), postgresql.JSON))
+        return column == any_(func.array(select(elements).scalar_subquery()))  # type: ignore[no-any-return]
     listed: Any = select(literal_column("value")).select_from(func.json_each(bindparam("values")))
     return column.in_(listed)  # type: ignore[no-any-return]
 
 
-def _list_value(dialect: Dialect, values: Collection[str]) -> Any:
+def _list_value(values: Collection[str]) -> str:
     """The ``values`` parameter of :func:`_in_list`."""
-    return list(values) if dialect.name == "postgresql" else orjson.dumps(list(values)).decode()
+    return orjson.dumps(list(values)).decode()
 
 
 _EXISTING = Prepared(_keys_statement)
@@ -456,7 +459,7 @@ def existing_records(
     cursor = _EXISTING.execute(
         _cursor(conn),
         conn.dialect,
-        {"theme": theme, "values": _list_value(conn.dialect, record_keys)},
+        {"theme": theme, "values": _list_value(record_keys)},
     )
     sqlite = conn.dialect.name == "sqlite"
     return {

@@ -56,9 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final, Protocol
 
-import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import orjson
-from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
 
 from creditexchange.errors import ImportFileError, excerpt
 from creditexchange.node.catalog import Theme
@@ -889,6 +887,8 @@ class _XlsxTable(Table):
     def __init__(self, file: BinaryIO, theme: Theme, path: Path, sheet: str | None) -> None:
         super().__init__()
         self._path = path
+        import openpyxl  # type: ignore[import-untyped, unused-ignore]  # workbooks only
+
         if not openpyxl.DEFUSEDXML:
             raise ImportFileError(
                 f"{path}: workbooks are read only with defusedxml installed (it guards "
@@ -1088,6 +1088,9 @@ def _write_csv(
 def _write_workbook(
     file: BinaryIO, header: list[str], rows: Iterable[tuple[int, list[str] | str]]
 ) -> None:
+    import openpyxl  # type: ignore[import-untyped, unused-ignore]  # workbooks only
+    from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
+
     book = openpyxl.Workbook(write_only=True)
     sheet = book.create_sheet()
 
