@@ -53,11 +53,12 @@ class Publisher:
     ledger: Ledger
     port: int
     server: Any
+    checks: Checks
 
     def publish(self) -> dict[str, int]:
         return publish_changes(self.feeds.engine, self.feeds, "customs", [THEME], china_today())
 
-    def channel(self, member: str) -> grpc.aio.Channel:
+    def channel(self, member: str, port: int | None = None) -> grpc.aio.Channel:
         tls = self.nodes[member].home / "tls"
         credentials = grpc.ssl_channel_credentials(
             root_certificates=(tls / "ca.crt").read_bytes(),
@@ -65,7 +66,7 @@ class Publisher:
             certificate_chain=(tls / "node.crt").read_bytes(),
         )
         return grpc.aio.secure_channel(
-            f"127.0.0.1:{self.port}",
+            f"127.0.0.1:{port or self.port}",
             credentials,
             options=[("grpc.ssl_target_name_override", member_dns_name("customs"))],
         )
@@ -153,7 +154,7 @@ def publisher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Publisher]:
         return server, port
 
     server, port = loop.run(start())
-    found = Publisher(nodes, loop, feeds, ledger, port, server)
+    found = Publisher(nodes, loop, feeds, ledger, port, server, checks)
     try:
         yield found
     finally:
@@ -294,3 +295,39 @@ def test_follow_delivers_the_backlog_then_a_change_published_after_it_started(
     assert (
         notes[-1] == f"Sync/Follow feed {THEME}: changes {size}-{size}; checkpoint size {size + 1}"
     )
+
+
+def test_a_follow_stream_ends_cleanly_when_the_node_stops(publisher: Publisher) -> None:
+    """Closing the service ends each Follow at once, so stopping the server cancels none
+    (a cancelled stream is an error on both sides and a traceback in the node's log)."""
+    publisher.publish()
+    size = publisher.feeds.size(THEME)
+
+    async def follow_then_close() -> tuple[list[int], grpc.StatusCode]:
+        service = SyncService(
+            member_id="customs",
+            feeds=publisher.feeds,
+            checks=publisher.checks,
+            ledger=publisher.ledger,
+            poll_interval=0.05,
+        )
+        server = grpc.aio.server()
+        sync_pb2_grpc.add_SyncServicer_to_server(service, server)
+        config = publisher.nodes["customs"].config
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_credentials(config)))
+        await server.start()
+        starts: list[int] = []
+        try:
+            async with publisher.channel("huizhou", port) as channel:
+                stream = sync_pb2_grpc.SyncStub(channel).Follow(
+                    sync_pb2.PullRequest(theme=THEME, from_size=size)
+                )
+                async for batch in stream:  # the first batch: caught up, nothing to send
+                    starts.append(batch.start)
+                    service.close()
+                return starts, await stream.code()
+        finally:
+            await server.stop(0)
+
+    starts, code = publisher.loop.run(follow_then_close(), timeout=10)
+    assert starts == [size] and code == grpc.StatusCode.OK

@@ -135,7 +135,8 @@ class SyncService(sync_pb2_grpc.SyncServicer):
         """Pages from ``from_size`` until caught up, then each new change as published.
 
         The first batch is sent even when empty, so the subscriber learns the head;
-        after it only batches with changes are sent. Ends when the caller cancels.
+        after it only batches with changes are sent. Ends when the caller cancels, or
+        cleanly when the node stops (:meth:`close`).
         """
         caller = await self._admit("Follow", request, context)
         cursor = request.from_size
@@ -150,6 +151,8 @@ class SyncService(sync_pb2_grpc.SyncServicer):
                 first = False
                 cursor += len(batch.changes)
             await self._wait_past(request.theme, cursor)  # at once when more is there
+            if self._closing.is_set():
+                return  # the node is stopping: the subscriber resumes from its cursor
 
     # -- the steps -----------------------------------------------------------------------
 
