@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
+import orjson
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -203,6 +204,40 @@ def test_a_date_that_is_not_one_says_why(written: str, reason: str) -> None:
     assert problem.code == "invalid" and reason.strip("'") in problem.reason
 
 
+# --- numbers as departments write them --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("2", "2"),
+        ("2.0", "2"),
+        ("2.00", "2"),
+        ("2E0", "2"),
+        ("20", "20"),
+        ("2E+1", "20"),
+        ("1,000.50", "1000.5"),
+        ("0.050", "0.05"),
+        ("-0.00", "0"),
+        ("+7.480", "7.48"),
+        ("1E-5", "0.00001"),
+    ],
+)
+def test_a_number_is_stored_in_one_spelling(written: str, stored: str) -> None:
+    result = check(penalty(fine_amount=written))
+    assert not isinstance(result, list), result
+    assert orjson.loads(result.fields_json)["fine_amount"] == stored
+
+
+@pytest.mark.parametrize("written", ["1E+30", "0.0000000000000000000000000001234", "9" * 29])
+def test_a_number_of_too_many_digits_is_refused(written: str) -> None:
+    result = check(penalty(fine_amount=written))
+    assert isinstance(result, list)
+    [problem] = result
+    assert (problem.field, problem.code) == ("fine_amount", "invalid")
+    assert "more than 28 digits" in problem.reason
+
+
 # --- reason codes -----------------------------------------------------------------------
 
 
@@ -379,6 +414,25 @@ def test_a_gbk_double_publicity_export_imports_as_excel_saved_it(
     assert summary.rejected_rows is not None
     with summary.rejected_rows.open(encoding="gbk", newline="") as f:
         assert list(csv.reader(f)) == [HEADER, *(EXPORT[3:5])]
+
+
+def test_a_re_export_that_only_formats_its_numbers_differently_changes_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    def export(name: str, amount: str) -> Path:
+        cells = list(EXPORT[0])
+        cells[HEADER.index("罚款金额（万元）")] = amount
+        path = tmp_path / name
+        with path.open("w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([HEADER, cells])
+        return path
+
+    assert run(engine, export("first.csv", "7.5"), tmp_path).inserted == 1
+    for amount in ("7.50", "7.500", "75E-1"):
+        again = run(engine, export(f"{amount}.csv", amount), tmp_path)
+        assert (again.updated, again.unchanged, again.rejected) == (0, 1, 0), amount
+    changed = run(engine, export("changed.csv", "7.51"), tmp_path)
+    assert changed.updated == 1
 
 
 def test_a_workbook_export_with_date_cells_imports_from_its_sheet(

@@ -166,14 +166,29 @@ def _date(raw: str, _row: Mapping[str, Any]) -> str:
     return parse_date(raw).isoformat()
 
 
+_DECIMAL_DIGITS: Final = 28  # digits a decimal may have, before and after the point
+
+
 def _decimal(raw: str, _row: Mapping[str, Any]) -> str:
+    """The number in one spelling, so 2, 2.0, 2.00 and 2.00E0 store the same value (a
+    re-export that only formats its numbers differently changes no record)."""
     try:
         value = Decimal(raw.replace(",", ""))
     except InvalidOperation:
         raise ValueError(f"{excerpt(raw)} is not a number") from None
     if not value.is_finite():
         raise ValueError(f"{excerpt(raw)} is not a finite number")
-    return str(value)
+    if not value:
+        return "0"
+    value = value.normalize()
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if max(value.adjusted() + 1, 0) + max(-exponent, 0) > _DECIMAL_DIGITS:
+        raise ValueError(
+            f"{excerpt(raw)} has more than {_DECIMAL_DIGITS} digits; write the amount in "
+            "the field's unit, rounded as the decision states it"
+        )
+    return format(value, "f")
 
 
 def _integer(raw: str, _row: Mapping[str, Any]) -> int:
