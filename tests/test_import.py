@@ -550,8 +550,8 @@ def test_a_corrected_row_updates_the_record_and_keeps_the_old_version(
         record = s.scalars(select(Record).where(Record.record_key == "K1")).one()
         [old] = s.scalars(select(RecordVersion)).all()
     assert record.version == 2
-    assert json.loads(record.fields)["fine"] == "3.00"
-    assert (old.record_id, old.version, json.loads(old.fields)["fine"]) == (record.id, 1, "1.50")
+    assert json.loads(record.fields)["fine"] == "3"
+    assert (old.record_id, old.version, json.loads(old.fields)["fine"]) == (record.id, 1, "1.5")
     assert old.superseded_by == f"import batch {summary.batch_id}"
 
 
