@@ -55,7 +55,7 @@ from creditexchange.node.records import repository
 from creditexchange.node.sync.subscribe import sync_status
 from creditexchange.subjects import SubjectType
 
-__all__ = ["METRICS_OFFSET", "command_exists", "metrics_base_port", "run_demo"]
+__all__ = ["METRICS_OFFSET", "command_exists", "metrics_base_port", "run_demo", "serving"]
 
 MEMBERS_STARTED = 6
 METRICS_OFFSET = 2000
@@ -156,29 +156,31 @@ def _start(node: ProvisionedNode) -> subprocess.Popen[bytes]:
     )
 
 
+async def serving(node: ProvisionedNode) -> bool:
+    """Whether the node's gRPC health check says SERVING, asked over mutual TLS."""
+    credentials = channel_credentials(tls_credentials(node.config))
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{node.port}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", member_dns_name(node.member))],
+    ) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def _wait_ready(
     nodes: dict[str, ProvisionedNode], processes: dict[str, subprocess.Popen[bytes]]
 ) -> None:
     """Wait for each node's gRPC health check to say SERVING, over mutual TLS."""
 
-    async def healthy(node: ProvisionedNode) -> bool:
-        credentials = channel_credentials(tls_credentials(node.config))
-        async with grpc.aio.secure_channel(
-            f"127.0.0.1:{node.port}",
-            credentials,
-            options=[("grpc.ssl_target_name_override", member_dns_name(node.member))],
-        ) as channel:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1
-                )
-            except grpc.aio.AioRpcError:
-                return False
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
     deadline = time.monotonic() + 60
     for member, node in nodes.items():
-        while not asyncio.run(healthy(node)):
+        while not asyncio.run(serving(node)):
             if processes[member].poll() is not None:
                 tail = (node.home / "serve.log").read_text(errors="replace")[-2000:]
                 raise FederationSetupError(f"node {member} exited at start:\n{tail}")

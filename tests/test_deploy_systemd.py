@@ -36,14 +36,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import free_ports
 
-from creditexchange.certs.identity import member_dns_name
+from creditexchange.devtools.demo import serving
 from creditexchange.devtools.provision import ProvisionedNode, provision
-from creditexchange.node.app.wiring import channel_credentials, tls_credentials
 
 TESTS = Path(__file__).resolve().parent
 UNIT_DIR = TESTS.parent / "deploy" / "systemd"
@@ -296,26 +293,9 @@ def provisioned_state_directory(command: ServiceCommand, root: Path) -> Provisio
     return ProvisionedNode(MEMBER, command.state_directory, grpc_port, metrics_port, gateway_port)
 
 
-async def _health(node: ProvisionedNode) -> bool:
-    """The node's gRPC health check says SERVING, asked over mutual TLS."""
-    credentials = channel_credentials(tls_credentials(node.config))
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{node.port}",
-        credentials,
-        options=[("grpc.ssl_target_name_override", member_dns_name(node.member))],
-    ) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def answers(node: ProvisionedNode) -> bool:
     """Health SERVING, the metrics endpoint answering, the gateway port open."""
-    if not asyncio.run(_health(node)):
+    if not asyncio.run(serving(node)):
         return False
     try:
         with urllib.request.urlopen(
