@@ -213,16 +213,18 @@ async def serve_gateway(config: NodeConfig) -> None:
         await stopped.wait()
 
 
-async def serve_with_gateway(config: NodeConfig) -> None:
+async def serve_with_gateway(
+    config: NodeConfig, *, reuse_port: bool = False, lead: bool = True
+) -> None:
     """``credit-node serve``: the node, and its gateway beside it on ``gateway_port``
     (none when it is 0), sharing its ledger and its metrics endpoint."""
     if not config.settings.gateway_port:
-        await serve_node(config)
+        await serve_node(config, reuse_port=reuse_port, lead=lead)
         return
     tls_files(config)
     stopped = _stop_on_signals()
     async with (
-        NodeServer(config) as node,
+        NodeServer(config, reuse_port=reuse_port, lead=lead) as node,
         open_gateway(config, ledger=node.ledger, registry=node.metrics.registry) as gateway,
         GatewayServer(gateway) as s,
     ):

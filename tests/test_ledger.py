@@ -23,7 +23,7 @@ from sqlalchemy import Engine, event, inspect
 from typer.testing import CliRunner
 
 from creditexchange.clock import now_us
-from creditexchange.errors import ConcurrentWriter, LedgerError
+from creditexchange.errors import LedgerError
 from creditexchange.node.app.home import create_home
 from creditexchange.node.cli import app
 from creditexchange.node.database import create_database_engine
@@ -132,16 +132,17 @@ def test_every_entry_survives_a_new_process_and_proofs_span_checkpoints(
     assert verify(reopened, store.signer.verifier()).ok
 
 
-def test_a_second_writer_cannot_interleave_and_recovers_by_reloading(
+def test_a_second_writer_appends_on_top_of_the_real_head(
     store: AuditLog, database_url: str
 ) -> None:
     other = AuditLog(create_database_engine(database_url), store.signer)
-    other.frontier()
+    assert other.frontier().size == 0
     store.commit(bodies(3, "x"))
-    with pytest.raises(ConcurrentWriter, match="moved past size 0"):
-        other.commit(bodies(2, "y"))
-    index, _ = other.commit(bodies(2, "y"))  # it reloaded the real head
+    index, note = other.commit(bodies(2, "y"))  # its frontier was stale: read again, locked
     assert index == 3
+    assert Checkpoint.parse(open_note(note, [store.signer.verifier()])[0]).size == 5
+    store.commit(bodies(1, "z"))  # and the first writer, stale in turn, goes on top of it
+    assert store.size() == 6
     assert verify(store, store.signer.verifier()).ok
 
 

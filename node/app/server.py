@@ -8,6 +8,13 @@ the revocation list — starts the gRPC services behind mutual TLS
 after the start, none when it is 0), and closes them in the reverse order, after the
 last queued audit entry is durable. It refuses to start without a memorandum or a
 valid revocation list (fail closed), saying how to install one.
+
+Several processes may serve one node (``serve --workers N`` on one machine, or
+several pods on one PostgreSQL): each answers calls on the same port (with
+``reuse_port``, SO_REUSEPORT), the database decides replays, quotas and the
+ledger's order for all of them, and only the process that leads
+(:mod:`~creditexchange.node.app.leadership`) runs the background duties —
+witnessing, following feeds, publishing.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from creditexchange.clock import china_today
 from creditexchange.errors import CertificateError, ConfigError, CreditExchangeError, ExchangeError
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
+from creditexchange.node.app.leadership import Leadership
 from creditexchange.node.app.wiring import (
     federation_view,
     open_client,
@@ -69,9 +77,19 @@ log = logging.getLogger("node.server")
 class NodeServer:
     """A serving node; ``async with NodeServer(config) as server: await server.wait()``."""
 
-    def __init__(self, config: NodeConfig, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        port: int | None = None,
+        reuse_port: bool = False,
+        lead: bool = True,
+    ) -> None:
         self.config = config
         self.requested_port = config.settings.grpc_port if port is None else port
+        self.reuse_port = reuse_port  # several processes listen on the port (SO_REUSEPORT)
+        self.lead = lead  # may run the background duties (SQLite; PostgreSQL decides itself)
+        self.leadership: Leadership | None = None
         self.port = 0
         self.metrics = Metrics()
         self._server: grpc.aio.Server | None = None
@@ -142,7 +160,15 @@ class NodeServer:
             lambda theme: feed_origin(config.settings.federation, config.member_id, theme),
         )
         await self._listen(self._provider, view, self._ledger, tls)  # the port opens last
-        settings = self.config.settings
+        self._publishing_from = (database, view)
+        self.leadership = Leadership(database, config.member_id, lead=self.lead)
+        self._tasks.append(asyncio.create_task(self._duties(self.leadership), name="duties"))
+
+    async def _duties(self, leadership: Leadership) -> None:
+        """Once this process leads: witness, follow the feeds, publish."""
+        await leadership.acquire()
+        config, settings = self.config, self.config.settings
+        assert self._witness is not None and self._ledger is not None
         if settings.witness_interval_s:
             interval = settings.witness_interval_s
             self._witnessing = asyncio.create_task(
@@ -155,7 +181,6 @@ class NodeServer:
                 self._sync_client, self._ledger, SyncMetrics(self.metrics.registry)
             )
             self._tasks.append(asyncio.create_task(subscriber.run(), name="sync"))
-        self._publishing_from = (database, view)
         if settings.publish_interval_s:
             self._tasks.append(
                 asyncio.create_task(self._publishing(settings.publish_interval_s), name="publish")
@@ -246,6 +271,7 @@ class NodeServer:
             max_message_bytes=settings.max_message_bytes,
             extra_services=[self._add_sync(provider, feeds)],
             extra_service_names=[SYNC_SERVICE],
+            reuse_port=self.reuse_port,
         )
         address = f"{settings.grpc_host}:{self.requested_port}"
         try:
@@ -293,10 +319,17 @@ class NodeServer:
         self._stopped.set()
         if self._sync_service is not None:
             self._sync_service.close()  # followers' streams end cleanly, not cancelled
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in self._tasks:  # started by the duties while they were cancelled
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.leadership is not None:
+            await asyncio.to_thread(self.leadership.release)
+            self.leadership = None
         if self._sync_client is not None:
             await self._sync_client.__aexit__(None, None, None)
             self._sync_client = None
@@ -319,6 +352,6 @@ class NodeServer:
             self._ledger = None
 
 
-async def serve(config: NodeConfig) -> None:
-    async with NodeServer(config) as server:
+async def serve(config: NodeConfig, *, reuse_port: bool = False, lead: bool = True) -> None:
+    async with NodeServer(config, reuse_port=reuse_port, lead=lead) as server:
         await server.wait()

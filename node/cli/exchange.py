@@ -20,6 +20,12 @@ from creditexchange.errors import QueryRefused
 from creditexchange.node.app.config import load_config
 from creditexchange.node.app.logs import configure as configure_logs
 from creditexchange.node.app.wiring import open_client
+from creditexchange.node.app.workers import (
+    MAX_WORKERS,
+    parse_worker,
+    run_workers,
+    worker_config,
+)
 from creditexchange.node.cli.common import (
     HomeOption,
     JsonOption,
@@ -58,17 +64,33 @@ def serve(
         int | None, typer.Option(help="listen on this port instead of grpc_port")
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            help="serve with this many processes on the one port (one per core)",
+        ),
+    ] = 1,
+    worker: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Answer the federation: the mutual-TLS gRPC server, with metrics and health checks,
-    and the REST gateway beside it (gateway_port; 0 for none)."""
+    and the REST gateway beside it (gateway_port; 0 for none). With --workers N, N
+    processes share the port; worker 0 serves the gateway and metrics_port, worker i
+    its metrics on metrics_port + i."""
     configure_logs(log_level.upper())
     config = load_config(home)
+    if workers > 1:
+        raise typer.Exit(run_workers(config.home, workers, port=port, log_level=log_level))
     if port is not None:
         settings = config.settings.model_copy(update={"grpc_port": port})
         config = type(config)(config.home, settings)
+    index, count = parse_worker(worker) if worker else (0, 1)
     from creditexchange.gateway.server import serve_with_gateway  # the web stack: only to serve
 
-    asyncio.run(serve_with_gateway(config))
+    asyncio.run(
+        serve_with_gateway(worker_config(config, index), reuse_port=count > 1, lead=index == 0)
+    )
 
 
 ThemesOption = Annotated[

@@ -64,7 +64,12 @@ from creditexchange.node.catalog import Catalog
 from creditexchange.node.exchange.envelope import open_envelope
 from creditexchange.node.exchange.federation import Federation, FederationView
 from creditexchange.node.exchange.protocol import HEADER_TEXT_LIMITS, Method, header_text_problem
-from creditexchange.node.exchange.replay import MAX_NONCE_BYTES, MIN_NONCE_BYTES, ReplayGuard
+from creditexchange.node.exchange.replay import (
+    MAX_NONCE_BYTES,
+    MIN_NONCE_BYTES,
+    ReplayGuard,
+    replayed,
+)
 from creditexchange.node.exchange.sealing import Opener
 from creditexchange.node.ledger import SideWrite
 from creditexchange.v1 import exchange_pb2
@@ -275,12 +280,7 @@ class Checks:
             raise Refused("UNAUTHENTICATED", problem, "time")
         writes = self.replay.claim(header.requester, header.nonce, header.created_unix_micros)
         if writes is None:
-            raise Refused(
-                "UNAUTHENTICATED",
-                "this nonce was used before: the request is a replay; a new request needs a "
-                "new nonce",
-                "replay",
-            )
+            raise replayed()
         return writes
 
     @staticmethod

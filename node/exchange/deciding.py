@@ -31,7 +31,7 @@ from creditexchange.identifiers import subject_type_of
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.exchange.answers import ThemeShape, theme_shape
 from creditexchange.node.exchange.federation import Federation
-from creditexchange.node.exchange.quotas import QuotaCharge, QuotaCounter
+from creditexchange.node.exchange.quotas import QuotaCharge, QuotaCounter, exceeded
 from creditexchange.policy.document import Mode
 from creditexchange.policy.engine import Decision, DecisionRequest, quota_period_start
 from creditexchange.v1 import audit_pb2, exchange_pb2
@@ -206,16 +206,12 @@ class Decider:
             quota = engine_quotas[rule]
             used = self.quotas.used(requester, rule, periods[rule])
             if used + n > quota.limit:
-                left = max(0, quota.limit - used)
-                reason = (
-                    f"quota of {quota.limit} per {quota.period} of rule {rule} exceeded for "
-                    f"{requester}: the call asks about {n} subjects under it and {left} are "
-                    "left in this period; split the batch or wait for the next period"
-                )
+                refusal = exceeded(requester, rule, quota.limit, quota.period, n, used)
                 verdict.summary.allowed = False
-                verdict.summary.reason = reason
-                raise Refused("RESOURCE_EXHAUSTED", reason, "policy")
-        _, verdict.charges = self.quotas.charge(requester, periods, counts)
+                verdict.summary.reason = refusal.message
+                raise refusal
+        quotas = {r: engine_quotas[r] for r in counts}
+        _, verdict.charges = self.quotas.charge(requester, periods, counts, quotas)
 
 
 def _summary(

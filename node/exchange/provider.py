@@ -135,7 +135,9 @@ class Provider:
             body = await self._answer(call, request, context)
             self.checks.deadline(context)
             entry = self._entry(call, audit_pb2.Outcome(status="OK"), body)
-            receipt = await self._record(call, entry, [*call.side_writes, *self._charges(call)])
+            receipt = await self._record(
+                call, entry, [*call.side_writes, *self._charges(call)], conditional=True
+            )
             self._settle(call, committed=True)
             answer = exchange_pb2.Answer(
                 body=body, receipt=_receipt(receipt, entry, self.cosignatures)
@@ -144,6 +146,9 @@ class Provider:
             self._count(call, "allow", "OK", started)
             return bytes(sealed.SerializeToString())
         except Refused as refusal:
+            if call.recorded and call.verdict is not None:  # the store refused the answer
+                call.verdict.summary.allowed = False
+                call.verdict.summary.reason = refusal.message
             await self._refuse(call, refusal, context, started)
         except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
             if call.recorded:  # its entry is queued and commits: count its quota as charged
@@ -269,18 +274,24 @@ class Provider:
         )
         return encode(entry)
 
-    async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
+    async def _append(
+        self, entry: bytes, side_writes: list[SideWrite], conditional: bool = False
+    ) -> Receipt:
         started = time.perf_counter()
-        receipt = await self.ledger.append(entry, side_writes)
+        receipt = await self.ledger.append(entry, side_writes, conditional=conditional)
         self.metrics.ledger_append.observe(time.perf_counter() - started)
         return receipt
 
-    async def _record(self, call: _Call, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
+    async def _record(
+        self, call: _Call, entry: bytes, side_writes: list[SideWrite], conditional: bool = False
+    ) -> Receipt:
         """Append the call's one entry. Once queued it commits even if the caller leaves
         (the appender commits what it took; only the wait for it is cancelled), so the call
-        is marked recorded and a cancellation adds no second entry."""
+        is marked recorded and a cancellation adds no second entry. An answer's entry is
+        ``conditional``: the store may still refuse it (its nonce or a quota, spent by
+        another process), and the call is then refused and recorded as such."""
         call.recorded = True
-        return await self._append(entry, side_writes)
+        return await self._append(entry, side_writes, conditional)
 
     async def _record_cancelled(self, call: _Call) -> None:
         outcome = audit_pb2.Outcome(status="CANCELLED", message="the caller cancelled the call")

@@ -6,6 +6,14 @@ counts in the database, so they hold across restarts and across several node
 processes sharing one database. Counting is an atomic upsert (``used = used + n``),
 never a read-modify-write in Python; a serving node makes it in the transaction
 of the call's audit entry (:class:`QuotaCharge`, a ledger side write).
+
+The database has the last word: a charge is a ledger
+:class:`~creditexchange.node.ledger.log.Claim`, judged against the stored count
+under the ledger's head lock before the answer's entry is written. Every process
+sharing the database (``serve --workers``, several pods) judges in turn and sees
+the others' committed counts, so together they never exceed a quota; a call that
+one process's cached count let through but the store's does not is refused
+(``RESOURCE_EXHAUSTED``) before its answer is sent.
 """
 
 from __future__ import annotations
@@ -13,20 +21,29 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, and_, bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
-from creditexchange.node.database.driver import Prepared
+from creditexchange.errors import Refused
+from creditexchange.node.database.driver import Prepared, padded
 from creditexchange.node.database.models import QUOTA_USAGE
 from creditexchange.node.ledger import SideWrite
 from creditexchange.policy.document import Quota
 from creditexchange.policy.engine import quota_period_start
 
-__all__ = ["QuotaCharge", "QuotaCounter", "count", "usage", "usage_this_period"]
+__all__ = [
+    "QuotaCharge",
+    "QuotaCounter",
+    "count",
+    "exceeded",
+    "usage",
+    "usage_this_period",
+]
 
 Key = tuple[str, str, int]  # requester, rule id, period start (unix seconds, UTC)
 
@@ -54,13 +71,53 @@ def _stamp(moment: dt.datetime) -> int:
     return int(moment.timestamp())
 
 
+@lru_cache(maxsize=32)
+def _used_statement(n: int) -> Prepared:
+    """The stored counts of n (requester, rule, period) keys, each looked up in the key."""
+    q = QUOTA_USAGE.c
+    return Prepared(
+        select(q.requester, q.rule_id, q.period_start, q.used).where(
+            or_(
+                *(
+                    and_(
+                        q.requester == bindparam(f"r{k}"),
+                        q.rule_id == bindparam(f"u{k}"),
+                        q.period_start == bindparam(f"p{k}"),
+                    )
+                    for k in range(n)
+                )
+            )
+        )
+    )
+
+
+def exceeded(requester: str, rule: str, limit: int, period: str, asked: int, used: int) -> Refused:
+    """The refusal of a call of ``asked`` queries under a quota with ``used`` already."""
+    left = max(0, limit - used)
+    return Refused(
+        "RESOURCE_EXHAUSTED",
+        f"quota of {limit} per {period} of rule {rule} exceeded for {requester}: the call "
+        f"asks about {asked} subjects under it and {left} are left in this period; split the "
+        "batch or wait for the next period",
+        "policy",
+    )
+
+
 @dataclass(frozen=True)
 class QuotaCharge:
     """``used`` more queries by a requester under a rule in one period, written in the
-    transaction of the call's audit entry."""
+    transaction of the call's audit entry.
+
+    With a ``limit`` it is a claim: an answer whose charge would take the stored count
+    past the limit is refused (:meth:`judge`); the counter that made it learns the
+    stored count.
+    """
 
     key: Key
     used: int
+    limit: int | None = None
+    period: str = ""
+    counter: QuotaCounter | None = field(default=None, compare=False, repr=False)
 
     def write(self, cursor: Any, dialect: Dialect) -> None:
         requester, rule, start = self.key
@@ -69,6 +126,44 @@ class QuotaCharge:
             dialect,
             {"requester": requester, "rule_id": rule, "period_start": start, "used": self.used},
         )
+
+    def judge(
+        self, cursor: Any, dialect: Dialect, claims: Sequence[Sequence[QuotaCharge]]
+    ) -> dict[int, Exception]:
+        """Refuse the answers that would take a stored count past its limit, counting
+        the answers accepted before them in the batch."""
+        keys = sorted({c.key for entry in claims for c in entry})
+        values = {
+            **padded([k[0] for k in keys], "r"),
+            **padded([k[1] for k in keys], "u"),
+            **padded([k[2] for k in keys], "p"),
+        }
+        rows = _used_statement(len(values) // 3).execute(cursor, dialect, values).fetchall()
+        stored = {(str(r), str(u), int(p)): int(n) for r, u, p, n in rows}
+        running = dict(stored)
+        refused: dict[int, Exception] = {}
+        for k, entry in enumerate(claims):
+            over = next(
+                (
+                    c
+                    for c in entry
+                    if c.limit is not None and running.get(c.key, 0) + c.used > c.limit
+                ),
+                None,
+            )
+            if over is not None:
+                assert over.limit is not None
+                requester, rule, _ = over.key
+                used = running.get(over.key, 0)
+                refused[k] = exceeded(requester, rule, over.limit, over.period, over.used, used)
+                continue
+            for c in entry:
+                running[c.key] = running.get(c.key, 0) + c.used
+        for entry in claims:
+            for c in entry:
+                if c.counter is not None:
+                    c.counter.observed(c.key, stored.get(c.key, 0))
+        return refused
 
 
 def usage(engine: Engine, requester: str, periods: Mapping[str, dt.datetime]) -> dict[str, int]:
@@ -140,20 +235,36 @@ class QuotaCounter:
         return stored[0] + self._uncommitted.get(key, 0)
 
     def charge(
-        self, requester: str, periods: Mapping[str, dt.datetime], counts: Mapping[str, int]
+        self,
+        requester: str,
+        periods: Mapping[str, dt.datetime],
+        counts: Mapping[str, int],
+        quotas: Mapping[str, Quota] | None = None,
     ) -> tuple[list[SideWrite], list[QuotaCharge]]:
         """Count ``counts[rule]`` queries against each rule's period, at once, in memory.
 
         Returns the side writes that persist the counts (for the transaction of the
-        call's audit entry) and the charges (for :meth:`settled`).
+        call's audit entry) and the charges (for :meth:`settled`). With ``quotas`` (the
+        rules' quotas) the charges are claims the store judges against their limits.
         """
         charged = [
-            QuotaCharge((requester, rule, _stamp(start)), counts[rule])
+            QuotaCharge(
+                (requester, rule, _stamp(start)),
+                counts[rule],
+                quotas[rule].limit if quotas else None,
+                quotas[rule].period if quotas else "",
+                self,
+            )
             for rule, start in periods.items()
         ]
         for charge in charged:
             self._uncommitted[charge.key] = self._uncommitted.get(charge.key, 0) + charge.used
         return list(charged), charged
+
+    def observed(self, key: Key, stored: int) -> None:
+        """The store held ``stored`` for ``key`` when a batch was judged: the count this
+        process reads next, other processes' queries included."""
+        self._stored[key] = (stored, time.monotonic())
 
     def settled(self, charged: Sequence[QuotaCharge], committed: bool) -> None:
         """The append carrying these counts resolved: they are in the store now, or never."""

@@ -2,39 +2,54 @@
 
 Every request carries a random nonce and its creation time. The provider refuses
 a request whose time is outside its window (``±window`` seconds from its clock)
-and one whose ``(requester, nonce)`` it has seen.
+and one whose ``(requester, nonce)`` was spent before.
 
-A nonce is spent the moment a call claims it (in memory, before the policy
-decides), and it is persisted (``request_nonces``) in the very transaction that
-appends the call's audit entry (a :class:`SpentNonce`, a ledger side write), so
-that no extra disk flush is paid for it and the nonce is durable exactly when the
-answer or refusal is. At start the guard loads the nonces still inside the
-window, so a replay is refused after a restart too. Nonces older than the window
-can never pass the time check again; they are forgotten in memory and deleted
-from the store (:class:`ForgetNonces`, with the next spent nonce).
+Two places decide, and the database has the last word:
 
-Several node processes sharing one database each load the others' nonces only
-at start: a replay sent to two processes within the same window is refused by
-neither. A city that runs several processes routes each requester to one
-process (or runs one) — see the README's scale notes.
+* **In memory, at once.** A nonce is spent in this process the moment a call
+  claims it (before the policy decides), so a replay sent to the same process is
+  refused without touching the store. At start the guard loads the nonces still
+  inside the window, so a replay is refused after a restart too.
+* **In the database, with the answer.** The nonce is written (``request_nonces``)
+  in the very transaction that appends the call's audit entry (a
+  :class:`SpentNonce`, a ledger :class:`~creditexchange.node.ledger.log.Claim`),
+  so no extra disk flush is paid for it and it is durable exactly when the answer
+  is. For an answer it is judged first, under the ledger's head lock: a nonce that
+  another process sharing the database (``serve --workers``, another pod) already
+  spent refuses the answer, which is then never sent; the call is refused as a
+  replay instead. So no nonce is answered twice, however many processes serve.
+
+Nonces older than the window can never pass the time check again; they are
+forgotten in memory and deleted from the store (:class:`ForgetNonces`, with the
+next spent nonce).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, bindparam, delete, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
 from creditexchange.clock import now_us
-from creditexchange.node.database.driver import Prepared
+from creditexchange.errors import Refused
+from creditexchange.node.database.driver import Prepared, padded
 from creditexchange.node.database.models import NONCES
 from creditexchange.node.ledger import SideWrite
 
-__all__ = ["MAX_NONCE_BYTES", "MIN_NONCE_BYTES", "ForgetNonces", "ReplayGuard", "SpentNonce"]
+__all__ = [
+    "MAX_NONCE_BYTES",
+    "MIN_NONCE_BYTES",
+    "ForgetNonces",
+    "ReplayGuard",
+    "SpentNonce",
+    "replayed",
+]
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
@@ -50,6 +65,33 @@ def _insert_once(dialect: str) -> ClauseElement:
     if dialect == "postgresql":
         return postgresql.insert(NONCES).values(values).on_conflict_do_nothing()
     return sqlite.insert(NONCES).values(values).on_conflict_do_nothing()
+
+
+def replayed() -> Refused:
+    """The refusal of a request whose nonce was spent before."""
+    return Refused(
+        "UNAUTHENTICATED",
+        "this nonce was used before: the request is a replay; a new request needs a new nonce",
+        "replay",
+    )
+
+
+@lru_cache(maxsize=32)
+def _spent_statement(n: int) -> Prepared:
+    """Which of n (requester, nonce) pairs are spent: each looked up in the primary key."""
+    return Prepared(
+        select(NONCES.c.requester, NONCES.c.nonce).where(
+            or_(
+                *(
+                    and_(
+                        NONCES.c.requester == bindparam(f"r{k}"),
+                        NONCES.c.nonce == bindparam(f"n{k}"),
+                    )
+                    for k in range(n)
+                )
+            )
+        )
+    )
 
 
 _SPEND = Prepared(_insert_once)
@@ -70,6 +112,28 @@ class SpentNonce:
             dialect,
             {"requester": self.requester, "nonce": self.nonce, "created_us": self.created_us},
         )
+
+    def judge(
+        self, cursor: Any, dialect: Dialect, claims: Sequence[Sequence[SpentNonce]]
+    ) -> dict[int, Exception]:
+        """Refuse the answers whose nonce the store holds already (spent by another
+        process) or an earlier answer of the same batch spends."""
+        pairs = [(c.requester, c.nonce) for entry in claims for c in entry]
+        requesters, nonces = padded([r for r, _ in pairs], "r"), padded([n for _, n in pairs], "n")
+        spent = {
+            (str(r), bytes(n))
+            for r, n in _spent_statement(len(requesters))
+            .execute(cursor, dialect, {**requesters, **nonces})
+            .fetchall()
+        }
+        refused: dict[int, Exception] = {}
+        for k, entry in enumerate(claims):
+            mine = [(c.requester, c.nonce) for c in entry]
+            if any(pair in spent for pair in mine):
+                refused[k] = replayed()
+            else:
+                spent.update(mine)
+        return refused
 
 
 @dataclass(frozen=True)

@@ -573,15 +573,19 @@ def grpc_server(
     max_message_bytes: int,
     extra_services: Sequence[Callable[[Any], object]] = (),
     extra_service_names: Sequence[str] = (),
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The node's services on a new server, behind the gate, and its health servicer
     (not yet SERVING). ``extra_services`` add services of the layers above (the change
     feeds' ``Sync``) to the gate's registrar, so they are admitted like every other;
-    ``extra_service_names`` are their names for reflection."""
+    ``extra_service_names`` are their names for reflection. With ``reuse_port`` several
+    processes listen on one port (SO_REUSEPORT; the kernel spreads the connections);
+    without it a port another server holds is refused."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 4 * max_message_bytes),
             ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     registrar: Any = _Registrar(server, _Gate(provider, provider.metrics, max_concurrent_calls))

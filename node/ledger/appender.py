@@ -9,10 +9,13 @@ durable. Invariants:
   committer takes whatever has queued up (at most ``max_batch``; when the last
   batch held more than one entry, after waiting ``max_wait`` seconds for more, so
   an idle node never waits), and commits it with the appends' side writes.
-* **One retry after a concurrent writer.** When another process advanced the log
-  (``audit prune`` appends its own entry from another process, so this happens in
-  normal use), the first attempt wrote nothing; the batch is committed once more
-  on top of the real head. A second conflict fails the batch.
+* **Several processes, one log.** Processes sharing the database (``audit prune``
+  from another process, ``serve --workers``, several pods) append in turn: each
+  commit locks the head and goes on top of it (:meth:`AuditLog.commit_entries`).
+* **Conditional entries.** An entry appended with ``conditional=True`` (an answer)
+  has its claims judged in its batch's transaction (a nonce already spent, a quota
+  already filled, by another process); a refused one is left out of the batch and
+  its ``append`` raises what the claim said, the others commit without it.
 * **An oversized entry joins no batch.** An entry larger than
   :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES` is refused by
   :meth:`Ledger.append` before it is queued, so the appends it would have been
@@ -25,9 +28,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from creditexchange.errors import ConcurrentWriter, LedgerError
+from creditexchange.errors import LedgerError
 from creditexchange.node.ledger import entries, merkle
-from creditexchange.node.ledger.log import AuditLog, Receipt, SideWrite
+from creditexchange.node.ledger.log import AuditLog, Pending, Receipt, SideWrite
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_WAIT", "Ledger"]
 
@@ -56,7 +59,7 @@ class Ledger:
         self.log = log
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._pending: list[tuple[bytes, Sequence[SideWrite], asyncio.Future[Receipt]]] = []
+        self._pending: list[tuple[Pending, asyncio.Future[Receipt]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -86,17 +89,21 @@ class Ledger:
             await self._task
         self._task = None
 
-    async def append(self, body: bytes, side_writes: Sequence[SideWrite] = ()) -> Receipt:
+    async def append(
+        self, body: bytes, side_writes: Sequence[SideWrite] = (), *, conditional: bool = False
+    ) -> Receipt:
         """Append ``body``, running ``side_writes`` in its transaction; its receipt once durable.
 
-        Raises :class:`LedgerError` at once, queueing nothing, when ``body`` is larger
-        than :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
+        With ``conditional``, the claims among ``side_writes`` are judged first and a
+        refused claim's exception is raised instead (the entry is not written). Raises
+        :class:`LedgerError` at once, queueing nothing, when ``body`` is larger than
+        :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
         """
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
         entries.check_size(body)  # before it is queued: a refusal never touches a batch
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, side_writes, done))
+        self._pending.append((Pending(body, side_writes, conditional), done))
         self._wake.set()
         return await done
 
@@ -113,19 +120,25 @@ class Ledger:
                 continue
             self._idle.clear()
             try:
-                first, note, proofs = await asyncio.to_thread(
-                    self._commit, [b for b, _, _ in batch], [w for _, ws, _ in batch for w in ws]
+                done_batch = await asyncio.to_thread(
+                    self.log.commit_entries, [item for item, _ in batch]
                 )
             except Exception as exc:  # every waiter hears of it; nothing was acknowledged
-                for _, _, done in batch:
+                for _, done in batch:
                     if not done.done():
                         done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
             else:
-                for i, (body, _, done) in enumerate(batch):
+                index, note, proofs = done_batch.first, done_batch.note, iter(done_batch.proofs)
+                for i, (item, done) in enumerate(batch):
+                    why = done_batch.refused.get(i)
+                    if why is not None:
+                        if not done.done():
+                            done.set_exception(why)
+                        continue
+                    proof = tuple(next(proofs))
                     if not done.done():
-                        done.set_result(
-                            Receipt(first + i, merkle.leaf_hash(body), note, tuple(proofs[i]))
-                        )
+                        done.set_result(Receipt(index, merkle.leaf_hash(item.body), note, proof))
+                    index += 1
                 self.batches.append(len(batch))
                 del self.batches[:-1000]
                 self._busy = len(batch) > 1
@@ -133,17 +146,3 @@ class Ledger:
                     self.on_batch(len(batch))
             finally:
                 self._idle.set()
-
-    def _commit(
-        self, bodies: list[bytes], side_writes: list[SideWrite]
-    ) -> tuple[int, str, list[list[bytes]]]:
-        """Commit one batch; if another process advanced the log, reload and retry once.
-
-        The first attempt wrote nothing (the head did not move), so retrying cannot
-        record an entry twice. A second conflict fails the batch: something else is
-        appending continuously, which a node's ledger must not share.
-        """
-        try:
-            return self.log.commit_with_proofs(bodies, side_writes=side_writes)
-        except ConcurrentWriter:  # its frontier was dropped: this reloads
-            return self.log.commit_with_proofs(bodies, side_writes=side_writes)

@@ -11,10 +11,18 @@ Invariants this module keeps:
   batch's transaction has committed (SQLite ``synchronous=FULL`` in WAL mode,
   PostgreSQL's default ``fsync``), so a crash at any moment loses nothing
   acknowledged.
-* **No gap, no half batch.** Entries, tree nodes, the checkpoint, the head and the
-  batch's side writes move in one transaction; the head is advanced with ``WHERE
-  size = <old size>``, so a second writer on the same database cannot interleave.
-  The loser's commit fails with :class:`ConcurrentWriter` and writes nothing.
+* **No gap, no half batch, several writers.** Entries, tree nodes, the checkpoint,
+  the head and the batch's side writes move in one transaction, which first locks
+  the head row (an ``UPDATE … RETURNING`` of it: PostgreSQL's row lock, SQLite's
+  write lock). Several processes sharing one database (``serve --workers``, pods)
+  therefore append one after another: a writer that finds the head moved since its
+  last batch reads the new frontier inside that transaction and appends on top of
+  it, so indices stay gap-free and every checkpoint is of the one tree.
+* **Claims are judged under that lock.** A side write that may refuse its entry
+  (:class:`Claim`: a nonce another process already spent, a quota another process
+  filled) is judged in the batch's transaction after the head is locked, so every
+  process sees what the others committed before it; an entry with a refused claim
+  is left out of the batch and its appender told why.
 * **The ledger knows nothing of what else commits with it.** A write that must be
   durable exactly when an entry is (a spent nonce, a quota count) is a
   :class:`SideWrite` its owner provides; the log runs it in the batch's
@@ -44,7 +52,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 from sqlalchemy import Dialect, Engine, and_, bindparam, insert, null, or_, select, update
 
@@ -58,8 +66,11 @@ from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
 __all__ = [
     "MIN_RETENTION_DAYS",
     "AuditLog",
+    "Claim",
+    "Committed",
     "ConsistencyProof",
     "InclusionProof",
+    "Pending",
     "Pruned",
     "Receipt",
     "SideWrite",
@@ -91,6 +102,46 @@ class SideWrite(Protocol):
     """
 
     def write(self, cursor: Any, dialect: Dialect) -> None: ...
+
+
+class Claim(SideWrite, Protocol):
+    """A side write that may refuse the entry it comes with.
+
+    In an entry appended as *conditional* (an answer, which must not be given twice
+    nor beyond a quota), the claims of one kind (one class) in the batch are judged
+    together by :meth:`judge` of the first of them, in the batch's transaction and
+    after the head is locked: ``claims[k]`` are the claims of that kind of the k-th
+    entry offered, in batch order. ``judge`` reads, never writes, and returns the
+    positions (k) it refuses with the exception that entry's appender gets; the
+    accepted claims are then written with :meth:`write`. In an unconditional entry (a
+    refusal) a claim is only written.
+    """
+
+    def judge(
+        self, cursor: Any, dialect: Dialect, claims: Sequence[Sequence[Any]]
+    ) -> dict[int, Exception]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An entry to commit: its bytes, the writes durable with it, and whether its claims
+    are judged (``conditional``) or only written."""
+
+    body: bytes
+    writes: Sequence[SideWrite] = ()
+    conditional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a commit wrote: the index of its first entry, the signed checkpoint, the
+    inclusion proofs of the entries written (in order), and the positions of the
+    entries left out, with why."""
+
+    first: int
+    note: str
+    proofs: list[list[bytes]]
+    refused: dict[int, Exception]
 
 
 class InclusionProof(TypedDict):
@@ -144,6 +195,9 @@ def origin_for(member_id: str, federation: str = "3plus2") -> str:
 
 
 _HEAD_SIZE = Prepared(select(HEAD.c.size).where(HEAD.c.id == 1))
+_LOCK_HEAD = Prepared(  # the first statement of a commit: the lock every writer queues on
+    update(HEAD).where(HEAD.c.id == 1).values(size=HEAD.c.size).returning(HEAD.c.size)
+)
 _MOVE_HEAD = Prepared(
     update(HEAD)
     .where(HEAD.c.id == 1, HEAD.c.size == bindparam("old_size"))
@@ -242,6 +296,26 @@ _DROP_BODIES = Prepared(
 )
 
 
+def _judge(cursor: Any, dialect: Dialect, pending: Sequence[Pending]) -> dict[int, Exception]:
+    """Judge the claims of the conditional entries, kind by kind in the order the kinds
+    first appear; an entry refused by one kind is not offered to the next."""
+    refused: dict[int, Exception] = {}
+    kinds: dict[type, dict[int, list[Claim]]] = {}
+    for i, item in enumerate(pending):
+        if item.conditional:
+            for write in item.writes:
+                if hasattr(write, "judge"):
+                    kinds.setdefault(type(write), {}).setdefault(i, []).append(cast(Claim, write))
+    for by_entry in kinds.values():
+        offered = [(i, claims) for i, claims in by_entry.items() if i not in refused]
+        if not offered:
+            continue
+        judge = offered[0][1][0].judge
+        for k, why in judge(cursor, dialect, [claims for _, claims in offered]).items():
+            refused[offered[k][0]] = why
+    return refused
+
+
 class AuditLog:
     """Synchronous access to the ledger tables: the writer's and the auditor's side."""
 
@@ -258,9 +332,12 @@ class AuditLog:
             with self.engine.connect() as conn:
                 cursor = conn.connection.cursor()
                 size = int(_HEAD_SIZE.execute(cursor, conn.dialect).fetchone()[0])
-                lookup = self._lookup(conn, merkle.nodes_for([(0, size)]) if size else set())
-                self._frontier = merkle.frontier_from(size, lookup)
+                self._frontier = self._frontier_at(conn, size)
         return self._frontier
+
+    def _frontier_at(self, conn: Any, size: int) -> merkle.Frontier:
+        lookup = self._lookup(conn, merkle.nodes_for([(0, size)]) if size else set())
+        return merkle.frontier_from(size, lookup)
 
     def commit(
         self, bodies: Sequence[bytes], *, side_writes: Sequence[SideWrite] = ()
@@ -279,19 +356,27 @@ class AuditLog:
         """As :meth:`commit`, with each entry's inclusion proof in the signed checkpoint.
 
         ``side_writes`` are made in the same transaction, so what they record is
-        durable exactly when the entries are. Raises :class:`ConcurrentWriter` (and
-        writes nothing) when another process advanced the log meanwhile, and
-        :class:`LedgerError` (writing nothing) when an entry is larger than
+        durable exactly when the entries are. Raises :class:`LedgerError` (writing
+        nothing) when an entry is larger than
         :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
         """
-        for body in bodies:
-            entries.check_size(body)
-        old = self.frontier()
-        leaves = [merkle.leaf_hash(b) for b in bodies]
-        new, nodes = merkle.extend(old, leaves)
-        root = new.root()
-        note = sign_note(Checkpoint(self.origin, new.size, root).body(), self.signer)
-        stamp = now_us()  # when the checkpoint was signed
+        pending = [Pending(body) for body in bodies]
+        if pending and side_writes:
+            pending[0] = Pending(bodies[0], side_writes)
+        done = self.commit_entries(pending, proofs=proofs)
+        return done.first, done.note, done.proofs
+
+    def commit_entries(self, pending: Sequence[Pending], *, proofs: bool = True) -> Committed:
+        """Append the entries of ``pending`` that no claim refuses, with their writes, in
+        one transaction; what was written, and what was refused and why.
+
+        The transaction first locks the head; if another process appended since this
+        one last did, the frontier is read again inside it, so the batch goes on top of
+        the real head. Raises :class:`LedgerError` (writing nothing) when an entry is
+        larger than :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
+        """
+        for item in pending:
+            entries.check_size(item.body)
         dialect = self.engine.dialect
         try:
             with self.engine.begin() as conn:
@@ -300,37 +385,59 @@ class AuditLog:
                 # cost more than the statements themselves.
                 cursor = conn.connection.cursor()
                 try:
-                    moved = _MOVE_HEAD.execute(
-                        cursor, dialect, {"size": new.size, "root": root, "old_size": old.size}
-                    )
-                    if moved.rowcount != 1:
-                        raise ConcurrentWriter(
-                            f"the log moved past size {old.size} under this writer; it reloads"
-                        )
-                    _INSERT_ENTRY.executemany_rows(
-                        cursor,
-                        dialect,
-                        [
-                            (old.size + i, h, b)
-                            for i, (h, b) in enumerate(zip(leaves, bodies, strict=True))
-                        ],
-                    )
-                    inner = [node for node in nodes if node[0] > 0]
-                    if inner:
-                        _INSERT_NODE.executemany_rows(cursor, dialect, inner)
-                    _INSERT_CHECKPOINT.execute(
-                        cursor, dialect, {"size": new.size, "root": root, "note": note, "us": stamp}
-                    )
-                    for write in side_writes:
-                        write.write(cursor, dialect)
+                    size = int(_LOCK_HEAD.execute(cursor, dialect).fetchone()[0])
+                    old = self._frontier
+                    if old is None or old.size != size:  # another process appended
+                        old = self._frontier_at(conn, size)
+                    refused = _judge(cursor, dialect, pending)
+                    kept = [item for i, item in enumerate(pending) if i not in refused]
+                    bodies = [item.body for item in kept]
+                    leaves = [merkle.leaf_hash(b) for b in bodies]
+                    new, nodes = merkle.extend(old, leaves)
+                    root = new.root()
+                    note = sign_note(Checkpoint(self.origin, new.size, root).body(), self.signer)
+                    if bodies:
+                        self._write(cursor, dialect, old, new, root, note, nodes, leaves, bodies)
+                    for item in kept:
+                        for write in item.writes:
+                            write.write(cursor, dialect)
                 finally:
                     cursor.close()
         except BaseException:
             self._frontier = None  # reload from what is really committed
             raise
         self._frontier = new
-        paths = merkle.batch_inclusion_proofs(old, nodes, new.size) if proofs else []
-        return old.size, note, paths
+        paths = merkle.batch_inclusion_proofs(old, nodes, new.size) if proofs and bodies else []
+        return Committed(old.size, note, paths, refused)
+
+    def _write(
+        self,
+        cursor: Any,
+        dialect: Dialect,
+        old: merkle.Frontier,
+        new: merkle.Frontier,
+        root: bytes,
+        note: str,
+        nodes: Sequence[tuple[int, int, bytes]],
+        leaves: Sequence[bytes],
+        bodies: Sequence[bytes],
+    ) -> None:
+        moved = _MOVE_HEAD.execute(
+            cursor, dialect, {"size": new.size, "root": root, "old_size": old.size}
+        )
+        if moved.rowcount != 1:  # the head is locked: only a bug or a hand edit gets here
+            raise ConcurrentWriter(f"the log moved past size {old.size} under this writer")
+        _INSERT_ENTRY.executemany_rows(
+            cursor,
+            dialect,
+            [(old.size + i, h, b) for i, (h, b) in enumerate(zip(leaves, bodies, strict=True))],
+        )
+        inner = [node for node in nodes if node[0] > 0]
+        if inner:
+            _INSERT_NODE.executemany_rows(cursor, dialect, inner)
+        _INSERT_CHECKPOINT.execute(
+            cursor, dialect, {"size": new.size, "root": root, "note": note, "us": now_us()}
+        )
 
     def prune(self, before_us: int, member_id: str, *, page: int = 4096) -> Pruned | None:
         """Drop the bodies of entries recorded before ``before_us`` and record that.

@@ -1,0 +1,334 @@
+"""Several processes serving one node: replays, quotas and the ledger stay right.
+
+A node's provider runs as several real ``credit-node serve`` processes sharing one
+database — two "pods" on one PostgreSQL (each its own process and port), and
+``serve --workers 2`` on one port (PostgreSQL and SQLite). A requester sends
+them signed queries concurrently, every request twice (once to each process,
+or twice on different connections), under a quota nearly used up. Then:
+
+* no nonce is answered twice (each request: one answer, the other a replay refusal);
+* the quota is not exceeded (at most what was left is answered, and counted);
+* ``credit-node audit verify`` passes on the provider's ledger (gap-free indices,
+  every checkpoint consistent, every signature);
+* every receipt's leaf (answers and signed refusals) is in the ledger at its index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import postgres_schema
+from ports import free_ports
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner
+
+from creditexchange.certs.identity import member_dns_name
+from creditexchange.clock import now_us
+from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
+from creditexchange.node.app.keys import load_signing_key
+from creditexchange.node.cli import app
+from creditexchange.node.database import open_database
+from creditexchange.node.exchange.envelope import seal
+from creditexchange.node.exchange.protocol import QUERY_REQUEST, REFUSAL_TRAILER
+from creditexchange.node.exchange.sealing import seal_request
+from creditexchange.policy.document import Period
+from creditexchange.policy.engine import quota_period_start
+from creditexchange.policy.trust import key_id
+from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
+
+RULE = "regional-land-auction"  # 500 a day per requester
+LIMIT = 500
+LEFT = 6  # queries left in the period when the load starts
+REQUESTS = 24  # distinct signed requests, each sent twice
+
+
+def _requests(requester: ProvisionedNode, provider: ProvisionedNode, subject: str) -> list[Any]:
+    key = load_signing_key(requester.config.signing_key_path)
+    provider_key = load_signing_key(provider.config.signing_key_path).verify_key
+    recipients = {key_id(bytes(provider_key)): provider_key}
+    sealed = []
+    for i in range(REQUESTS):
+        header = exchange_pb2.RequestHeader(
+            requester=requester.member,
+            provider=provider.member,
+            nonce=os.urandom(32),
+            created_unix_micros=now_us(),
+            memorandum_version=1,
+            purpose="land_auction",
+            legal_basis="《招标投标法》",
+            case_reference=f"AUCTION-{i}",
+            officer="officer-7",
+        )
+        request = exchange_pb2.QueryRequest(
+            header=header, subject_id=subject, themes=["admin_penalty"]
+        )
+        envelope = seal(QUERY_REQUEST, request.SerializeToString(), key)
+        sealed.append(seal_request(envelope, recipients))
+    return sealed
+
+
+def _channel(requester: ProvisionedNode, port: int, n: int) -> grpc.aio.Channel:
+    tls = requester.home / "tls"
+    credentials = grpc.ssl_channel_credentials(
+        (tls / "ca.crt").read_bytes(),
+        (tls / "node.key").read_bytes(),
+        (tls / "node.crt").read_bytes(),
+    )
+    return grpc.aio.secure_channel(
+        f"127.0.0.1:{port}",
+        credentials,
+        options=[
+            ("grpc.ssl_target_name_override", member_dns_name("huizhou")),
+            ("grpc.use_local_subchannel_pool", 1),  # a connection of its own
+            ("credit-node.test-channel", n),  # distinct args: not shared with another channel
+        ],
+    )
+
+
+Outcome = tuple[str, int | None, bytes | None]  # status, leaf index, leaf hash
+
+
+async def _send(stub: Any, envelope: Any) -> Outcome:
+    try:
+        sealed = await stub.Query(envelope, timeout=60)
+    except grpc.aio.AioRpcError as exc:
+        trailers = dict(exc.trailing_metadata() or ())
+        refusal_bytes = trailers.get(REFUSAL_TRAILER)
+        if refusal_bytes is None:
+            return exc.code().name, None, None
+        refusal_envelope = exchange_pb2.Envelope.FromString(refusal_bytes)
+        refusal = exchange_pb2.Refusal.FromString(refusal_envelope.payload)
+        return refusal.status, refusal.receipt.leaf_index, refusal.receipt.leaf_hash
+    answer = exchange_pb2.Answer.FromString(sealed.payload)
+    return "OK", answer.receipt.leaf_index, answer.receipt.leaf_hash
+
+
+async def _load(
+    requester: ProvisionedNode, ports: list[int], envelopes: list[Any]
+) -> list[list[Outcome]]:
+    """Each request twice at once, on two different connections (to two ports when two are
+    given); per request, both outcomes."""
+    channels = [_channel(requester, ports[i % len(ports)], i) for i in range(8)]
+    try:
+        stubs = [exchange_pb2_grpc.CreditExchangeStub(c) for c in channels]
+        for c in channels:
+            await asyncio.wait_for(c.channel_ready(), 30)
+
+        async def twice(i: int, envelope: Any) -> list[Outcome]:
+            first, second = stubs[(2 * i) % 8], stubs[(2 * i + 1) % 8]
+            return list(await asyncio.gather(_send(first, envelope), _send(second, envelope)))
+
+        return list(await asyncio.gather(*(twice(i, e) for i, e in enumerate(envelopes))))
+    finally:
+        for c in channels:
+            await c.close()
+
+
+def _wait_serving(processes: list[subprocess.Popen[bytes]], ports: list[int], log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 90
+    for port in ports:
+        while True:
+            for process in processes:
+                if process.poll() is not None:
+                    pytest.fail(f"a serving process exited: {log.read_text()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"port {port} never opened: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+    time.sleep(1.0)  # every worker up, not only the first that bound the port
+
+
+def _serve(home: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "creditexchange.node.cli", "serve", "--home", str(home)]
+    return subprocess.Popen(
+        [*command, "--log-level", "WARNING", *args], stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> list[int]:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    return [process.wait(60) for process in processes]
+
+
+def _use_up_quota(engine: Engine, requester: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    starts = {quota_period_start(Period.DAY, now + dt.timedelta(minutes=m)) for m in (0, 5)}
+    with engine.begin() as conn:
+        for start in starts:
+            conn.execute(
+                text(
+                    "INSERT INTO quota_usage (requester, rule_id, period_start, used) "
+                    "VALUES (:r, :rule, :start, :used)"
+                ),
+                {
+                    "r": requester,
+                    "rule": RULE,
+                    "start": int(start.timestamp()),
+                    "used": LIMIT - LEFT,
+                },
+            )
+
+
+def _federation(root: Path, url: str | None, metrics: bool = False) -> dict[str, ProvisionedNode]:
+    ports = free_ports(2)
+    nodes = provision(
+        root,
+        members=("huizhou", "shenzhen"),
+        ports=ports,
+        database_urls={"huizhou": url} if url else None,
+        subjects=20,
+        metrics_base_port=free_ports(1)[0] if metrics else 0,
+    )
+    set_settings(nodes["huizhou"].home, request_window_s=3600)
+    return nodes
+
+
+def _subject(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT subject_id FROM subjects WHERE subject_type = 'enterprise' LIMIT 1")
+            ).scalar_one()
+        )
+
+
+def _check(nodes: dict[str, ProvisionedNode], outcomes: list[list[Outcome]]) -> None:
+    provider = nodes["huizhou"]
+    statuses = [sorted(status for status, _, _ in pair) for pair in outcomes]
+    # no nonce answered twice: of each request's two sends at most one is answered; the
+    # other is refused, as a replay or (if its process already saw the quota used up) for
+    # the quota
+    for pair in statuses:
+        assert pair.count("OK") <= 1, statuses
+        assert set(pair) <= {"OK", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"}, statuses
+    # replays crossed processes and were refused by the store, not only in one process
+    assert any(pair == ["OK", "UNAUTHENTICATED"] for pair in statuses), statuses
+    # the quota: never more answered than was left (each process alone would have answered
+    # all of it); fewer when a process counted calls in flight that then failed as replays
+    answered = sum(pair.count("OK") for pair in statuses)
+    assert 0 < answered <= LEFT, statuses
+    engine = open_database(provider.config.database_url)
+    try:
+        with engine.connect() as conn:
+            used = conn.execute(
+                text(
+                    "SELECT max(used) FROM quota_usage "
+                    "WHERE requester = 'shenzhen' AND rule_id = :r"
+                ),
+                {"r": RULE},
+            ).scalar_one()
+            leaves = dict(conn.execute(text("SELECT idx, leaf_hash FROM ledger_entries")).all())
+            nonces = conn.execute(
+                text("SELECT count(*) FROM request_nonces WHERE requester = 'shenzhen'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert used == LIMIT - LEFT + answered
+    assert nonces == REQUESTS
+    # every receipt's leaf is in the ledger, at its index; indices are gap-free
+    receipts = [(i, h) for pair in outcomes for _, i, h in pair if i is not None]
+    assert len(receipts) == 2 * REQUESTS
+    assert len({i for i, _ in receipts}) == len(receipts)
+    for index, leaf in receipts:
+        assert bytes(leaves[index]) == leaf
+    assert sorted(leaves) == list(range(len(leaves)))
+    result = CliRunner().invoke(app, ["audit", "verify", "--home", str(provider.home)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.mark.postgres
+def test_two_pods_on_one_postgres_answer_each_request_once_within_the_quota(
+    tmp_path: Path, pg_url: str
+) -> None:
+    nodes = _federation(tmp_path, pg_url)
+    provider, requester = nodes["huizhou"], nodes["shenzhen"]
+    set_settings(provider.home, metrics_port=0, gateway_port=0)
+    engine = open_database(provider.config.database_url)
+    subject = _subject(engine)
+    _use_up_quota(engine, requester.member)
+    engine.dispose()
+    envelopes = _requests(requester, provider, subject)
+    second_port = free_ports(1)[0]
+    log = tmp_path / "pods.log"
+    pods = [
+        _serve(provider.home, log=log),
+        _serve(provider.home, "--port", str(second_port), log=log),
+    ]
+    try:
+        _wait_serving(pods, [provider.port, second_port], log)
+        outcomes = asyncio.run(_load(requester, [provider.port, second_port], envelopes))
+    finally:
+        codes = _stop(pods)
+    assert codes == [0, 0], log.read_text()[-3000:]
+    # each request went to both pods: one of them answered, the other refused the replay
+    _check(nodes, outcomes)
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_serve_workers_share_one_port_and_answer_each_request_once(
+    tmp_path: Path, store: str
+) -> None:
+    if store == "postgres":
+        with postgres_schema() as url:
+            _workers_run(tmp_path, url)
+    else:
+        _workers_run(tmp_path, None)
+
+
+def _workers_run(tmp_path: Path, url: str | None) -> None:
+    nodes = _federation(tmp_path, url, metrics=True)
+    provider, requester = nodes["huizhou"], nodes["shenzhen"]
+    set_settings(provider.home, gateway_port=0)
+    engine = open_database(provider.config.database_url)
+    subject = _subject(engine)
+    _use_up_quota(engine, requester.member)
+    engine.dispose()
+    envelopes = _requests(requester, provider, subject)
+    log = tmp_path / "workers.log"
+    supervisor = _serve(provider.home, "--workers", "2", log=log)
+    metrics_port = provider.config.settings.metrics_port
+    try:
+        _wait_serving([supervisor], [provider.port, metrics_port, metrics_port + 1], log)
+        outcomes = asyncio.run(_load(requester, [provider.port], envelopes))
+        served = [_queries_served(port) for port in (metrics_port, metrics_port + 1)]
+    finally:
+        codes = _stop([supervisor])
+    assert codes == [0], log.read_text()[-3000:]
+    assert all(n > 0 for n in served), f"calls per worker: {served}"  # both workers answered
+    _check(nodes, outcomes)
+
+
+def _queries_served(port: int) -> float:
+    """Calls a worker answered or refused, from its own metrics endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("credit_node_queries_total{")
+    )
