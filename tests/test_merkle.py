@@ -25,6 +25,7 @@ from creditexchange.node.ledger.merkle import (
     HASH_SIZE,
     Frontier,
     NodeId,
+    batch_inclusion_proofs,
     consistency_proof,
     consistency_proof_ranges,
     extend,
@@ -788,3 +789,15 @@ def test_consistency_hashes_of_the_wrong_size_are_refused() -> None:
         verify_consistency(3, 8, b"", new_root, proof)
     with pytest.raises(ProofError, match=r"the new root is 64 bytes long"):
         verify_consistency(3, 8, old_root, new_root * 2, proof)
+
+
+@given(st.integers(0, MAX_SIZE), st.integers(1, 64))
+@HEAVY
+def test_a_batch_s_inclusion_proofs_are_the_rfc_path_of_each_of_its_leaves(
+    old_size: int, batch: int
+) -> None:
+    new_size = min(old_size + batch, MAX_SIZE + 2)
+    old = FRONTIERS[old_size]
+    new, created = extend(old, LEAVES[old_size:new_size])
+    proofs = batch_inclusion_proofs(old, created, new.size)
+    assert proofs == [rfc_path(m, ENTRIES[:new_size]) for m in range(old_size, new_size)]

@@ -29,7 +29,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from creditexchange.errors import LedgerError
-from creditexchange.node.ledger import entries, merkle
+from creditexchange.node.ledger import entries
 from creditexchange.node.ledger.log import AuditLog, Pending, Receipt, SideWrite
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_WAIT", "Ledger"]
@@ -128,16 +128,16 @@ class Ledger:
                     if not done.done():
                         done.set_exception(LedgerError(f"the audit entry was not recorded: {exc}"))
             else:
-                index, note, proofs = done_batch.first, done_batch.note, iter(done_batch.proofs)
-                for i, (item, done) in enumerate(batch):
-                    why = done_batch.refused.get(i)
-                    if why is not None:
+                index, note, refused = done_batch.first, done_batch.note, done_batch.refused
+                written = zip(done_batch.leaves, done_batch.proofs, strict=True)
+                for i, (_, done) in enumerate(batch):
+                    if i in refused:
                         if not done.done():
-                            done.set_exception(why)
+                            done.set_exception(refused[i])
                         continue
-                    proof = tuple(next(proofs))
+                    leaf, proof = next(written)
                     if not done.done():
-                        done.set_result(Receipt(index, merkle.leaf_hash(item.body), note, proof))
+                        done.set_result(Receipt(index, leaf, note, tuple(proof)))
                     index += 1
                 self.batches.append(len(batch))
                 del self.batches[:-1000]

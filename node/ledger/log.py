@@ -142,6 +142,7 @@ class Committed:
     note: str
     proofs: list[list[bytes]]
     refused: dict[int, Exception]
+    leaves: list[bytes]  # the leaf hashes of the entries written, in order
 
 
 class InclusionProof(TypedDict):
@@ -408,7 +409,7 @@ class AuditLog:
             raise
         self._frontier = new
         paths = merkle.batch_inclusion_proofs(old, nodes, new.size) if proofs and bodies else []
-        return Committed(old.size, note, paths, refused)
+        return Committed(old.size, note, paths, refused, leaves)
 
     def _write(
         self,

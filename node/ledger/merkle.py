@@ -56,7 +56,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Final, TypeAlias
 
 from creditexchange.errors import ProofError
@@ -497,21 +497,41 @@ def batch_inclusion_proofs(
     ``old`` and ``created`` are :func:`extend`'s input frontier and output nodes:
     every proof node of a new leaf is a perfect subtree of the old frontier or one
     the batch completed, so no storage is read.
+
+    RFC 9162's PATH(m, D[n]) for a leaf in the j-th maximal perfect subtree P_j of
+    the tree (of level L) is the leaf's siblings inside P_j, levels 0 to L-1, then
+    the hash of everything right of P_j (if anything is), then P_{j-1} … P_0. The
+    tail after the siblings is the same for every leaf of P_j: it is built once.
     """
     known: dict[NodeId, bytes] = dict(zip(perfect_subtrees(0, old.size), old.hashes, strict=True))
     known.update(((level, index), value) for level, index, value in created)
-    lookup = known.__getitem__
-    # Neighbouring leaves share most of their proof ranges: each is hashed once.
-    hashed: dict[tuple[int, int], bytes] = {}
-    proofs = []
-    for index in range(old.size, new_size):
-        proof = []
-        for span in inclusion_proof_ranges(index, new_size):
-            value = hashed.get(span)
-            if value is None:
-                value = hashed[span] = range_hash(span[0], span[1], lookup)
-            proof.append(value)
-        proofs.append(proof)
+    tops = perfect_subtrees(0, new_size)
+    top_hashes = [known[top] for top in tops]
+    right_of: list[bytes | None] = [None] * len(tops)  # MTH of the subtrees right of P_j
+    for j in range(len(tops) - 2, -1, -1):
+        following = right_of[j + 1]
+        right_of[j] = (
+            top_hashes[j + 1] if following is None else node_hash(top_hashes[j + 1], following)
+        )
+    proofs: list[list[bytes]] = []
+    for j, (level, index) in enumerate(tops):
+        low, high = max(index << level, old.size), min((index + 1) << level, new_size)
+        if low >= high:
+            continue
+        following = right_of[j]
+        tail = ([] if following is None else [following]) + top_hashes[j - 1 :: -1][:j]
+        # Level by level, the siblings of the leaves low … high-1: the 2^bit leaves under
+        # one level-bit node share its sibling, so each is looked up once and repeated.
+        columns = []
+        for bit in range(level):
+            first, last = low >> bit, (high - 1) >> bit
+            runs = [min(high, (g + 1) << bit) - max(low, g << bit) for g in range(first, last + 1)]
+            siblings = [known[(bit, g ^ 1)] for g in range(first, last + 1)]
+            columns.append(list(chain.from_iterable(map(repeat, siblings, runs))))
+        if columns:
+            proofs.extend([*row, *tail] for row in zip(*columns, strict=True))
+        else:  # a one-leaf subtree: nothing inside it
+            proofs.extend(list(tail) for _ in range(low, high))
     return proofs
 
 
