@@ -332,3 +332,30 @@ def _queries_served(port: int) -> float:
         for line in lines
         if line.startswith("credit_node_queries_total{")
     )
+
+
+def test_a_second_node_on_a_taken_port_fails_without_workers(tmp_path: Path) -> None:
+    nodes = _federation(tmp_path, None)
+    provider = nodes["huizhou"]
+    set_settings(provider.home, metrics_port=0, gateway_port=0)
+    log = tmp_path / "serve.log"
+    first = _serve(provider.home, log=log)
+    try:
+        _wait_serving([first], [provider.port], log)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "creditexchange.node.cli",
+                "serve",
+                "--home",
+                str(provider.home),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        _stop([first])
+    assert second.returncode != 0
+    assert "cannot listen" in second.stderr and "is the port free?" in second.stderr
