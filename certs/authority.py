@@ -55,6 +55,7 @@ from creditexchange.certs.identity import (
 )
 from creditexchange.certs.revocation import RevocationList
 from creditexchange.errors import AuthorityError
+from creditexchange.files import fsync_dir
 
 __all__ = [
     "CA_DAYS",
@@ -71,6 +72,7 @@ __all__ = [
     "issue",
     "publish_crl",
     "read_index",
+    "renew",
     "revoke",
     "sign_member_certificate",
 ]
@@ -189,14 +191,6 @@ def _parse_iso(text: str) -> dt.datetime:
 # --- files -------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_temporary(path: Path, data: bytes, mode: int) -> Path:
     """``data`` in a new file beside ``path``, created with ``mode`` before any byte is written."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -222,7 +216,7 @@ def _create_file(path: Path, data: bytes, mode: int) -> None:
         raise AuthorityError(f"{path} already exists; it is never overwritten") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -233,7 +227,7 @@ def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextmanager
@@ -454,6 +448,49 @@ def issue(
         _create_file(key_path, _private_pem(key), 0o600)
         _create_file(certificate_path, _certificate_pem(certificate), 0o644)
     return IssuedFiles(record, key_path, certificate_path)
+
+
+def renew(
+    current_certificate: Path,
+    ca_dir: Path,
+    out_dir: Path | None = None,
+    days: int = MEMBER_DAYS,
+) -> IssuedFiles:
+    """Issue the successor of a member certificate: a new key and a certificate for the
+    same member with the same host names and addresses, valid ``days`` from now.
+
+    ``current_certificate`` is the certificate in use (the node's ``tls/node.crt``); it
+    must be one this CA issued (its serial is in the index). The new files go to
+    ``out_dir`` (default ``<ca_dir>/members/<id>-<UTC time>/``) as ``<id>.key`` (0600)
+    and ``<id>.crt``; nothing is overwritten. The old certificate stays valid until it
+    expires or is revoked (``revoke SERIAL --reason superseded`` once the node serves
+    the new one).
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(current_certificate).read_bytes())
+    except OSError as exc:
+        raise AuthorityError(f"cannot read {current_certificate}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise AuthorityError(f"{current_certificate} is not a PEM certificate: {exc}") from None
+    folder = _open_folder(ca_dir)
+    known = {record.serial: record for record in _read_index(folder).certificates}
+    record = known.get(certificate.serial_number)
+    if record is None or record.fingerprint != fingerprint(certificate):
+        raise AuthorityError(
+            f"{current_certificate} (serial {certificate.serial_number:x}) was not issued by "
+            f"the CA in {folder.path}: renew it with the CA that issued it, or issue a new "
+            "certificate with 'credit-node certs issue'"
+        )
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    member = record.member
+    dns = [n for n in san.get_values_for_type(x509.DNSName) if n != member_dns_name(member)]
+    ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    if out_dir is None:
+        out_dir = folder.members / f"{member}-{_now():%Y%m%dT%H%M%SZ}"
+    return issue(member, ca_dir, out_dir=out_dir, days=days, dns_names=dns, ips=ips)
 
 
 def sign_member_certificate(

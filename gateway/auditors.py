@@ -772,7 +772,9 @@ async def search_parameters(
             purpose=texts["purpose"],
             allowed=None if chosen_decision is None else _DECISIONS[chosen_decision],
             status=wanted_status,
-            subject_hmac=None if canonical is None else gateway.subject_hmacs([canonical])[0],
+            subject_hmac=(
+                None if canonical is None else gateway.subject_hmacs_under_every_key(canonical)
+            ),
         )
     except LedgerError as exc:
         raise _bad(

@@ -20,6 +20,7 @@ from creditexchange.clock import now_us
 from creditexchange.gateway.access import Caller, KeyRegistry, RateLimiter
 from creditexchange.gateway.metrics import GatewayMetrics
 from creditexchange.node.app.config import NodeConfig
+from creditexchange.node.app.keys import SubjectKeyRing
 from creditexchange.node.catalog import Catalog
 from creditexchange.node.federation.fanout import RegionalClient
 from creditexchange.node.ledger import AuditLog, Ledger
@@ -49,6 +50,8 @@ class Gateway:
     log: AuditLog
     keys: KeyRegistry
     metrics: GatewayMetrics
+    subject_keys: SubjectKeyRing | None = None
+    """Every subject-HMAC key the node has held (None: the current one only)."""
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
@@ -68,6 +71,18 @@ class Gateway:
 
     def subject_hmacs(self, subjects: Iterable[str]) -> list[bytes]:
         return [subject_hmac(self.hmac_key, s) for s in subjects]
+
+    @property
+    def subject_secrets(self) -> tuple[bytes, ...]:
+        """Every subject-HMAC key the node has held, the one in force first."""
+        if self.subject_keys is None:
+            return (self.hmac_key,)
+        return tuple(k.secret for k in reversed(self.subject_keys.keys))
+
+    def subject_hmacs_under_every_key(self, subject: str) -> tuple[bytes, ...]:
+        """A subject's HMAC under each key held: it finds the subject in entries written
+        before a rotation of the key too."""
+        return tuple(subject_hmac(k, subject) for k in self.subject_secrets)
 
     async def record(
         self,

@@ -674,7 +674,7 @@ async def give_feedback(
             screening_id,
             asker.name,
             items,
-            hmac_key=gateway.hmac_key,
+            hmac_keys=gateway.subject_secrets,
         )
     except ScreeningError as exc:
         raise _problem(exc) from None

@@ -55,7 +55,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,6 +72,7 @@ from creditexchange.errors import (
     MemorandumRefused,
     PolicyError,
 )
+from creditexchange.files import replace_file
 from creditexchange.policy.canonical import canonical_json
 from creditexchange.policy.document import Memorandum, parse_memorandum
 
@@ -792,9 +792,9 @@ class TrustStore:
                         f"{history} already holds a different version {version}; the trust "
                         "store is inconsistent — inspect it before installing"
                     )
-            _atomic_write(history, data)
+            replace_file(history, data, 0o644)
             try:
-                _atomic_write(self.current_path, data)
+                replace_file(self.current_path, data, 0o644)
             except BaseException:
                 if created:  # the history must not get ahead of current.json
                     with contextlib.suppress(FileNotFoundError):
@@ -951,23 +951,3 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
 def _envelope_text(envelope: Mapping[str, Any]) -> bytes:
     text = json.dumps(envelope, ensure_ascii=False, indent=2, sort_keys=True)
     return (text + "\n").encode("utf-8")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

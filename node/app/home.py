@@ -69,7 +69,11 @@ from creditexchange.node.app.config import (
     mask_password,
     permission_problem,
 )
-from creditexchange.node.app.keys import write_new_hmac_key, write_new_signing_key
+from creditexchange.node.app.keys import (
+    record_initial_keys,
+    write_new_hmac_key,
+    write_new_signing_key,
+)
 from creditexchange.node.database import create_database_engine, current_revision, upgrade
 from creditexchange.node.database.engine import sqlite_files
 
@@ -178,14 +182,16 @@ def _build(staging: Path, values: dict[str, Any], made: _Made) -> None:
     made.step = "migrate the database"
     database_files = sqlite_files(config.database_url_as_set)
     made.will_create(*database_files)
-    _migrate(config.database_url)
+    _migrate(config)
     if not database_files or not made.owns(database_files[0]):
         made.database_kept = mask_password(config.database_url_as_set)
 
 
-def _migrate(url: str) -> None:
-    """Bring the database at ``url`` to the current schema; its connections are closed
-    after (a SQLite database's -wal and -shm files with them)."""
+def _migrate(config: NodeConfig) -> None:
+    """Bring the home's database to the current schema and record the keys the node is
+    created with (``node_keys``); its connections are closed after (a SQLite database's
+    -wal and -shm files with them)."""
+    url = config.database_url
     engine = create_database_engine(url)
     try:
         found = current_revision(engine)
@@ -197,6 +203,7 @@ def _migrate(url: str) -> None:
                 "--database-url"
             )
         upgrade(engine)
+        record_initial_keys(engine, config)
     except SQLAlchemyError as exc:  # a migration statement refused, beyond a lost connection
         reason = getattr(exc, "orig", None) or exc
         raise DatabaseError(f"cannot migrate the database: {reason}") from None

@@ -13,6 +13,12 @@ largest size seen in its receipts, and any alarm with its evidence.
 
 ``reconcile`` also asks a peer for its entries about this node and matches the two
 ledgers' records of the calls between them; it exits 1 on any mismatch.
+
+``search --subject`` finds the entries about one subject, through its HMAC under every
+key the node has held (a search across a rotation of the subject-HMAC key), and is
+itself recorded. ``keys`` lists the node's key history (signing and subject-HMAC keys,
+each with the entries it covers); ``rotate-subject-key`` puts a new subject-HMAC key in
+force (``deploy/operations/keys.md``).
 """
 
 from __future__ import annotations
@@ -27,9 +33,17 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from creditexchange.clock import now_us
-from creditexchange.errors import CreditExchangeError
+from creditexchange.clock import CST, now_us
+from creditexchange.errors import ConcurrentWriter, CreditExchangeError, LedgerError
+from creditexchange.identifiers import subject_type_of
 from creditexchange.node.app.config import NodeConfig
+from creditexchange.node.app.keys import (
+    SIGNING,
+    describe_history,
+    load_subject_key_ring,
+    rotate_subject_hmac_key,
+    signing_keys_in_force,
+)
 from creditexchange.node.app.wiring import (
     federation_view,
     open_audit_log,
@@ -62,6 +76,8 @@ from creditexchange.node.ledger import (
     verify,
     verify_witnessed,
 )
+from creditexchange.node.ledger.search import EntryFilter, matching_entries
+from creditexchange.node.ledger.verify import KeyInForce
 from creditexchange.node.ledger.witnessing import WitnessRecords
 
 __all__ = [
@@ -118,20 +134,26 @@ def list_entries(
     """Print entries decoded, with their index, leaf hash and stored bytes."""
     _, log = audit_log(home)
     stop = log.size() if end is None else end + 1
-    rows: list[dict[str, Any]] = [
-        {
-            "index": e.index,
-            "leaf_hash": b64(e.leaf_hash),
-            "recorded": _recorded(e.body),
-            "pruned": e.body is None,
-            "bytes": None if e.body is None else b64(e.body),
-            "entry": None if e.body is None else entries.decode(e.body),
-        }
-        for e in log.entries(start, stop)
-    ]
+    rows = [_entry_row(e.index, e.leaf_hash, e.body) for e in log.entries(start, stop)]
     if as_json:
         print_json(rows)
         return
+    _print_rows(rows)
+
+
+def _entry_row(index: int, leaf_hash: bytes, body: bytes | None) -> dict[str, Any]:
+    """An entry as ``entries`` and ``search`` show it: index, leaf hash, when, decoded."""
+    return {
+        "index": index,
+        "leaf_hash": b64(leaf_hash),
+        "recorded": _recorded(body),
+        "pruned": body is None,
+        "bytes": None if body is None else b64(body),
+        "entry": None if body is None else entries.decode(body),
+    }
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         entry = r["entry"] or {}
         out.print(
@@ -197,10 +219,11 @@ def verify_command(
     """Recompute the whole log and check every checkpoint; exits 1 listing every problem,
     each once, root causes first."""
     config, log = audit_log(home)
-    report = verify(log, log.signer.verifier())
+    keys = signing_keys_in_force(config, log.engine)
+    report = verify(log, keys)
     vouched: tuple[WitnessedReport, list[str]] | None = None
     if witnessed:
-        vouched = asyncio.run(_witnessed(config, log))
+        vouched = asyncio.run(_witnessed(config, log, keys))
     if as_json:
         data: dict[str, Any] = {
             "ok": report.ok,
@@ -241,11 +264,13 @@ def _print_verify(report: VerifyReport) -> None:
         err.print(f"  also: {problem}")
 
 
-async def _witnessed(config: NodeConfig, log: AuditLog) -> tuple[WitnessedReport, list[str]]:
+async def _witnessed(
+    config: NodeConfig, log: AuditLog, keys: list[KeyInForce]
+) -> tuple[WitnessedReport, list[str]]:
     """The head against what the peers vouch for; and the peers that could not be asked."""
     async with open_client(config) as client:
         vouched, unasked = await vouched_for(client, WitnessRecords(log.engine))
-    checked = await asyncio.to_thread(verify_witnessed, log, vouched)
+    checked = await asyncio.to_thread(verify_witnessed, log, vouched, keys)
     if not checked.witnesses and not checked.problems:
         checked.problems.append(
             "no peer vouches for this log yet: no cosignature is held and no peer's witness "
@@ -469,3 +494,136 @@ def _print_reconciliation(result: Reconciliation, first: str, last: str) -> None
         out.print("not compared (not mismatches):")
     for finding in others:
         out.print(f"  - {finding.describe()}")
+
+
+def _day_start_us(day: dt.date) -> int:
+    """The first µs of a China day, since the epoch (UTC)."""
+    return int(dt.datetime.combine(day, dt.time(), CST).timestamp() * 1_000_000)
+
+
+@audit_app.command("search")
+@reports_errors
+def search_command(
+    home: HomeOption,
+    subject: Annotated[
+        str, typer.Option(help="the subject's exact identifier (credit code or identity number)")
+    ],
+    officer: Annotated[str, typer.Option(help="who searches (recorded with the search)")],
+    first_day: Annotated[
+        str | None, typer.Option("--from", help="first day recorded, China time (2026-12-01)")
+    ] = None,
+    last_day: Annotated[
+        str | None, typer.Option("--to", help="last day recorded, China time (included)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the entries about a subject, under every subject-HMAC key the node has held.
+
+    The subject is matched through its HMAC, never stored or printed in clear; the search
+    is itself recorded (a LOCAL entry with the officer and the subject's HMAC).
+    """
+    node = open_node(home)
+    config = node.config
+    canonical, _ = subject_type_of(subject)
+    ring = load_subject_key_ring(config, node.database)
+    from_us = None if first_day is None else _day_start_us(_china_day(first_day, "--from"))
+    to_us = (
+        None
+        if last_day is None
+        else _day_start_us(_china_day(last_day, "--to") + dt.timedelta(days=1))
+    )
+    log = open_audit_log(config, node.database)
+    where = EntryFilter(from_us=from_us, to_us=to_us, subject_hmac=ring.hmacs(canonical))
+    found = list(matching_entries(log, where))
+    range_said = f" from={first_day}" * bool(first_day) + f" to={last_day}" * bool(last_day)
+    note = (
+        f"credit-node audit search subject=(its HMAC in this entry){range_said}: "
+        f"{len(found)} entries, under {len(ring.keys)} subject-HMAC key(s)"
+    )
+    recorded_as = _record(log, config.member_id, officer, note, ring.hmacs(canonical)[0])
+    rows = [_entry_row(f.index, f.leaf_hash, _body(log, f.index)) for f in found]
+    if as_json:
+        print_json({"entries": rows, "keys": len(ring.keys), "recorded_as": recorded_as})
+        return
+    _print_rows(rows)
+    out.print(
+        f"{len(rows)} entries about the subject, under {len(ring.keys)} subject-HMAC key(s); "
+        f"this search is recorded as entry {recorded_as}"
+    )
+
+
+def _body(log: AuditLog, index: int) -> bytes | None:
+    stored = next(iter(log.entries(index, index + 1)), None)
+    return None if stored is None else stored.body
+
+
+def _record(log: AuditLog, member_id: str, officer: str, note: str, hmac: bytes) -> int:
+    """Record an operator's lookup; its entry's index (retried if a serving node appends
+    meanwhile)."""
+    for _ in range(5):
+        try:
+            index, _ = log.commit([entries.operator_call(member_id, officer, note, hmac, now_us())])
+        except ConcurrentWriter:
+            continue
+        return index
+    raise LedgerError("the ledger kept moving under this command; try again")
+
+
+@audit_app.command("keys")
+@reports_errors
+def keys_command(home: HomeOption, as_json: JsonOption = False) -> None:
+    """The node's key history: every signing and subject-HMAC key it has held, and from
+    which ledger entry each was in force (the entry that records it)."""
+    node = open_node(home)
+    history = describe_history(node.database)
+    rows: list[dict[str, Any]] = [
+        {
+            "kind": r.kind,
+            "key_id": r.key_id,
+            "from_index": r.from_index,
+            "since": _iso(r.since_us),
+            "recorded_as": r.recorded_as,
+        }
+        for r in history
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no key history: the node's present keys are in force from its first entry")
+        return
+    for r in rows:
+        recorded = (
+            "the key the node was created with"
+            if r["recorded_as"] is None
+            else f"recorded as entry {r['recorded_as']}"
+        )
+        what = "checkpoints above size" if r["kind"] == SIGNING else "subjects from entry"
+        out.print(
+            f"{r['kind']:<13} {r['key_id'][:16]}…  {what} {r['from_index']}  ({recorded})",
+            soft_wrap=True,
+        )
+
+
+@audit_app.command("rotate-subject-key")
+@reports_errors
+def rotate_subject_key(home: HomeOption) -> None:
+    """Put a new subject-HMAC key in force (stop the node first; start it after).
+
+    The old key is kept in keys/retired/, so that entries before the rotation are still
+    found by a subject search; the rotation is recorded in the ledger.
+    """
+    node = open_node(home)
+    rotation = rotate_subject_hmac_key(node.config, node.database)
+    done = "recorded as" if rotation.recorded_now else "already recorded as"
+    out.print(
+        f"subject HMAC key {rotation.in_force[:16]}… keys the subjects from ledger entry "
+        f"{rotation.from_index} on ({done} that entry)",
+        soft_wrap=True,
+    )
+    out.print(
+        f"the retired key {rotation.retired[:16]}… is kept in {rotation.kept_at}: back it up "
+        "with the home; searches need it for the entries before the rotation",
+        soft_wrap=True,
+    )
+    out.print("next: start the node", soft_wrap=True)

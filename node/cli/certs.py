@@ -1,10 +1,15 @@
 """``credit-node certs …``: the federation CA's operator commands.
 
-The CA operator runs ``init-ca`` once, ``issue`` for each member node (and again
-before a certificate expires), ``revoke`` when a key is lost or a member leaves,
-and ``crl`` to re-sign the revocation list before its next_update; after each
-``revoke`` or ``crl`` the new ``crl.pem`` is copied to every node. Key material
-is never printed: the commands say where they wrote it.
+The CA operator runs ``init-ca`` once, ``issue`` for each member node, ``renew``
+before a certificate expires (a new key, the same names), ``revoke`` when a key is lost,
+a member leaves or a renewed certificate is in use (``--reason superseded``), and
+``crl`` to re-sign the revocation list before its next_update; after each ``revoke``
+or ``crl`` the new ``crl.pem`` is copied to every node. Key material is never printed:
+the commands say where they wrote it.
+
+On a node, ``status`` tells how long its certificate stays valid (exit 1 when it is due
+for renewal) and ``install`` puts a renewed pair in place; the node serves it from its
+next start (``deploy/operations/keys.md``).
 """
 
 from __future__ import annotations
@@ -26,10 +31,22 @@ from creditexchange.certs.authority import (
     issue,
     publish_crl,
     read_index,
+    renew,
     revoke,
 )
+from creditexchange.certs.credentials import certificate_status, replace_node_credentials
 from creditexchange.certs.identity import member_dns_name
-from creditexchange.node.cli.common import JsonOption, out, print_json, reports_errors
+from creditexchange.errors import PolicyError
+from creditexchange.node.app.config import load_config
+from creditexchange.node.cli.common import (
+    HomeOption,
+    JsonOption,
+    err,
+    out,
+    print_json,
+    reports_errors,
+)
+from creditexchange.policy.trust import TrustStore
 
 __all__ = [
     "certs_app",
@@ -100,6 +117,128 @@ def issue_command(
     say(f"  sha256 fingerprint {record.fingerprint}")
     say(f"  wrote {issued.key_path} (mode 600) and {issued.certificate_path}")
     say(f"  peers reach it pinning the name {member_dns_name(member)}")
+
+
+@certs_app.command("renew")
+@reports_errors
+def renew_command(
+    certificate: Annotated[
+        Path, typer.Argument(help="the certificate in use (the node's tls/node.crt)")
+    ],
+    ca: CaOption,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="a folder for the new key and certificate",
+            show_default="CA/members/<id>-<time>",
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option(help="how long the new certificate is valid")] = MEMBER_DAYS,
+) -> None:
+    """Issue the successor of a node certificate: a new key, the same member and names.
+
+    Hand the two files to the node (over a secure channel) and install them there with
+    'credit-node certs install'; once it serves them, revoke the old serial with
+    --reason superseded.
+    """
+    issued = renew(certificate, ca, out_dir=out_dir, days=days)
+    record = issued.record
+    say(f"issued {record.member}'s renewed certificate, serial {record.serial_hex}")
+    say(f"  valid until {record.not_after:%Y-%m-%d %H:%M} UTC")
+    say(f"  sha256 fingerprint {record.fingerprint}")
+    say(f"  wrote {issued.key_path} (mode 600) and {issued.certificate_path}")
+    say(
+        f"next, on the node: credit-node certs install --cert {issued.certificate_path} "
+        f"--key {issued.key_path} --home HOME"
+    )
+
+
+@certs_app.command("status")
+@reports_errors
+def status_command(
+    home: HomeOption,
+    within: Annotated[
+        int, typer.Option(help="exit 1 when the certificate expires within this many days")
+    ] = 30,
+    as_json: JsonOption = False,
+) -> None:
+    """This node's certificate: member, serial, fingerprint, validity; exit 1 when it is
+    due for renewal (expires within --within days) or expired."""
+    config = load_config(home)
+    status = certificate_status(config.tls_cert_path)
+    due = status.due(within)
+    if as_json:
+        print_json(
+            {
+                "member": status.member,
+                "serial": f"{status.serial:x}",
+                "fingerprint": status.fingerprint,
+                "not_before": status.not_before.isoformat(),
+                "not_after": status.not_after.isoformat(),
+                "days_left": round(status.days_left, 2),
+                "due": due,
+            }
+        )
+    else:
+        say(f"{config.tls_cert_path}: {status.member}'s certificate, serial {status.serial:x}")
+        say(f"  sha256 fingerprint {status.fingerprint}")
+        say(
+            f"  valid {status.not_before:%Y-%m-%d %H:%M} to {status.not_after:%Y-%m-%d %H:%M} "
+            f"UTC ({status.days_left:.0f} days left)"
+        )
+        if due:
+            err.print(
+                f"due for renewal: it expires within {within} days; ask the CA operator to "
+                f"run 'credit-node certs renew {config.tls_cert_path.name} --ca CA_DIR' on "
+                "this certificate",
+                soft_wrap=True,
+            )
+    if due:
+        raise typer.Exit(1)
+
+
+@certs_app.command("install")
+@reports_errors
+def install_command(
+    home: HomeOption,
+    certificate: Annotated[Path, typer.Option("--cert", help="the renewed certificate")],
+    key: Annotated[Path, typer.Option("--key", help="its private key (mode 600)")],
+) -> None:
+    """Put a renewed certificate and key in place of this node's; restart the node after.
+
+    Refused, changing nothing, unless the pair fits (the key is the certificate's, issued
+    by the federation CA, valid now, for this member, not revoked, pinned by the
+    memorandum when it pins certificates). The previous pair is kept beside it.
+    """
+    config = load_config(home)
+    try:
+        _, memorandum = TrustStore(config.policy_dir).current()
+    except PolicyError:
+        pinned: list[str] = []  # no memorandum installed yet: nothing pinned
+    else:
+        member = memorandum.member_by_id.get(config.member_id)
+        pinned = list(member.certificate_fingerprints) if member is not None else []
+    replaced = replace_node_credentials(
+        certificate,
+        key,
+        certificate_path=config.tls_cert_path,
+        key_path=config.tls_key_path,
+        ca_path=config.tls_ca_path,
+        crl_path=config.tls_crl_path,
+        pinned=pinned,
+    )
+    current = replaced.current
+    say(
+        f"installed {current.member}'s certificate, serial {current.serial:x}, valid until "
+        f"{current.not_after:%Y-%m-%d %H:%M} UTC, as {config.tls_cert_path}"
+    )
+    if replaced.kept_certificate is not None:
+        say(f"  the previous pair is kept as {replaced.kept_certificate} and {replaced.kept_key}")
+    say(
+        "next: restart the node (it reads its certificate when it starts), check that peers "
+        "answer it, then have the CA revoke the previous serial with --reason superseded"
+    )
 
 
 @certs_app.command("revoke")

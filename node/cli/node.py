@@ -1,5 +1,11 @@
 """``credit-node init`` and ``credit-node db …``: creating a node home, migrating its
-database."""
+database.
+
+``db status`` says where the schema stands and which migrations an upgrade would run;
+``db upgrade`` runs them all in one transaction, so a failed upgrade leaves the database
+as it was (its revision and its data) and says so. Every other command refuses a
+database whose schema is not the one this version needs (``deploy/operations/upgrade.md``).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,7 @@ from rich.text import Text
 from creditexchange.node.app.config import load_config, mask_password
 from creditexchange.node.app.home import create_home
 from creditexchange.node.cli.common import HomeOption, out, reports_errors
-from creditexchange.node.database import (
-    create_database_engine,
-    current_revision,
-    head_revision,
-    upgrade,
-)
+from creditexchange.node.database import create_database_engine, schema_state, upgrade
 
 __all__ = [
     "db_app",
@@ -63,19 +64,40 @@ def init(
 @db_app.command("upgrade")
 @reports_errors
 def db_upgrade(home: HomeOption) -> None:
-    """Bring the database schema to this version of the node."""
+    """Bring the database schema to this version of the node (take a backup first).
+
+    Every pending migration runs in one transaction: when one fails, the database stays
+    at the revision it had, with its data, and the command says which migration failed.
+    """
     config = load_config(home)
-    revision = upgrade(create_database_engine(config.database_url))
-    out.print(f"database schema at revision {revision}")
+    engine = create_database_engine(config.database_url)
+    try:
+        before = schema_state(engine)
+        if before.up_to_date:
+            out.print(f"nothing to do: {before.describe()}")
+            return
+        for migration in before.pending:
+            out.print(f"  migration {migration.revision}: {migration.title}", soft_wrap=True)
+        revision = upgrade(engine)
+    finally:
+        engine.dispose()
+    out.print(f"database schema upgraded from revision {before.current or 'none'} to {revision}")
 
 
 @db_app.command("status")
 @reports_errors
 def db_status(home: HomeOption) -> None:
-    """Show the database schema revision and the one this node needs."""
+    """Show the database schema revision, the one this node needs and what an upgrade
+    would run; exits 1 unless they are the same."""
     config = load_config(home)
-    current = current_revision(create_database_engine(config.database_url))
-    head = head_revision()
-    out.print(f"schema revision {current or 'none'}; this node needs {head}")
-    if current != head:
+    engine = create_database_engine(config.database_url)
+    try:
+        state = schema_state(engine)
+    finally:
+        engine.dispose()
+    out.print(f"schema revision {state.current or 'none'}; this node needs {state.head}")
+    out.print(state.describe(), soft_wrap=True)
+    for migration in state.pending:
+        out.print(f"  pending {migration.revision}: {migration.title}", soft_wrap=True)
+    if not state.up_to_date:
         raise typer.Exit(1)

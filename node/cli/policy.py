@@ -5,6 +5,11 @@ A new memorandum version goes through these steps: each signing member runs
 it against the version in force; each node ``policy install``s it, which applies
 TUF's update rules (a threshold of the current version's keys and of the new
 one's, a higher version, not expired) and keeps the last good version otherwise.
+
+A node's signing key is rotated through two such versions (``deploy/operations/keys.md``):
+``policy next-key`` makes the next key and prints its entry; a version listing it beside
+the current key is signed and installed everywhere; ``policy use-next-key`` (node
+stopped) makes it the node's key; a later version without the old key ends the overlap.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from rich.text import Text
 
 from creditexchange.errors import PolicyError
 from creditexchange.node.app.config import load_config
-from creditexchange.node.app.keys import load_signing_key, write_new_signing_key
+from creditexchange.node.app.keys import (
+    create_next_signing_key,
+    load_signing_key,
+    next_key_path,
+    switch_signing_key,
+    write_new_signing_key,
+)
 from creditexchange.node.app.wiring import open_node
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.cli.common import (
@@ -90,6 +101,53 @@ def key(home: HomeOption) -> None:
     config = load_config(home)
     entry = signing_key_entry(load_signing_key(config.signing_key_path).verify_key)
     print(yaml.safe_dump([entry], sort_keys=False).rstrip())
+
+
+@policy_app.command("next-key")
+@reports_errors
+def next_key(home: HomeOption) -> None:
+    """Create the key that will replace this node's signing key, and print its entry.
+
+    Put the entry beside the current key in this member's `keys` in the next memorandum
+    version; once that version is installed on every node, run `policy use-next-key`.
+    Run again, it prints the same key's entry.
+    """
+    config = load_config(home)
+    verify_key, created = create_next_signing_key(config)
+    path = next_key_path(config.signing_key_path)
+    out.print(
+        f"{'wrote' if created else 'kept'} {path} (mode 600); add this beside the current key "
+        f"in {config.member_id}'s keys in the next memorandum version:",
+        soft_wrap=True,
+    )
+    print(yaml.safe_dump([signing_key_entry(verify_key)], sort_keys=False).rstrip())
+
+
+@policy_app.command("use-next-key")
+@reports_errors
+def use_next_key(home: HomeOption) -> None:
+    """Make the next signing key this node's key (stop the node first; start it after).
+
+    Refused, changing nothing, unless the memorandum in force here lists the next key
+    for this member. The rotation is recorded in the audit ledger; the old key is kept
+    in keys/retired/ until a memorandum without it is in force (then destroy it).
+    """
+    node = open_node(home)
+    rotation = switch_signing_key(node.config, node.database, _now())
+    done = "recorded as" if rotation.recorded_now else "already recorded as"
+    out.print(
+        f"signing key {rotation.in_force[:16]}… is this node's key from ledger entry "
+        f"{rotation.from_index} on ({done} that entry)",
+        soft_wrap=True,
+    )
+    out.print(
+        f"the retired key {rotation.retired[:16]}… is kept in {rotation.kept_at}", soft_wrap=True
+    )
+    out.print(
+        "next: start the node; once every member has installed a memorandum version without "
+        "the retired key, destroy that file",
+        soft_wrap=True,
+    )
 
 
 @policy_app.command("sign")

@@ -7,19 +7,25 @@ configuration and refuses a schema that is not at the code's revision.
 from __future__ import annotations
 
 from creditexchange.node.database.engine import (
+    Migration,
+    SchemaState,
     create_database_engine,
     current_revision,
     head_revision,
     open_database,
     require_current_schema,
+    schema_state,
     upgrade,
 )
 
 __all__ = [
+    "Migration",
+    "SchemaState",
     "create_database_engine",
     "current_revision",
     "head_revision",
     "open_database",
     "require_current_schema",
+    "schema_state",
     "upgrade",
 ]

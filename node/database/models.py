@@ -57,6 +57,7 @@ __all__ = [
     "IMPORT_BATCHES",
     "IMPORT_REJECTS",
     "NODES",
+    "NODE_KEYS",
     "NONCES",
     "OBJECTIONS",
     "OBJECTION_NOTES",
@@ -87,6 +88,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerHead",
     "LedgerNode",
+    "NodeKey",
     "Objection",
     "ObjectionNote",
     "ObjectionRecord",
@@ -344,6 +346,31 @@ class LedgerHead(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(BigInteger)
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class NodeKey(Base):
+    """A key the node has held, and from which entry of its ledger on.
+
+    ``kind`` is ``signing`` (the Ed25519 key that signs its checkpoints; ``key_id`` is
+    SHA-256 of ``public_key``, hex, as the memorandum names it) or ``subject_hmac`` (the
+    secret keying the subjects' HMACs; ``key_id`` names it without revealing it). A key
+    is in force from entry ``from_index`` on: a signing key signs the checkpoints of
+    sizes above it, a subject-HMAC key hashes the subjects of the entries from it, until
+    the next key of its kind. ``recorded_as`` is the ledger entry that records the change
+    (a LOCAL maintenance entry naming both keys); None for the key the node was created
+    with. Written only by ``creditexchange.node.app.keys``, with that entry.
+    """
+
+    __tablename__ = "node_keys"
+    __table_args__ = (UniqueConstraint("kind", "key_id", name="uq_node_keys"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    from_index: Mapped[int] = mapped_column(BigInteger)
+    since_us: Mapped[int] = mapped_column(BigInteger)
+    recorded_as: Mapped[int | None] = mapped_column(BigInteger)
 
 
 # --- the exchange's counters --------------------------------------------------------
@@ -669,6 +696,7 @@ ENTRIES = _table(LedgerEntry)
 NODES = _table(LedgerNode)
 CHECKPOINTS = _table(LedgerCheckpoint)
 HEAD = _table(LedgerHead)
+NODE_KEYS = _table(NodeKey)
 QUOTA_USAGE = _table(QuotaUsage)
 NONCES = _table(RequestNonce)
 PEER_CHECKPOINTS = _table(PeerCheckpoint)

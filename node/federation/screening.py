@@ -809,7 +809,7 @@ def resolve_feedback(
     partner: str,
     items: Sequence[FeedbackItem],
     *,
-    hmac_key: bytes,
+    hmac_keys: Sequence[bytes],
 ) -> FeedbackBatch:
     """``items`` matched to the screening, or the refusal that leaves everything unwritten:
     UnknownScreening, NotYourScreening, InvalidIdentifier, UnscreenedFeedback (a subject
@@ -839,7 +839,9 @@ def resolve_feedback(
     seen: set[tuple[int, str]] = set()
     for n, item in enumerate(items, start=1):
         canonical, _ = subject_type_of(item.subject)  # InvalidIdentifier names what is wrong
-        match = position_of.get(subject_hmac(hmac_key, canonical))
+        # the screening keyed its subjects with the key in force then: try every key held
+        hmacs = (subject_hmac(key, canonical) for key in hmac_keys)
+        match = next((position_of[h] for h in hmacs if h in position_of), None)
         if match is None:
             raise UnscreenedFeedback(
                 f"item {n}: that subject was not screened in {screening_id}; give feedback "

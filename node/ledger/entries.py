@@ -40,6 +40,7 @@ __all__ = [
     "decode",
     "encode",
     "maintenance",
+    "operator_call",
     "recorded_time",
     "subject_hmac",
 ]
@@ -109,3 +110,30 @@ def maintenance(note: str, member_id: str, time_unix_micros: int) -> bytes:
             outcome=audit_pb2.Outcome(status="OK"),
         )
     )
+
+
+def operator_call(
+    member_id: str,
+    officer: str,
+    note: str,
+    subject_hmac: bytes | None,
+    time_unix_micros: int,
+) -> bytes:
+    """An entry recording what the node's own operator looked up from the command line
+    without asking a member (an auditor's subject search): LOCAL, kind ``API_CALL``, no
+    partner (the operator), the subject as its HMAC under the key in force, never in
+    clear; ``note`` says what was asked and found."""
+    entry = audit_pb2.AuditEntry(
+        time_unix_micros=time_unix_micros,
+        requester=member_id,
+        responder=member_id,
+        direction=audit_pb2.LOCAL,
+        kind=audit_pb2.API_CALL,
+        officer=officer,
+        note=note[:4000],
+        outcome=audit_pb2.Outcome(status="OK"),
+    )
+    if subject_hmac is not None:
+        entry.subject_hmac = subject_hmac
+        entry.subject_count = 1
+    return encode(entry)

@@ -19,6 +19,11 @@ What it promises:
   by the caller with the node's key (:func:`~creditexchange.node.ledger.entries.subject_hmac`);
   it matches an entry's ``subject_hmac`` and each of its ``subject_hmacs`` (a batch
   check). No identifier is ever in a filter, a page or an error.
+* **Every key the node has held.** A node that rotated its subject-HMAC key wrote
+  the entries before the rotation under the old key; the filter then holds the
+  subject's HMAC under each key (``SubjectKeyRing.hmacs`` in
+  ``creditexchange.node.app.keys``), and an entry matches when it holds any of them.
+  An HMAC under one key never equals another key's, so nothing else is found.
 * **Decode only what may match.** Every value the filter names must appear in an
   entry's stored bytes (proto3 stores strings and bytes as they are), so a row
   without them is passed over without being decoded; the rest are decoded and
@@ -33,7 +38,7 @@ What it promises:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from creditexchange.errors import LedgerError
 from creditexchange.node.ledger.listing import CLOCK_SLACK_US, first_recorded_at
@@ -68,9 +73,10 @@ class EntryFilter:
     since the epoch (UTC). ``provider`` is the entry's responder; ``allowed`` its
     decision (True: allowed, False: denied; an entry without a decision matches
     neither); ``status`` its outcome status (``OK``, ``PERMISSION_DENIED`` …);
-    ``subject_hmac`` the HMAC of the subject under this node's key. A filter that
-    cannot match anything (a range that ends before it begins, an HMAC of the wrong
-    length) is refused with :class:`LedgerError`.
+    ``subject_hmac`` the HMAC of the subject under this node's key, or a tuple of its
+    HMACs under every key the node has held (any of them matches). A filter that cannot
+    match anything (a range that ends before it begins, an HMAC of the wrong length, an
+    empty tuple of HMACs) is refused with :class:`LedgerError`.
     """
 
     from_us: int | None = None
@@ -83,7 +89,9 @@ class EntryFilter:
     purpose: str | None = None
     allowed: bool | None = None
     status: str | None = None
-    subject_hmac: bytes | None = None
+    subject_hmac: bytes | tuple[bytes, ...] | None = None
+    _subject_hmacs: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _needles: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.from_us is not None and self.to_us is not None and self.to_us <= self.from_us:
@@ -91,11 +99,21 @@ class EntryFilter:
                 "the time range ends before it begins (or where it begins): give a start "
                 "earlier than its end"
             )
-        if self.subject_hmac is not None and len(self.subject_hmac) != _HMAC_BYTES:
+        wanted = self.subject_hmac
+        hmacs = () if wanted is None else (wanted,) if isinstance(wanted, bytes) else wanted
+        if wanted is not None and not hmacs:
             raise LedgerError(
-                f"a subject HMAC has {_HMAC_BYTES} bytes, this one {len(self.subject_hmac)}: "
-                "compute it with ledger.entries.subject_hmac"
+                "a subject filter holds at least one HMAC: compute them with "
+                "ledger.entries.subject_hmac (or SubjectKeyRing.hmacs)"
             )
+        for one in hmacs:
+            if len(one) != _HMAC_BYTES:
+                raise LedgerError(
+                    f"a subject HMAC has {_HMAC_BYTES} bytes, this one {len(one)}: "
+                    "compute it with ledger.entries.subject_hmac"
+                )
+        object.__setattr__(self, "_subject_hmacs", tuple(dict.fromkeys(hmacs)))
+        object.__setattr__(self, "_needles", self._find_needles())
 
     @property
     def names_fields(self) -> bool:
@@ -117,7 +135,11 @@ class EntryFilter:
 
     def needles(self) -> tuple[bytes, ...]:
         """Byte strings every matching entry's stored bytes contain: the texts and the
-        HMAC the filter names (a proto3 string or bytes field is stored as it is)."""
+        HMAC the filter names, when it names one (a proto3 string or bytes field is stored
+        as it is)."""
+        return self._needles
+
+    def _find_needles(self) -> tuple[bytes, ...]:
         texts = (
             self.requester,
             self.provider,
@@ -127,9 +149,18 @@ class EntryFilter:
             self.status,
         )
         found = [t.encode() for t in texts if t]
-        if self.subject_hmac is not None:
-            found.append(self.subject_hmac)
+        if len(self._subject_hmacs) == 1:
+            found.append(self._subject_hmacs[0])
         return tuple(found)
+
+    def might_match(self, body: bytes) -> bool:
+        """Whether an entry's stored bytes hold every needle and, when the filter names a
+        subject's HMACs under several keys, one of them: false rules the entry out without
+        decoding it."""
+        if not all(needle in body for needle in self._needles):
+            return False
+        hmacs = self._subject_hmacs
+        return len(hmacs) < 2 or any(h in body for h in hmacs)
 
     def matches(self, entry: audit_pb2.AuditEntry) -> bool:
         """Whether ``entry`` (decoded, with its body) is one this filter finds."""
@@ -154,8 +185,8 @@ class EntryFilter:
             not entry.HasField("decision") or entry.decision.allowed != self.allowed
         ):
             return False
-        return self.subject_hmac is None or (
-            entry.subject_hmac == self.subject_hmac or self.subject_hmac in entry.subject_hmacs
+        return not self._subject_hmacs or any(
+            h == entry.subject_hmac or h in entry.subject_hmacs for h in self._subject_hmacs
         )
 
 
@@ -229,7 +260,6 @@ def search(
     start, stop = _bounds(log, where, size)
     if cursor is not None:
         start = max(start, cursor)
-    needles = where.needles()
     listed: list[Found] = []
     scanned = pruned = 0
     for stored in log.entries(start, stop, page=min(scan_rows, _READ_ROWS)):
@@ -243,7 +273,7 @@ def search(
             else:
                 listed.append(Found(stored.index, stored.leaf_hash, None))
             continue
-        if not all(needle in body for needle in needles):
+        if not where.might_match(body):
             continue
         entry = _decoded(body)
         if entry is not None and where.matches(entry):

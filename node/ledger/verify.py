@@ -7,6 +7,13 @@ Last, the head itself must be signed: a non-empty log needs a checkpoint at the
 head's size whose root is the recomputed root, or whoever wrote the last entries
 did not hold the node's key.
 
+* **The key in force at each size.** A node that rotated its signing key signed its
+  checkpoints with one key up to the rotation and another after it. :func:`verify`
+  takes the keys with the sizes each signed (:class:`KeyInForce`, from the node's key
+  history) and checks every checkpoint with the key in force at its size: one signed
+  by a retired key after its retirement (a process that kept the old key, or a stolen
+  one) is a problem, named as such.
+
 * **One snapshot.** Everything is read in one read transaction (SQLite: one
   deferred ``BEGIN``; PostgreSQL: ``REPEATABLE READ READ ONLY``), so appends
   committed while it runs are neither seen nor mistaken for tampering.
@@ -40,7 +47,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -55,7 +62,55 @@ from creditexchange.node.ledger.cosignature import CosignatureVerifier, verify_c
 from creditexchange.node.ledger.log import AuditLog
 from creditexchange.node.ledger.note import Checkpoint, Verifier, open_note
 
-__all__ = ["VerifyReport", "Vouched", "WitnessedReport", "verify", "verify_witnessed"]
+__all__ = [
+    "KeyInForce",
+    "VerifyReport",
+    "Vouched",
+    "WitnessedReport",
+    "verify",
+    "verify_witnessed",
+]
+
+
+@dataclass(frozen=True)
+class KeyInForce:
+    """A key that signed the log's checkpoints of sizes ``first`` to ``last`` (inclusive;
+    None: every size from ``first`` on)."""
+
+    verifier: Verifier
+    first: int = 0
+    last: int | None = None
+
+    def covers(self, size: int) -> bool:
+        return self.first <= size and (self.last is None or size <= self.last)
+
+    def describe(self) -> str:
+        sizes = (
+            f"sizes {self.first}-{self.last}"
+            if self.last is not None
+            else (f"sizes from {self.first} on")
+        )
+        return f"key {self.verifier.key_id.hex()} ({sizes})"
+
+
+Keys = Verifier | Sequence[KeyInForce]
+"""The node's key, or its keys with the sizes each signed."""
+
+
+def _in_force(keys: Keys) -> tuple[KeyInForce, ...]:
+    if isinstance(keys, Verifier):
+        return (KeyInForce(keys),)
+    if not keys:
+        raise ValueError("at least one key is needed to verify a log")
+    return tuple(keys)
+
+
+def _open_own(note: str, keys: tuple[KeyInForce, ...]) -> tuple[str, KeyInForce]:
+    """The text of a checkpoint the node signed, and the key that signed it; NoteError
+    when no key of the node's verifies it."""
+    text, signed_by = open_note(note, [k.verifier for k in keys])
+    key = next(k for k in keys if k.verifier in signed_by)
+    return text, key
 
 
 @dataclass
@@ -327,18 +382,28 @@ def _check_checkpoints(
     tree: _Pass,
     stored: dict[int, tuple[bytes, str]],
     log: AuditLog,
-    verifier: Verifier,
+    keys: tuple[KeyInForce, ...],
 ) -> None:
-    """Every stored checkpoint: signed by the node, for its row, for the log's root."""
+    """Every stored checkpoint: signed by the node's key in force at its size, for its
+    row, for the log's root."""
     rebuilt = tree.frontier.size
     for size, (root, note) in stored.items():
         report.checkpoints += 1
         where = f"checkpoint at size {size}"
         try:
-            text, _ = open_note(note, [verifier])
+            text, key = _open_own(note, keys)
             parsed = Checkpoint.parse(text)
         except (NoteError, ValueError) as exc:
             findings.root(size, f"{where}: its signature does not verify with the node key: {exc}")
+            continue
+        if not key.covers(size):
+            in_force = [k.describe() for k in keys if k.covers(size)]
+            findings.root(
+                size,
+                f"{where}: signed by the node's {key.describe()}, which was not in force at "
+                f"that size (in force: {', '.join(in_force) or 'none'}): a process kept a "
+                "retired key, or someone else holds it",
+            )
             continue
         if (parsed.origin, parsed.size, parsed.root_hash) != (log.origin, size, root):
             findings.root(size, f"{where}: the signed note does not match the stored row")
@@ -375,12 +440,14 @@ def _check_head_signed(report: VerifyReport, findings: _Findings, marks: list[in
     )
 
 
-def verify(log: AuditLog, verifier: Verifier, page: int = 50_000) -> VerifyReport:
+def verify(log: AuditLog, keys: Keys, page: int = 50_000) -> VerifyReport:
     """Recompute the whole log from the stored bytes and check everything stored.
 
-    Every problem is reported once, root causes first, in log order; see the module's
-    docstring for what is checked.
+    ``keys`` is the node's key, or every key it has signed with and the sizes each
+    signed (:class:`KeyInForce`). Every problem is reported once, root causes first, in
+    log order; see the module's docstring for what is checked.
     """
+    in_force = _in_force(keys)
     report = VerifyReport()
     findings = _Findings()
     with _read_snapshot(log.engine) as conn:
@@ -398,7 +465,7 @@ def verify(log: AuditLog, verifier: Verifier, page: int = 50_000) -> VerifyRepor
         tree = _Pass(conn, report, findings, marks)
         tree.run(page)
     _check_head(report, findings, tree, bytes(head_root))
-    _check_checkpoints(report, findings, tree, stored, log, verifier)
+    _check_checkpoints(report, findings, tree, stored, log, in_force)
     _check_head_signed(report, findings, marks)
     report.root_causes = len(findings.roots)
     report.problems = findings.lines()
@@ -436,7 +503,9 @@ class WitnessedReport:
         return not self.problems and bool(self.witnesses)
 
 
-def verify_witnessed(log: AuditLog, vouched: Iterable[Vouched]) -> WitnessedReport:
+def verify_witnessed(
+    log: AuditLog, vouched: Iterable[Vouched], keys: Keys | None = None
+) -> WitnessedReport:
     """The log's head against the checkpoints its witnesses cosigned.
 
     A vouched-for checkpoint counts when it is signed by the node's key and the
@@ -444,15 +513,21 @@ def verify_witnessed(log: AuditLog, vouched: Iterable[Vouched]) -> WitnessedRepo
     (a witness presenting it is mistaken or lying). A head smaller than a checkpoint
     that counts is a rollback; a log whose first entries no longer hash to its root
     was rewritten. Several witnesses of the same checkpoint make one problem naming
-    them all.
+    them all. ``keys`` are the node's keys with the sizes each signed (default: its
+    present key alone), as for :func:`verify`.
     """
     report = WitnessedReport(size=log.size())
-    own = log.signer.verifier()
+    own = _in_force(log.signer.verifier() if keys is None else keys)
     by_checkpoint: dict[tuple[int, bytes], tuple[Checkpoint, list[str], int]] = {}
     for v in vouched:
         try:
-            text, _ = open_note(v.note, [own])
+            text, signer = _open_own(v.note, own)
             checkpoint = Checkpoint.parse(text)
+            if not signer.covers(checkpoint.size):
+                raise NoteError(
+                    f"its checkpoint of size {checkpoint.size} is signed by the node's "
+                    f"{signer.describe()}, which was not in force at that size"
+                )
             cosignatures = verify_cosignatures(text, [v.cosignature], v.verifiers)
         except NoteError as exc:
             report.problems.append(

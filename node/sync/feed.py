@@ -44,11 +44,11 @@ from sqlalchemy import Connection, Dialect, Engine, and_, bindparam, insert, or_
 from sqlalchemy.exc import IntegrityError
 
 from creditexchange.clock import now_us
-from creditexchange.errors import ConcurrentWriter, LedgerError
+from creditexchange.errors import ConcurrentWriter, LedgerError, NoteError
 from creditexchange.node.database.driver import Prepared, padded
 from creditexchange.node.database.models import FEED_HEADS, FEED_LEAVES, FEED_NODES
 from creditexchange.node.ledger import merkle
-from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, sign_note
+from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
 
 __all__ = ["FeedHead", "FeedLog", "feed_origin"]
 
@@ -406,7 +406,11 @@ class FeedLog:
                 f"size {size} is outside the feed of {theme}, which has {current} changes"
             )
         if head is not None and size == head.size:
-            return head.checkpoint
+            try:
+                open_note(head.checkpoint, [self.verifier_for(theme)])
+                return head.checkpoint
+            except NoteError:
+                pass  # signed before a rotation of the node's key: signed again below
         root = merkle.EMPTY_ROOT if size == 0 else self.root(theme, size)
         body = Checkpoint(self.origin_for_theme(theme), size, root).body()
         return sign_note(body, self.signer_for(theme))
