@@ -13,10 +13,12 @@ import typer
 
 from creditexchange.node.cli import exchange, gateway, history, node, records, repair, report
 from creditexchange.node.cli.audit import audit_app
+from creditexchange.node.cli.backup import backup, restore
 from creditexchange.node.cli.catalog import catalog_app
 from creditexchange.node.cli.certs import certs_app
 from creditexchange.node.cli.config import config_app
 from creditexchange.node.cli.departments import departments_app
+from creditexchange.node.cli.health import health
 from creditexchange.node.cli.measures import measures_app
 from creditexchange.node.cli.objections import objection_app
 from creditexchange.node.cli.policy import policy_app
@@ -35,6 +37,8 @@ app = typer.Typer(
 app.command()(node.init)
 app.add_typer(node.db_app, name="db")
 app.add_typer(config_app, name="config")
+app.command()(backup)
+app.command()(restore)
 app.add_typer(catalog_app, name="catalog")
 app.command("import")(records.import_)
 app.command()(records.show)
@@ -55,6 +59,7 @@ app.add_typer(gateway.auditors_app, name="auditors")
 app.add_typer(measures_app, name="measures")
 app.add_typer(sync_app, name="sync")
 app.add_typer(departments_app, name="departments")
+app.command()(health)
 for _command in entry_points(group=COMMANDS_GROUP):
     app.command(_command.name)(_command.load())
 
