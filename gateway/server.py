@@ -18,7 +18,6 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
-from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine
 
 from creditexchange.errors import ConfigError
@@ -27,10 +26,12 @@ from creditexchange.gateway.app import create_app
 from creditexchange.gateway.context import Gateway, GatewayLimits
 from creditexchange.gateway.metrics import GatewayMetrics
 from creditexchange.node.app.config import NodeConfig, permission_problem
+from creditexchange.node.app.keys import load_subject_key_ring
 from creditexchange.node.app.server import NodeServer
 from creditexchange.node.app.server import serve as serve_node
 from creditexchange.node.app.wiring import open_audit_log, open_ledger, open_regional_client
 from creditexchange.node.database import open_database
+from creditexchange.node.exchange.metrics import Metrics
 from creditexchange.node.ledger import Ledger
 
 __all__ = ["GatewayServer", "open_gateway", "serve_gateway", "serve_with_gateway", "tls_files"]
@@ -77,17 +78,24 @@ async def open_gateway(
     *,
     ledger: Ledger | None = None,
     database: Engine | None = None,
-    registry: CollectorRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Gateway]:
-    """The gateway's parts, opened from ``config`` (sharing a serving node's ``ledger``,
-    ``database`` and metrics ``registry`` when given)."""
+    """The gateway's parts, opened from ``config``, sharing a serving node's ``ledger``,
+    ``database`` and ``metrics`` when given.
+
+    The gateway's metrics join ``metrics``' registry, and the breakers of its regional
+    client (every report, check and screening asks through it) set ``metrics``' gauge
+    ``credit_node_member_circuit``: the node's /metrics shows each member's circuit as
+    the partners' fan-outs left it. Without ``metrics`` the gateway has metrics of its
+    own, which nothing serves."""
     engine = database if database is not None else open_database(config.database_url)
+    shown = metrics if metrics is not None else Metrics()
     own_ledger = ledger is None
     running = ledger if ledger is not None else open_ledger(config, engine)
     if own_ledger:
         await running.__aenter__()
     try:
-        region = open_regional_client(config, ledger=running, database=engine)
+        region = open_regional_client(config, ledger=running, database=engine, metrics=shown)
         async with region:
             yield Gateway(
                 config=config,
@@ -96,7 +104,8 @@ async def open_gateway(
                 ledger=running,
                 log=open_audit_log(config, engine),
                 keys=KeyRegistry(engine),
-                metrics=GatewayMetrics(registry or CollectorRegistry()),
+                metrics=GatewayMetrics(shown.registry),
+                subject_keys=load_subject_key_ring(config, engine),
                 limits=GatewayLimits(
                     max_body_bytes=config.settings.gateway_max_body_bytes,
                     max_subjects=config.settings.max_batch_subjects,
@@ -202,13 +211,14 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def serve_gateway(config: NodeConfig) -> None:
     """``credit-node gateway``: the gateway alone (the node serves elsewhere, on the same
-    database), its metrics on ``metrics_port``, until SIGINT or SIGTERM."""
+    database), its metrics — the gateway's and its members' circuits — on
+    ``metrics_port``, until SIGINT or SIGTERM."""
     tls_files(config)  # refuse a clear-text listener before opening anything
     stopped = _stop_on_signals()
-    registry = CollectorRegistry()
+    metrics = Metrics()
     if config.settings.metrics_port:
-        start_http_server(config.settings.metrics_port, config.settings.metrics_host, registry)
-    async with open_gateway(config, registry=registry) as gateway, GatewayServer(gateway) as s:
+        metrics.serve(config.settings.metrics_port, config.settings.metrics_host)
+    async with open_gateway(config, metrics=metrics) as gateway, GatewayServer(gateway) as s:
         _announce(config, s)
         await stopped.wait()
 
@@ -217,7 +227,8 @@ async def serve_with_gateway(
     config: NodeConfig, *, reuse_port: bool = False, lead: bool = True
 ) -> None:
     """``credit-node serve``: the node, and its gateway beside it on ``gateway_port``
-    (none when it is 0), sharing its ledger and its metrics endpoint."""
+    (none when it is 0), sharing its ledger and its metrics (the members' circuits
+    among them) on one endpoint."""
     if not config.settings.gateway_port:
         await serve_node(config, reuse_port=reuse_port, lead=lead)
         return
@@ -225,7 +236,7 @@ async def serve_with_gateway(
     stopped = _stop_on_signals()
     async with (
         NodeServer(config, reuse_port=reuse_port, lead=lead) as node,
-        open_gateway(config, ledger=node.ledger, registry=node.metrics.registry) as gateway,
+        open_gateway(config, ledger=node.ledger, metrics=node.metrics) as gateway,
         GatewayServer(gateway) as s,
     ):
         _announce(config, s)

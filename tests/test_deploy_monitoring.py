@@ -1,16 +1,17 @@
 """The monitoring files in deploy/monitoring/ hold up: the alert rules and the scrape
 configuration pass promtool, every alert has unit tests that show it firing and staying
 silent, the Grafana dashboard is well formed, and every metric and label the alerts and
-the dashboard use is one a real serving node exports on its /metrics endpoint.
+the dashboard use is one a real serving node exports on its /metrics endpoint, with the
+values the node really has.
 
-The last check starts a real three-member federation on loopback (SQLite stores), drives
-every kind of series the files use (an answered and a refused query, witness rounds, a
-rolled-back peer ledger, a fan-out, feed sync) and scrapes huizhou's /metrics over HTTP.
-A metric is taken as exported only when the exposition holds samples of that exact series
+The last checks start a real three-member federation on loopback (SQLite stores), drive
+every kind of series the files use — an answered, a quota-counted and a refused query,
+witness rounds and a rolled-back peer ledger, customs restored from a backup under its
+subscribers (a rewritten feed: a sync alarm), reports through huizhou's REST gateway
+while customs is down (its circuit opens) — and scrape huizhou's /metrics over HTTP. A
+metric is taken as exported only when the exposition holds samples of that exact series
 name (``credit_node_query_seconds_bucket``, not only its family), so its labels can be
-compared too. The one exception, :data:`DECLARED_ONLY`, is a series this federation cannot
-produce without an impostor: it must be declared on /metrics (``# TYPE``), and its label
-names are read from the node's own registry.
+compared too; the gauges read from the store are compared with the store itself.
 
 promtool comes from Prometheus (Debian: ``apt-get install prometheus``). Locally a missing
 promtool skips those tests; in CI (CI=true) it fails them.
@@ -27,22 +28,28 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fedharness import Federation
 from ports import free_ports
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+from synchelpers import customs_feed_log, set_statuses, wait_until
 
 from creditexchange.devtools.sample import showcase_subject
-from creditexchange.errors import CreditExchangeError, QueryRefused
-from creditexchange.node.app.wiring import open_regional_client
-from creditexchange.node.federation.report import consolidated_report
+from creditexchange.errors import QueryRefused
+from creditexchange.gateway.access import Role
+from creditexchange.gateway.server import GatewayServer, open_gateway
+from creditexchange.node.app.wiring import federation_view, open_audit_log
+from creditexchange.node.database import open_database
+from creditexchange.node.database.models import RECORDS
+from creditexchange.node.records.repository import RecordStatus
+from creditexchange.node.sync.subscribe import Alarm, read_cursor
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 ALERTS = MONITORING / "alerts.yml"
@@ -51,19 +58,24 @@ PROMETHEUS = MONITORING / "prometheus.yml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 SCRAPED = "huizhou"  # the node whose /metrics is read
-MEMBERS = (SCRAPED, "shenzhen", "customs")  # customs publishes the feeds huizhou syncs
+PUBLISHER = "customs"  # publishes the feeds huizhou syncs; restored from a backup, then down
+MEMBERS = (SCRAPED, "shenzhen", PUBLISHER)
 ROLLED_BACK = "shenzhen"
+REWRITTEN = "customs_credit_grade"  # the feed customs' restore rewrites
 PROCUREMENT = {
     "purpose": "public_procurement",
     "legal_basis": "政府采购法第二十二条",
     "case_reference": "CG-2026-0001",
     "officer": "officer-7",
 }
-IN_CI = os.environ.get("CI") == "true"
-DECLARED_ONLY = {
-    # a refused feed batch needs an impostor publisher (tests/test_sync_faults.py)
-    "credit_node_sync_alarms_total": ("credit_node_sync_alarms", "counter"),
+BANK_CREDIT = {  # rules with a quota cover it
+    "purpose": "bank_credit",
+    "legal_basis": "国办发〔2021〕52号",
+    "case_reference": "LOAN-2026-55",
+    "officer": "officer-7",
 }
+REPORTS_WHILE_DOWN = 4  # three failures open a breaker; the fourth report skips the member
+IN_CI = os.environ.get("CI") == "true"
 
 
 # --- promtool ---------------------------------------------------------------------------
@@ -288,24 +300,14 @@ def exported_series(text: str) -> dict[str, set[str]]:
     return series
 
 
-def declared_families(text: str) -> set[tuple[str, str]]:
-    """Each family an exposition declares (``# TYPE``), samples or not: (name, type)."""
-    return {(f.name, f.type) for f in text_string_to_metric_families(text)}
-
-
-def with_declared_only(text: str, registry: CollectorRegistry) -> dict[str, set[str]]:
-    """The exposition's series, and those of :data:`DECLARED_ONLY` that have no samples
-    yet, with the label names the node's registry gives them."""
-    series = exported_series(text)
-    declared = declared_families(text)
-    collectors = registry._names_to_collectors
-    for name, family in DECLARED_ONLY.items():
-        collector = collectors.get(name)
-        if name in series or family not in declared or collector is None:
-            continue
-        assert isinstance(collector, MetricWrapperBase)
-        series[name] = set(collector._labelnames)
-    return series
+def sample_values(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """The value of each sample named ``name`` in an exposition, by its labels."""
+    return {
+        frozenset(sample.labels.items()): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
 
 
 def scrape(port: int) -> str:
@@ -329,12 +331,118 @@ def _restore_sqlite(url: str, copy: Path) -> None:
         shutil.copy2(path, database.parent / path.name)
 
 
-def _drive(fed: Federation) -> None:
+@dataclass
+class Driven:
+    """What driving huizhou did that its gauges must show."""
+
+    charged: dict[str, int] = field(default_factory=dict)  # rule id -> its quota limit
+    report_statuses: list[dict[str, str]] = field(default_factory=list)  # member -> status
+
+
+def _quota_limits(fed: Federation) -> dict[str, int]:
+    """Rule id -> quota limit of every rule with a quota in huizhou's memorandum."""
+    memorandum = federation_view(fed.nodes[SCRAPED].config).current().memorandum
+    return {r.id: r.quota.limit for r in memorandum.rules if r.quota is not None}
+
+
+def _rewrite_publishers_feed(fed: Federation) -> None:
+    """customs withdraws a credit grade, huizhou syncs the change, then customs is restored
+    from the backup taken just before and the grade is repaired instead: customs' feed now
+    signs another history than the one huizhou applied, which huizhou's subscriber refuses
+    with a sync alarm (kind "rewritten") the next time it follows that feed."""
+    config = fed.nodes[PUBLISHER].config
+    url = config.database_url
+    fed.stop(PUBLISHER)
+    _copy_sqlite(url, fed.root / "customs-backup")
+    store = open_database(url)
+    try:
+        with store.connect() as conn:
+            key = conn.execute(
+                select(RECORDS.c.record_key)
+                .where(RECORDS.c.theme == REWRITTEN)
+                .order_by(RECORDS.c.record_key)
+                .limit(1)
+            ).scalar_one()
+        before = customs_feed_log(config, store).size(REWRITTEN)
+        set_statuses(store, REWRITTEN, [key], RecordStatus.EXPIRED)
+    finally:
+        store.dispose()
+    fed.start(PUBLISHER)  # publishes the withdrawal at once
+    published = open_database(url)
+    subscriber = open_database(fed.nodes[SCRAPED].config.database_url)
+    try:
+
+        def synced() -> bool:
+            size = customs_feed_log(config, published).size(REWRITTEN)
+            return size > before and read_cursor(subscriber, PUBLISHER, REWRITTEN).size == size
+
+        wait_until(synced, 60, f"huizhou syncing customs' {REWRITTEN} past {before} changes")
+    finally:
+        published.dispose()
+        subscriber.dispose()
+    fed.stop(PUBLISHER)
+    _restore_sqlite(url, fed.root / "customs-backup")
+    restored = open_database(url)
+    try:
+        set_statuses(restored, REWRITTEN, [key], RecordStatus.REPAIRED)
+    finally:
+        restored.dispose()
+    fed.start(PUBLISHER)
+    subscriber = open_database(fed.nodes[SCRAPED].config.database_url)
+    try:  # the subscriber waits longer each time the publisher was away: give it time
+
+        def refused() -> bool:
+            return read_cursor(subscriber, PUBLISHER, REWRITTEN).stopped
+
+        wait_until(refused, 120, f"huizhou stopping customs' rewritten {REWRITTEN} feed")
+    finally:
+        subscriber.dispose()
+
+
+async def _reports_through_the_gateway(fed: Federation, subject: str) -> list[dict[str, str]]:
+    """Consolidated reports asked of huizhou's REST gateway, opened as ``credit-node serve``
+    opens it beside the node (its ledger and metrics); each report's member statuses."""
+    server = fed.servers[SCRAPED]
+    config = fed.nodes[SCRAPED].config
+    statuses = []
+    async with (
+        open_gateway(config, ledger=server.ledger, metrics=server.metrics) as gateway,
+        GatewayServer(gateway, host="127.0.0.1", port=0) as served,
+    ):
+        _, key = gateway.keys.add(
+            "tender-centre",
+            Role.PARTNER,
+            purposes=[PROCUREMENT["purpose"]],
+            known_purposes=list(gateway.region.federation.memorandum.purpose_by_code),
+        )
+        params = {k: PROCUREMENT[k] for k in ("purpose", "legal_basis")}
+        params["case"] = PROCUREMENT["case_reference"]
+        headers = {"Authorization": f"Bearer {key}", "X-Officer": PROCUREMENT["officer"]}
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+            for _ in range(REPORTS_WHILE_DOWN):
+                response = await http.get(
+                    f"/v1/subjects/{subject}/report", params=params, headers=headers
+                )
+                assert response.status_code == 200, response.text
+                members = response.json()["members"]
+                statuses.append({m["member"]: m["status"] for m in members})
+    return statuses
+
+
+def _drive(fed: Federation) -> Driven:
     """Make huizhou export a sample of every series the monitoring files use."""
+    driven = Driven()
     subject = showcase_subject(SCRAPED, 2026)
     fed.ask("shenzhen", subject, to=SCRAPED, **PROCUREMENT)  # queries, latency, ledger
+    answer = fed.ask("shenzhen", subject, to=SCRAPED, **BANK_CREDIT)  # counted in quotas
+    limits = _quota_limits(fed)
+    applied = {rule for s in answer.subjects for t in s.themes if t.allowed for rule in t.rule_ids}
+    driven.charged = {rule: limits[rule] for rule in applied if rule in limits}
     with pytest.raises(QueryRefused):  # no rule covers the theme: a policy refusal
         fed.ask("shenzhen", subject, to=SCRAPED, themes=["customs_credit_grade"], **PROCUREMENT)
+    _rewrite_publishers_feed(fed)
+    fed.stop(PUBLISHER)  # unreachable from now on: its circuit opens
+    driven.report_statuses = fed.run(_reports_through_the_gateway(fed, subject), timeout=120)
 
     def grow_peer() -> None:
         with contextlib.suppress(QueryRefused):
@@ -355,30 +463,51 @@ def _drive(fed: Federation) -> None:
     _restore_sqlite(url, backup)  # ...which is then restored from last night's backup
     fed.start(ROLLED_BACK)
     fed.run(witness.round())  # a rollback alarm
+    return driven
 
-    async def fan_out() -> None:
-        # What a regional client given the node's metrics exports (see the report).
-        server = fed.servers[SCRAPED]
-        config = fed.nodes[SCRAPED].config
-        region = open_regional_client(config, ledger=server.ledger, metrics=server.metrics)
-        async with region:
-            with contextlib.suppress(CreditExchangeError):
-                await consolidated_report(
-                    region,
-                    subject,
-                    purpose=PROCUREMENT["purpose"],
-                    legal_basis=PROCUREMENT["legal_basis"],
-                    case_reference=PROCUREMENT["case_reference"],
-                    officer=PROCUREMENT["officer"],
-                )
 
-    fed.run(fan_out())
+@dataclass(frozen=True)
+class Exposition:
+    """huizhou's /metrics as scraped once every series the monitoring files use had
+    samples, with what was driven and the store's own figures around the last scrape."""
+
+    text: str
+    series: dict[str, set[str]]
+    driven: Driven
+    ledger: tuple[int, int, float | None]  # size read before the scrape, after it; exported
+    last_entry_us: int  # the time inside the ledger's last entry
+
+
+def _ledger_around_a_scrape(fed: Federation, port: int) -> tuple[int, int, float | None, str]:
+    """The ledger's size in huizhou's database read just before and just after a scrape,
+    and what the scrape said, once the three agree (the gauge's read is reused for a few
+    seconds, and the sync may still append); the last such triple otherwise."""
+    config = fed.nodes[SCRAPED].config
+    database = open_database(config.database_url)
+    try:
+        log = open_audit_log(config, database)
+        deadline = time.monotonic() + 30
+        while True:
+            before = log.size()
+            text = scrape(port)
+            after = log.size()
+            exported = sample_values(text, "credit_node_ledger_size").get(frozenset())
+            if before == after == exported or time.monotonic() > deadline:
+                return before, after, exported, text
+            time.sleep(0.5)
+    finally:
+        database.dispose()
+
+
+def _entry_time_us(fed: Federation, index: int) -> int:
+    """The time inside huizhou's ledger entry ``index``."""
+    stamp: int = fed.entry_at(SCRAPED, index).time_unix_micros
+    return stamp
 
 
 @pytest.fixture(scope="module")
-def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, set[str]]]:
-    """huizhou's /metrics series, once every series the monitoring files use has samples
-    (or, for :data:`DECLARED_ONLY`, is declared)."""
+def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]:
+    """huizhou's /metrics, once every series the monitoring files use has samples."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CREDIT_NODE_SYNC_FEEDS", "true")
     mp.setenv("CREDIT_NODE_PUBLISH_INTERVAL_S", "1")
@@ -390,18 +519,22 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
             mp.setenv("CREDIT_NODE_METRICS_HOST", "127.0.0.1")
             fed.restart(SCRAPED)  # with its metrics endpoint
             mp.delenv("CREDIT_NODE_METRICS_PORT")
-            _drive(fed)
+            driven = _drive(fed)
             wanted = {name for use in uses() for name, _ in _NAME.findall(use.expr) if name != "up"}
-            registry = fed.servers[SCRAPED].metrics.registry
-            deadline = time.monotonic() + 60  # the feeds sync in the background
+            deadline = time.monotonic() + 60  # the feeds sync, and alarm, in the background
             while True:
-                text = scrape(port)
-                series = with_declared_only(text, registry)
+                series = exported_series(scrape(port))
                 if wanted <= set(series) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            assert 'kind="rollback"' in text  # the alarm was driven, not only declared
-            yield series
+            before, after, exported, text = _ledger_around_a_scrape(fed, port)
+            yield Exposition(
+                text=text,
+                series=exported_series(text),
+                driven=driven,
+                ledger=(before, after, exported),
+                last_entry_us=_entry_time_us(fed, before - 1),
+            )
         finally:
             fed.close()
     finally:
@@ -409,17 +542,15 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 
 
 @pytest.mark.slow
-def test_every_metric_and_label_used_is_on_a_real_nodes_metrics(
-    exposition: dict[str, set[str]],
-) -> None:
+def test_every_metric_and_label_used_is_on_a_real_nodes_metrics(exposition: Exposition) -> None:
     labels = target_labels()
-    found = [problem for use in uses() for problem in problems_of(use, exposition, labels)]
+    found = [problem for use in uses() for problem in problems_of(use, exposition.series, labels)]
     assert not found, "\n".join(found)
 
 
 @pytest.mark.slow
-def test_a_misspelt_metric_or_label_is_caught(exposition: dict[str, set[str]]) -> None:
-    exported = exposition
+def test_a_misspelt_metric_or_label_is_caught(exposition: Exposition) -> None:
+    exported = exposition.series
     labels = target_labels()
     misspelt = [
         Use("metric", "rate(credit_node_querys_total[5m])"),
@@ -427,6 +558,7 @@ def test_a_misspelt_metric_or_label_is_caught(exposition: dict[str, set[str]]) -
         Use("grouping", "sum by (node, peer) (rate(credit_node_refusals_total[5m]))"),
         Use("histogram", "credit_node_witness_size_bucket"),
         Use("shown", "sum by (node) (credit_node_sync_lag_entries)", frozenset({"theme"})),
+        Use("gauge label", 'credit_node_quota_used{purpose="bank_credit"}'),
     ]
     for use in misspelt:
         assert problems_of(use, exported, labels), use.where
@@ -435,3 +567,60 @@ def test_a_misspelt_metric_or_label_is_caught(exposition: dict[str, set[str]]) -
         exported,
         labels,
     )
+
+
+@pytest.mark.slow
+def test_the_quota_gauges_count_the_query_a_requester_made_under_each_rule(
+    exposition: Exposition,
+) -> None:
+    """shenzhen asked once for bank credit: 1 under each rule with a quota that applied,
+    against the memorandum's limit; nothing else was counted at huizhou."""
+    charged = exposition.driven.charged
+    assert charged, "the bank credit query applied no rule with a quota"
+    used = sample_values(exposition.text, "credit_node_quota_used")
+    limit = sample_values(exposition.text, "credit_node_quota_limit")
+    assert used, "credit_node_quota_used is not on huizhou's /metrics"
+    assert set(used) == set(limit)
+    counted = {
+        frozenset({("requester", "shenzhen"), ("rule", rule)}): q for rule, q in charged.items()
+    }
+    for key, quota in counted.items():
+        assert (used[key], limit[key]) == (1.0, quota), sorted(key)
+    rest = {key: value for key, value in used.items() if key not in counted}
+    assert rest and set(rest.values()) == {0.0}  # other rules and requesters: nothing yet
+    assert all(dict(labels)["requester"] != SCRAPED for labels in used)
+
+
+@pytest.mark.slow
+def test_the_ledger_gauges_are_the_ledger_in_the_database(exposition: Exposition) -> None:
+    before, after, exported = exposition.ledger
+    assert exported is not None, "credit_node_ledger_size is not on huizhou's /metrics"
+    assert before == after == exported > 0
+    stamps = sample_values(exposition.text, "credit_node_ledger_last_checkpoint_timestamp_seconds")
+    signed = stamps.get(frozenset())
+    assert signed is not None, "no checkpoint time on huizhou's /metrics"
+    # the head's checkpoint is signed when its batch commits: after its entries were made
+    assert exposition.last_entry_us / 1e6 <= signed <= time.time()
+
+
+@pytest.mark.slow
+def test_a_member_that_keeps_failing_opens_its_circuit_on_the_node_serving_the_gateway(
+    exposition: Exposition,
+) -> None:
+    statuses = exposition.driven.report_statuses
+    assert [s[PUBLISHER] for s in statuses] == ["unavailable"] * 3 + ["skipped"]
+    assert {s[ROLLED_BACK] for s in statuses} == {"answered"}
+    circuit = {
+        dict(labels)["member"]: value
+        for labels, value in sample_values(exposition.text, "credit_node_member_circuit").items()
+    }
+    assert circuit == {PUBLISHER: 2.0, ROLLED_BACK: 0.0}
+
+
+@pytest.mark.slow
+def test_a_feed_rewritten_under_its_subscriber_raises_a_real_sync_alarm(
+    exposition: Exposition,
+) -> None:
+    alarms = sample_values(exposition.text, "credit_node_sync_alarms_total")
+    key = frozenset({("publisher", PUBLISHER), ("theme", REWRITTEN), ("kind", Alarm.REWRITTEN)})
+    assert alarms == {key: 1.0}

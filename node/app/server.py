@@ -151,6 +151,7 @@ class NodeServer:
         await self._ledger.__aenter__()
         self._ledger.on_batch = self.metrics.ledger_batch.observe
         self.metrics.watch_objections(lambda: objection_counts(database, china_today()))
+        self.metrics.watch_store(database, view, config.member_id)
         self._provider = self._open_provider(database, catalog, view, revocations, self._ledger)
         await asyncio.to_thread(self._provider.cosignatures.load)
         self._witness = await self._open_witness(self._ledger)

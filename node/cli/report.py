@@ -16,6 +16,12 @@
 
 :func:`print_everyone` is the same fan-out for one subject, one line per member:
 ``credit-node query … --to all``.
+
+Each command asks once through a regional client of its own: its breakers start
+closed and end with it, and no metrics endpoint would show them, so it is given no
+metrics. The members' circuits a node exports (``credit_node_member_circuit``) are
+those of the regional client that lives as long as the serving node: its gateway's
+(``gateway.server.open_gateway``).
 """
 
 from __future__ import annotations
