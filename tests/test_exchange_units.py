@@ -15,21 +15,28 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import nacl.signing
 import pytest
 from sqlalchemy import Engine, text
 
 from creditexchange.clock import now_us
+from creditexchange.devtools.sample import write_sample
 from creditexchange.errors import AnswerRejected, EnvelopeError
 from creditexchange.identifiers import mask_identifier
+from creditexchange.node.catalog import Catalog
+from creditexchange.node.database import create_database_engine, upgrade
 from creditexchange.node.exchange.client import _check_subjects
 from creditexchange.node.exchange.envelope import digest, open_envelope, pae, seal
 from creditexchange.node.exchange.protocol import ANSWER, QUERY_REQUEST, subject_tag
 from creditexchange.node.exchange.quotas import QuotaCounter
+from creditexchange.node.exchange.readers import PostgresReader
 from creditexchange.node.exchange.replay import ReplayGuard
 from creditexchange.node.ledger import AuditLog, Ledger, SideWrite
 from creditexchange.node.ledger.note import Signer
+from creditexchange.node.records.importer import import_file
+from creditexchange.node.records.repository import SubjectRecords, read_subjects
 from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2
 from creditexchange.v1.exchange_pb2 import Envelope
@@ -284,3 +291,48 @@ def test_two_people_whose_masked_ids_coincide_cannot_be_swapped_in_an_answer() -
         subject_tag(key, second),
     )
     _check_subjects(body, [first, second], key)  # in order, they pass
+
+
+# -- the provider's PostgreSQL reader ---------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_reads_made_together_give_each_caller_what_its_own_read_gives(
+    postgres_url: str, catalog: Catalog, tmp_path: Path
+) -> None:
+    """While one read is under way the others wait and are made as one query; each caller
+    still gets its own subjects (unknown ones left out) and their records in its own
+    themes, in the order a read of its own gives them."""
+    engine = create_database_engine(postgres_url)
+    upgrade(engine)
+    try:
+        for path in write_sample(catalog, "huizhou", 30, 7, tmp_path / "in"):
+            theme = path.name.split(".")[0]
+            import_file(engine, catalog, path, theme, reject_dir=tmp_path)
+        with engine.connect() as conn:
+            ids = sorted(
+                str(s) for s in conn.execute(text("SELECT subject_id FROM subjects")).scalars()
+            )
+        themes = [t.code for t in catalog.themes]
+        today = dt.date(2026, 12, 1)
+        asked = [
+            ([ids[n % len(ids)], ids[(n * 7) % len(ids)]] if n % 3 else [ids[n % len(ids)]], {t})
+            for n, t in enumerate(themes * 4)
+        ]
+        asked.append(([ids[0], "91440000MA00000000"], set(themes)))  # one unknown subject
+        reader = PostgresReader(engine)
+
+        async def read_all() -> list[SubjectRecords]:
+            return list(await asyncio.gather(*(reader.read(s, t, today) for s, t in asked)))
+
+        try:
+            together = asyncio.run(read_all())
+        finally:
+            reader.close()
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            alone = [read_subjects(driver, engine.dialect, s, t, today) for s, t in asked]
+        assert together == alone
+        assert any(r.records for r in together)
+    finally:
+        engine.dispose()

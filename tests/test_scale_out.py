@@ -234,7 +234,8 @@ def _check(nodes: dict[str, ProvisionedNode], outcomes: list[list[Outcome]]) -> 
                 ),
                 {"r": RULE},
             ).scalar_one()
-            leaves = dict(conn.execute(text("SELECT idx, leaf_hash FROM ledger_entries")).all())
+            rows = conn.execute(text("SELECT idx, leaf_hash FROM ledger_entries")).all()
+            leaves: dict[int, bytes] = {int(i): bytes(h) for i, h in rows}
             nonces = conn.execute(
                 text("SELECT count(*) FROM request_nonces WHERE requester = 'shenzhen'")
             ).scalar_one()

@@ -194,7 +194,7 @@ class NodeSettings(BaseSettings):
     subject_hmac_key: Path = Path("keys/subject-hmac.key")
     ledger_max_batch: int = Field(default=1024, ge=1, le=100_000)
     ledger_max_wait_ms: float = Field(
-        default=2.0,
+        default=10.0,
         ge=0,
         le=1000,
         description="under load, how long a ledger batch waits to fill (an idle node never waits)",

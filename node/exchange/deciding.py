@@ -68,6 +68,15 @@ class Verdict:
     def allowed(self) -> dict[tuple[str, str], Decided]:
         return {key: d for key, d in self.decisions.items() if d.decision.allowed}
 
+    def deny(self, reason: str) -> None:
+        """The call is refused after all (a quota, the store): its summary says so. The
+        summary may be shared with other calls' verdicts, so it is replaced, not changed."""
+        summary = audit_pb2.Decision()
+        summary.CopyFrom(self.summary)
+        summary.allowed = False
+        summary.reason = reason
+        self.summary = summary
+
     def refusal(self) -> Refused:
         """Why nothing is allowed: the status that says most, every distinct reason."""
         if not self.decisions:
@@ -110,22 +119,47 @@ class _DecisionParts:
         self.bound = bound
         self._federation: Federation | None = None
         self._parts: dict[tuple[str, Mode, int], Decided] = {}
+        # the summaries of the combinations of decisions calls had, by the parts' ids (each
+        # held with its parts, so that no id is reused while it is cached)
+        self._summaries: dict[tuple[int, ...], tuple[tuple[Decided, ...], audit_pb2.Decision]]
+        self._summaries = {}
+
+    def _start(self, federation: Federation) -> None:
+        """Forget every part when the memorandum changes or the cache is full."""
+        self._parts.clear()
+        self._summaries.clear()
+        self._federation = federation
 
     def get(self, federation: Federation, theme: str, mode: Mode, decision: Decision) -> Decided:
         if federation is not self._federation:
-            self._parts.clear()
-            self._federation = federation
+            self._start(federation)
         key = (theme, mode, id(decision))
         parts = self._parts.get(key)
         if parts is None or parts.decision is not decision:
             if len(self._parts) >= self.bound:
-                self._parts.clear()
+                self._start(federation)
             audit = audit_pb2.ThemeDecision(
                 theme=theme, decision=_pb_decision(decision), masked_fields=sorted(decision.mask)
             )
             shape = theme_shape(self.catalog, theme, decision, mode)
             parts = self._parts[key] = Decided(theme, decision, audit, shape)
         return parts
+
+    def summary(
+        self, federation: Federation, decisions: Mapping[tuple[str, str], Decided]
+    ) -> audit_pb2.Decision:
+        """:func:`_summary` of ``decisions`` (parts this cache gave, under ``federation``),
+        built once per combination; never modified (:meth:`Verdict.deny` replaces it)."""
+        decided = tuple(decisions.values())
+        key = tuple(map(id, decided))
+        held = self._summaries.get(key)
+        if held is None or federation is not self._federation:
+            if len(self._summaries) >= self.bound:
+                self._summaries.clear()
+            held = (decided, _summary(federation, decisions))
+            if federation is self._federation:
+                self._summaries[key] = held
+        return held[1]
 
 
 class Decider:
@@ -148,7 +182,9 @@ class Decider:
         now: dt.datetime,
     ) -> Verdict:
         """Decide every (subject type, theme) of a call; nothing is charged yet."""
-        per_type = Counter(t for _, t in subjects)
+        per_type: dict[str, int] = {}
+        for _, subject_type in subjects:
+            per_type[subject_type] = per_type.get(subject_type, 0) + 1
         themes = asked or self._themes_holding(per_type)
         engine = federation.engine
         decisions: dict[tuple[str, str], Decided] = {}
@@ -178,7 +214,7 @@ class Decider:
             covered = {k: d for k, d in decisions.items() if d.decision.rule_ids}
             decisions = allowed or covered or decisions
             themes_asked = [t for _, t in decisions]
-        summary = _summary(federation, decisions)
+        summary = self._parts.summary(federation, decisions)
         return Verdict(subjects, themes, decisions, themes_asked, summary, per_type)
 
     def _themes_holding(self, subject_types: Mapping[str, int]) -> list[str]:
@@ -207,8 +243,7 @@ class Decider:
             used = self.quotas.used(requester, rule, periods[rule])
             if used + n > quota.limit:
                 refusal = exceeded(requester, rule, quota.limit, quota.period, n, used)
-                verdict.summary.allowed = False
-                verdict.summary.reason = refusal.message
+                verdict.deny(refusal.message)
                 raise refusal
         quotas = {r: engine_quotas[r] for r in counts}
         _, verdict.charges = self.quotas.charge(requester, periods, counts, quotas)

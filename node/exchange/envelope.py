@@ -13,6 +13,7 @@ The payload types of the protocol's messages are in ``protocol``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 
@@ -46,9 +47,16 @@ def seal(
         payload_type=payload_type,
         payload=payload,
         signatures=[
-            exchange_pb2.Signature(key_id=key_id(bytes(signing_key.verify_key)), sig=signature)
+            exchange_pb2.Signature(key_id=_key_id(bytes(signing_key.verify_key)), sig=signature)
         ],
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _key_id(public_key: bytes) -> str:
+    """``key_id`` of a signer's public key, worked out once per key (a node signs every
+    answer with the same one)."""
+    return key_id(public_key)
 
 
 def open_envelope(

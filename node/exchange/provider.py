@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import nacl.signing
+from prometheus_client import Counter, Histogram
 
 from creditexchange.certs.identity import PeerCertificate
 from creditexchange.clock import china_today, now_us, utc_now
@@ -73,6 +74,8 @@ from creditexchange.v1 import audit_pb2, exchange_pb2
 __all__ = ["Provider", "RefusalBudget"]
 
 log = logging.getLogger("node.exchange")
+
+_MAX_SERIES = 4096  # label sets whose metric children are kept at hand (``Provider._count``)
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Provider:
         self.hmac_key = hmac_key
         self.metrics = metrics
         self.refusal_budget = RefusalBudget()
+        self._series: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}  # labels -> children
         # the witnesses' cosignatures on this node's checkpoints, for the receipts
         self.cosignatures = CosignatureBook(WitnessRecords(ledger.log.engine))
 
@@ -147,8 +151,7 @@ class Provider:
             return bytes(sealed.SerializeToString())
         except Refused as refusal:
             if call.recorded and call.verdict is not None:  # the store refused the answer
-                call.verdict.summary.allowed = False
-                call.verdict.summary.reason = refusal.message
+                call.verdict.deny(refusal.message)
             await self._refuse(call, refusal, context, started)
         except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
             if call.recorded:  # its entry is queued and commits: count its quota as charged
@@ -442,8 +445,15 @@ class Provider:
             purpose = "unknown"  # a label per made-up purpose would grow without bound
         elapsed = time.perf_counter() - started
         method = call.method.name
-        self.metrics.queries.labels(call.requester, method, purpose, decision, status).inc()
-        self.metrics.latency.labels(method).observe(elapsed)
+        key = (call.requester, method, purpose, decision, status)
+        series = self._series.get(key)
+        if series is None:  # a label set's children, looked up once (the labels are bounded)
+            if len(self._series) >= _MAX_SERIES:
+                self._series.clear()
+            series = (self.metrics.queries.labels(*key), self.metrics.latency.labels(method))
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(elapsed)
         if not log.isEnabledFor(logging.INFO):
             return
         log.info(

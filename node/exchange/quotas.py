@@ -127,6 +127,21 @@ class QuotaCharge:
             {"requester": requester, "rule_id": rule, "period_start": start, "used": self.used},
         )
 
+    @staticmethod
+    def write_all(cursor: Any, dialect: Dialect, charges: Sequence[QuotaCharge]) -> None:
+        """Every count a batch charges, one upsert per counter (its charges summed)."""
+        totals: dict[Key, int] = {}
+        for charge in charges:
+            totals[charge.key] = totals.get(charge.key, 0) + charge.used
+        _ADD.executemany(
+            cursor,
+            dialect,
+            [
+                {"requester": r, "rule_id": u, "period_start": p, "used": n}
+                for (r, u, p), n in totals.items()
+            ],
+        )
+
     def judge(
         self, cursor: Any, dialect: Dialect, claims: Sequence[Sequence[QuotaCharge]]
     ) -> dict[int, Exception]:

@@ -113,6 +113,18 @@ class SpentNonce:
             {"requester": self.requester, "nonce": self.nonce, "created_us": self.created_us},
         )
 
+    @staticmethod
+    def write_all(cursor: Any, dialect: Dialect, spent: Sequence[SpentNonce]) -> None:
+        """Every nonce a batch spends, in one statement."""
+        _SPEND.executemany(
+            cursor,
+            dialect,
+            [
+                {"requester": s.requester, "nonce": s.nonce, "created_us": s.created_us}
+                for s in spent
+            ],
+        )
+
     def judge(
         self, cursor: Any, dialect: Dialect, claims: Sequence[Sequence[SpentNonce]]
     ) -> dict[int, Exception]:

@@ -317,6 +317,21 @@ def _judge(cursor: Any, dialect: Dialect, pending: Sequence[Pending]) -> dict[in
     return refused
 
 
+def _write_all(cursor: Any, dialect: Dialect, writes: Sequence[SideWrite]) -> None:
+    """Make the side writes of a batch, one statement per kind where the kind can
+    (``write_all``: every spent nonce of the batch in one INSERT), else one by one."""
+    kinds: dict[type, list[SideWrite]] = {}
+    for write in writes:
+        kinds.setdefault(type(write), []).append(write)
+    for kind, same in kinds.items():
+        write_all = getattr(kind, "write_all", None)
+        if write_all is not None:
+            write_all(cursor, dialect, same)
+        else:
+            for write in same:
+                write.write(cursor, dialect)
+
+
 class AuditLog:
     """Synchronous access to the ledger tables: the writer's and the auditor's side."""
 
@@ -399,9 +414,7 @@ class AuditLog:
                     note = sign_note(Checkpoint(self.origin, new.size, root).body(), self.signer)
                     if bodies:
                         self._write(cursor, dialect, old, new, root, note, nodes, leaves, bodies)
-                    for item in kept:
-                        for write in item.writes:
-                            write.write(cursor, dialect)
+                    _write_all(cursor, dialect, [w for item in kept for w in item.writes])
                 finally:
                     cursor.close()
         except BaseException:
