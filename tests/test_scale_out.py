@@ -2,11 +2,13 @@
 
 A node's provider runs as several real ``credit-node serve`` processes sharing one
 database — two "pods" on one PostgreSQL (each its own process and port), and
-``serve --workers 2`` on one port (PostgreSQL and SQLite). A requester sends
-them signed queries concurrently, every request twice (once to each process,
-or twice on different connections), under a quota nearly used up. Then:
+``serve --workers 2`` on one port (PostgreSQL and SQLite). A requester sends them,
+all at once, signed queries of two kinds: requests under no quota, each sent twice
+at the same moment (to both pods, or on two connections), and requests under a
+quota nearly used up, each sent once. Then:
 
-* no nonce is answered twice (each request: one answer, the other a replay refusal);
+* no nonce is answered twice: of each twice-sent request, one send is answered and
+  the other refused as a replay;
 * the quota is not exceeded (at most what was left is answered, and counted);
 * ``credit-node audit verify`` passes on the provider's ledger (gap-free indices,
   every checkpoint consistent, every signature);
@@ -50,24 +52,29 @@ from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 RULE = "regional-land-auction"  # 500 a day per requester
 LIMIT = 500
 LEFT = 6  # queries left in the period when the load starts
-REQUESTS = 24  # distinct signed requests, each sent twice
+REPLAYED = 12  # requests under no quota, each sent twice at once
+REQUESTS = 24  # requests under the quota, each sent once
 
 
-def _requests(requester: ProvisionedNode, provider: ProvisionedNode, subject: str) -> list[Any]:
+def _requests(
+    requester: ProvisionedNode, provider: ProvisionedNode, subject: str, n: int, purpose: str
+) -> list[Any]:
+    """``n`` signed queries for ``purpose`` (land_auction counts against a quota,
+    public_procurement does not)."""
     key = load_signing_key(requester.config.signing_key_path)
     provider_key = load_signing_key(provider.config.signing_key_path).verify_key
     recipients = {key_id(bytes(provider_key)): provider_key}
     sealed = []
-    for i in range(REQUESTS):
+    for i in range(n):
         header = exchange_pb2.RequestHeader(
             requester=requester.member,
             provider=provider.member,
             nonce=os.urandom(32),
             created_unix_micros=now_us(),
             memorandum_version=1,
-            purpose="land_auction",
+            purpose=purpose,
             legal_basis="《招标投标法》",
-            case_reference=f"AUCTION-{i}",
+            case_reference=f"CASE-{purpose}-{i}",
             officer="officer-7",
         )
         request = exchange_pb2.QueryRequest(
@@ -115,10 +122,10 @@ async def _send(stub: Any, envelope: Any) -> Outcome:
 
 
 async def _load(
-    requester: ProvisionedNode, ports: list[int], envelopes: list[Any]
-) -> list[list[Outcome]]:
-    """Each request twice at once, on two different connections (to two ports when two are
-    given); per request, both outcomes."""
+    requester: ProvisionedNode, ports: list[int], replayed: list[Any], counted: list[Any]
+) -> tuple[list[list[Outcome]], list[Outcome]]:
+    """All at once: each of ``replayed`` twice, on two different connections (to two ports
+    when two are given), and each of ``counted`` once, spread over the connections."""
     channels = [_channel(requester, ports[i % len(ports)], i) for i in range(8)]
     try:
         stubs = [exchange_pb2_grpc.CreditExchangeStub(c) for c in channels]
@@ -129,7 +136,11 @@ async def _load(
             first, second = stubs[(2 * i) % 8], stubs[(2 * i + 1) % 8]
             return list(await asyncio.gather(_send(first, envelope), _send(second, envelope)))
 
-        return list(await asyncio.gather(*(twice(i, e) for i, e in enumerate(envelopes))))
+        pairs, singles = await asyncio.gather(
+            asyncio.gather(*(twice(i, e) for i, e in enumerate(replayed))),
+            asyncio.gather(*(_send(stubs[i % 8], e) for i, e in enumerate(counted))),
+        )
+        return list(pairs), list(singles)
     finally:
         for c in channels:
             await c.close()
@@ -209,21 +220,20 @@ def _subject(engine: Engine) -> str:
         )
 
 
-def _check(nodes: dict[str, ProvisionedNode], outcomes: list[list[Outcome]]) -> None:
+def _check(
+    nodes: dict[str, ProvisionedNode], pairs: list[list[Outcome]], singles: list[Outcome]
+) -> None:
     provider = nodes["huizhou"]
-    statuses = [sorted(status for status, _, _ in pair) for pair in outcomes]
-    # no nonce answered twice: of each request's two sends at most one is answered; the
-    # other is refused, as a replay or (if its process already saw the quota used up) for
-    # the quota
-    for pair in statuses:
-        assert pair.count("OK") <= 1, statuses
-        assert set(pair) <= {"OK", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"}, statuses
-    # replays crossed processes and were refused by the store, not only in one process
-    assert any(pair == ["OK", "UNAUTHENTICATED"] for pair in statuses), statuses
+    # no nonce answered twice: of each request sent twice at once, one send is answered
+    # and the other refused as a replay (by the store, when the two reached two processes)
+    statuses = [sorted(status for status, _, _ in pair) for pair in pairs]
+    assert all(pair == ["OK", "UNAUTHENTICATED"] for pair in statuses), statuses
     # the quota: never more answered than was left (each process alone would have answered
-    # all of it); fewer when a process counted calls in flight that then failed as replays
-    answered = sum(pair.count("OK") for pair in statuses)
-    assert 0 < answered <= LEFT, statuses
+    # all of it)
+    counted = [status for status, _, _ in singles]
+    assert set(counted) <= {"OK", "RESOURCE_EXHAUSTED"}, counted
+    answered = counted.count("OK")
+    assert 0 < answered <= LEFT, counted
     engine = open_database(provider.config.database_url)
     try:
         with engine.connect() as conn:
@@ -242,10 +252,11 @@ def _check(nodes: dict[str, ProvisionedNode], outcomes: list[list[Outcome]]) -> 
     finally:
         engine.dispose()
     assert used == LIMIT - LEFT + answered
-    assert nonces == REQUESTS
+    assert nonces == REPLAYED + REQUESTS
     # every receipt's leaf is in the ledger, at its index; indices are gap-free
-    receipts = [(i, h) for pair in outcomes for _, i, h in pair if i is not None]
-    assert len(receipts) == 2 * REQUESTS
+    outcomes = [*(o for pair in pairs for o in pair), *singles]
+    receipts = [(i, h) for _, i, h in outcomes if i is not None]
+    assert len(receipts) == 2 * REPLAYED + REQUESTS
     assert len({i for i, _ in receipts}) == len(receipts)
     for index, leaf in receipts:
         assert bytes(leaves[index]) == leaf
@@ -271,7 +282,8 @@ def test_two_pods_on_one_postgres_answer_each_request_once_within_the_quota(
     subject = _subject(engine)
     _use_up_quota(engine, requester.member)
     engine.dispose()
-    envelopes = _requests(requester, provider, subject)
+    replayed = _requests(requester, provider, subject, REPLAYED, "public_procurement")
+    counted = _requests(requester, provider, subject, REQUESTS, "land_auction")
     second_port = free_ports(1)[0]
     log = tmp_path / "pods.log"
     pods = [
@@ -280,12 +292,13 @@ def test_two_pods_on_one_postgres_answer_each_request_once_within_the_quota(
     ]
     try:
         _wait_serving(pods, [provider.port, second_port], log)
-        outcomes = asyncio.run(_load(requester, [provider.port, second_port], envelopes))
+        pairs, singles = asyncio.run(
+            _load(requester, [provider.port, second_port], replayed, counted)
+        )
     finally:
         codes = _stop(pods)
     assert codes == [0, 0], log.read_text()[-3000:]
-    # each request went to both pods: one of them answered, the other refused the replay
-    _check(nodes, outcomes)
+    _check(nodes, pairs, singles)
 
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -307,19 +320,20 @@ def _workers_run(tmp_path: Path, url: str | None) -> None:
     subject = _subject(engine)
     _use_up_quota(engine, requester.member)
     engine.dispose()
-    envelopes = _requests(requester, provider, subject)
+    replayed = _requests(requester, provider, subject, REPLAYED, "public_procurement")
+    counted = _requests(requester, provider, subject, REQUESTS, "land_auction")
     log = tmp_path / "workers.log"
     supervisor = _serve(provider.home, "--workers", "2", log=log)
     metrics_port = provider.config.settings.metrics_port
     try:
         _wait_serving([supervisor], [provider.port, metrics_port, metrics_port + 1], log)
-        outcomes = asyncio.run(_load(requester, [provider.port], envelopes))
+        pairs, singles = asyncio.run(_load(requester, [provider.port], replayed, counted))
         served = [_queries_served(port) for port in (metrics_port, metrics_port + 1)]
     finally:
         codes = _stop([supervisor])
     assert codes == [0], log.read_text()[-3000:]
     assert all(n > 0 for n in served), f"calls per worker: {served}"  # both workers answered
-    _check(nodes, outcomes)
+    _check(nodes, pairs, singles)
 
 
 def _queries_served(port: int) -> float:
