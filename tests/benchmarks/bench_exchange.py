@@ -169,9 +169,9 @@ async def drive(
                 )
             )
             stubs.append(exchange_pb2_grpc.CreditExchangeStub(channel))
-        for stub in stubs:
-            await stub.Query(envelopes[0], timeout=30)  # connect and warm up
-        queue = iter(envelopes[1:])
+        for stub, envelope in zip(stubs, envelopes, strict=False):
+            await stub.Query(envelope, timeout=30)  # connect and warm up (one nonce each)
+        queue = iter(envelopes[connections:])
 
         async def caller(stub: Any) -> None:
             for envelope in queue:
