@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -32,21 +31,17 @@ import grpc
 import pytest
 from conftest import postgres_schema
 from ports import free_ports
+from signedqueries import signed_queries
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from creditexchange.certs.identity import member_dns_name
-from creditexchange.clock import now_us
 from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
-from creditexchange.node.app.keys import load_signing_key
 from creditexchange.node.cli import app
 from creditexchange.node.database import open_database
-from creditexchange.node.exchange.envelope import seal
-from creditexchange.node.exchange.protocol import QUERY_REQUEST, REFUSAL_TRAILER
-from creditexchange.node.exchange.sealing import seal_request
+from creditexchange.node.exchange.protocol import REFUSAL_TRAILER
 from creditexchange.policy.document import Period
 from creditexchange.policy.engine import quota_period_start
-from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 RULE = "regional-land-auction"  # 500 a day per requester
@@ -61,28 +56,16 @@ def _requests(
 ) -> list[Any]:
     """``n`` signed queries for ``purpose`` (land_auction counts against a quota,
     public_procurement does not)."""
-    key = load_signing_key(requester.config.signing_key_path)
-    provider_key = load_signing_key(provider.config.signing_key_path).verify_key
-    recipients = {key_id(bytes(provider_key)): provider_key}
-    sealed = []
-    for i in range(n):
-        header = exchange_pb2.RequestHeader(
-            requester=requester.member,
-            provider=provider.member,
-            nonce=os.urandom(32),
-            created_unix_micros=now_us(),
-            memorandum_version=1,
-            purpose=purpose,
-            legal_basis="《招标投标法》",
-            case_reference=f"CASE-{purpose}-{i}",
-            officer="officer-7",
-        )
-        request = exchange_pb2.QueryRequest(
-            header=header, subject_id=subject, themes=["admin_penalty"]
-        )
-        envelope = seal(QUERY_REQUEST, request.SerializeToString(), key)
-        sealed.append(seal_request(envelope, recipients))
-    return sealed
+    return signed_queries(
+        requester,
+        provider,
+        [subject],
+        n,
+        purpose=purpose,
+        themes=["admin_penalty"],
+        legal_basis="《招标投标法》",
+        officer="officer-7",
+    )
 
 
 def _channel(requester: ProvisionedNode, port: int, n: int) -> grpc.aio.Channel:

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Dialect
+from sqlalchemy import Dialect, Table, and_, bindparam, or_, select
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Prepared", "as_date", "padded", "sql_date", "sql_stamp"]
+__all__ = ["Prepared", "as_date", "padded", "select_keyed", "sql_date", "sql_stamp"]
 
 Statement = ClauseElement | Callable[[str], ClauseElement]
 """A Core statement, or a function of the dialect's name that builds one (an upsert)."""
@@ -145,6 +145,48 @@ def padded(values: Sequence[Any], prefix: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=64)
 def _parameter_names(prefix: str, size: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}" for i in range(size))
+
+
+def select_keyed(
+    cursor: Any,
+    dialect: Dialect,
+    table: Table,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    keys: Sequence[Sequence[Any]],
+) -> list[Any]:
+    """The ``columns`` of the rows of ``table`` whose ``key`` columns equal one of ``keys``.
+
+    The statement is ``(a = ? AND b = ?) OR …``, each term a whole key, so that SQLite
+    looks each up in the index (a row-value ``IN`` of tuples it answers by scanning the
+    table); the keys are padded to a power of two (:func:`padded`), so a statement is
+    compiled for a handful of lengths only. No keys, no rows.
+    """
+    if not keys:
+        return []
+    values: dict[str, Any] = {}
+    for row, value in enumerate(padded(keys, "k").values()):
+        for position, part in enumerate(value):
+            values[f"k{position}_{row}"] = part
+    statement = _keyed_statement(table, columns, key, len(values) // len(key))
+    return list(statement.execute(cursor, dialect, values).fetchall())
+
+
+@functools.lru_cache(maxsize=128)
+def _keyed_statement(
+    table: Table, columns: tuple[str, ...], key: tuple[str, ...], n: int
+) -> Prepared:
+    c = table.c
+    return Prepared(
+        select(*(c[name] for name in columns)).where(
+            or_(
+                *(
+                    and_(*(c[name] == bindparam(f"k{p}_{row}") for p, name in enumerate(key)))
+                    for row in range(n)
+                )
+            )
+        )
+    )
 
 
 def sql_date(day: dt.date | str | None) -> str | None:

@@ -22,7 +22,6 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, and_, bindparam, or_, select
@@ -30,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
 from creditexchange.errors import Refused
-from creditexchange.node.database.driver import Prepared, padded
+from creditexchange.node.database.driver import Prepared, select_keyed
 from creditexchange.node.database.models import QUOTA_USAGE
 from creditexchange.node.ledger import SideWrite
 from creditexchange.policy.document import Quota
@@ -46,6 +45,7 @@ __all__ = [
 ]
 
 Key = tuple[str, str, int]  # requester, rule id, period start (unix seconds, UTC)
+_KEY = ("requester", "rule_id", "period_start")  # its columns
 
 
 def _add(dialect: str) -> ClauseElement:
@@ -69,26 +69,6 @@ _ADD = Prepared(_add)
 
 def _stamp(moment: dt.datetime) -> int:
     return int(moment.timestamp())
-
-
-@lru_cache(maxsize=32)
-def _used_statement(n: int) -> Prepared:
-    """The stored counts of n (requester, rule, period) keys, each looked up in the key."""
-    q = QUOTA_USAGE.c
-    return Prepared(
-        select(q.requester, q.rule_id, q.period_start, q.used).where(
-            or_(
-                *(
-                    and_(
-                        q.requester == bindparam(f"r{k}"),
-                        q.rule_id == bindparam(f"u{k}"),
-                        q.period_start == bindparam(f"p{k}"),
-                    )
-                    for k in range(n)
-                )
-            )
-        )
-    )
 
 
 def exceeded(requester: str, rule: str, limit: int, period: str, asked: int, used: int) -> Refused:
@@ -148,29 +128,20 @@ class QuotaCharge:
         """Refuse the answers that would take a stored count past its limit, counting
         the answers accepted before them in the batch."""
         keys = sorted({c.key for entry in claims for c in entry})
-        values = {
-            **padded([k[0] for k in keys], "r"),
-            **padded([k[1] for k in keys], "u"),
-            **padded([k[2] for k in keys], "p"),
-        }
-        rows = _used_statement(len(values) // 3).execute(cursor, dialect, values).fetchall()
+        rows = select_keyed(cursor, dialect, QUOTA_USAGE, (*_KEY, "used"), _KEY, keys)
         stored = {(str(r), str(u), int(p)): int(n) for r, u, p, n in rows}
         running = dict(stored)
         refused: dict[int, Exception] = {}
         for k, entry in enumerate(claims):
-            over = next(
-                (
-                    c
-                    for c in entry
-                    if c.limit is not None and running.get(c.key, 0) + c.used > c.limit
-                ),
-                None,
-            )
-            if over is not None:
-                assert over.limit is not None
-                requester, rule, _ = over.key
-                used = running.get(over.key, 0)
-                refused[k] = exceeded(requester, rule, over.limit, over.period, over.used, used)
+            over = [
+                (c, c.limit, running.get(c.key, 0))
+                for c in entry
+                if c.limit is not None and running.get(c.key, 0) + c.used > c.limit
+            ]
+            if over:
+                charge, limit, used = over[0]
+                requester, rule, _ = charge.key
+                refused[k] = exceeded(requester, rule, limit, charge.period, charge.used, used)
                 continue
             for c in entry:
                 running[c.key] = running.get(c.key, 0) + c.used

@@ -29,16 +29,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, delete, or_, select
+from sqlalchemy import Dialect, Engine, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
 from creditexchange.clock import now_us
 from creditexchange.errors import Refused
-from creditexchange.node.database.driver import Prepared, padded
+from creditexchange.node.database.driver import Prepared, select_keyed
 from creditexchange.node.database.models import NONCES
 from creditexchange.node.ledger import SideWrite
 
@@ -76,24 +75,7 @@ def replayed() -> Refused:
     )
 
 
-@lru_cache(maxsize=32)
-def _spent_statement(n: int) -> Prepared:
-    """Which of n (requester, nonce) pairs are spent: each looked up in the primary key."""
-    return Prepared(
-        select(NONCES.c.requester, NONCES.c.nonce).where(
-            or_(
-                *(
-                    and_(
-                        NONCES.c.requester == bindparam(f"r{k}"),
-                        NONCES.c.nonce == bindparam(f"n{k}"),
-                    )
-                    for k in range(n)
-                )
-            )
-        )
-    )
-
-
+_KEY = ("requester", "nonce")  # the primary key of a spent nonce
 _SPEND = Prepared(_insert_once)
 _FORGET = Prepared(delete(NONCES).where(NONCES.c.created_us < bindparam("horizon")))
 
@@ -131,13 +113,8 @@ class SpentNonce:
         """Refuse the answers whose nonce the store holds already (spent by another
         process) or an earlier answer of the same batch spends."""
         pairs = [(c.requester, c.nonce) for entry in claims for c in entry]
-        requesters, nonces = padded([r for r, _ in pairs], "r"), padded([n for _, n in pairs], "n")
-        spent = {
-            (str(r), bytes(n))
-            for r, n in _spent_statement(len(requesters))
-            .execute(cursor, dialect, {**requesters, **nonces})
-            .fetchall()
-        }
+        rows = select_keyed(cursor, dialect, NONCES, _KEY, _KEY, pairs)
+        spent = {(str(r), bytes(n)) for r, n in rows}
         refused: dict[int, Exception] = {}
         for k, entry in enumerate(claims):
             mine = [(c.requester, c.nonce) for c in entry]

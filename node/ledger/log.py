@@ -51,14 +51,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol, TypedDict, cast
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, insert, null, or_, select, update
+from sqlalchemy import Dialect, Engine, bindparam, insert, null, select, update
 
 from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter, LedgerError
-from creditexchange.node.database.driver import Prepared
+from creditexchange.node.database.driver import Prepared, select_keyed
 from creditexchange.node.database.models import CHECKPOINTS, ENTRIES, HEAD, NODES
 from creditexchange.node.ledger import entries, merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, sign_note
@@ -233,31 +232,6 @@ _ENTRY_PAGE = Prepared(
     .order_by(ENTRIES.c.idx)
     .limit(bindparam("page"))
 )
-
-
-@lru_cache(maxsize=256)
-def _leaves_statement(n: int) -> Prepared:
-    return Prepared(
-        select(ENTRIES.c.idx, ENTRIES.c.leaf_hash).where(
-            ENTRIES.c.idx.in_([bindparam(f"i{k}") for k in range(n)])
-        )
-    )
-
-
-@lru_cache(maxsize=256)
-def _nodes_statement(n: int) -> Prepared:
-    # (level = ? AND idx = ?) OR …: SQLite looks each up in the primary key; a row-value
-    # IN (…) of pairs it answers by scanning the table.
-    return Prepared(
-        select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(
-            or_(
-                *(
-                    and_(NODES.c.level == bindparam(f"l{k}"), NODES.c.idx == bindparam(f"i{k}"))
-                    for k in range(n)
-                )
-            )
-        )
-    )
 
 
 _UNPRUNED_PAGE = Prepared(
@@ -515,22 +489,17 @@ class AuditLog:
     def _lookup(self, conn: Any, needed: set[merkle.NodeId]) -> merkle.Lookup:
         """Fetch the perfect subtree hashes ``needed`` in at most two queries."""
         found: dict[merkle.NodeId, bytes] = {}
-        leaves = sorted(idx for level, idx in needed if level == 0)
+        leaves = sorted((idx,) for level, idx in needed if level == 0)
         inner = sorted((level, idx) for level, idx in needed if level > 0)
-        cursor = conn.connection.cursor()
+        cursor, dialect = conn.connection.cursor(), conn.dialect
         try:
-            if leaves:
-                values = {f"i{k}": idx for k, idx in enumerate(leaves)}
-                rows = _leaves_statement(len(leaves)).execute(cursor, conn.dialect, values)
-                for idx, h in rows.fetchall():
-                    found[(0, idx)] = bytes(h)
-            if inner:
-                values = {}
-                for k, (level, idx) in enumerate(inner):
-                    values[f"l{k}"], values[f"i{k}"] = level, idx
-                rows = _nodes_statement(len(inner)).execute(cursor, conn.dialect, values)
-                for level, idx, h in rows.fetchall():
-                    found[(level, idx)] = bytes(h)
+            for idx, h in select_keyed(
+                cursor, dialect, ENTRIES, ("idx", "leaf_hash"), ("idx",), leaves
+            ):
+                found[(0, int(idx))] = bytes(h)
+            key = ("level", "idx")
+            for level, idx, h in select_keyed(cursor, dialect, NODES, (*key, "hash"), key, inner):
+                found[(int(level), int(idx))] = bytes(h)
         finally:
             cursor.close()
 

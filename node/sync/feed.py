@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from creditexchange.clock import now_us
 from creditexchange.errors import ConcurrentWriter, LedgerError, NoteError
-from creditexchange.node.database.driver import Prepared, padded
+from creditexchange.node.database.driver import Prepared, padded, select_keyed
 from creditexchange.node.database.models import FEED_HEADS, FEED_LEAVES, FEED_NODES
 from creditexchange.node.ledger import merkle
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note, sign_note
@@ -120,27 +120,6 @@ def _leaf_hashes_statement(n: int) -> Prepared:
         select(FEED_LEAVES.c.idx, FEED_LEAVES.c.leaf_hash).where(
             FEED_LEAVES.c.theme == bindparam("theme"),
             FEED_LEAVES.c.idx.in_([bindparam(f"i{k}") for k in range(n)]),
-        )
-    )
-
-
-@lru_cache(maxsize=64)
-def _nodes_statement(n: int) -> Prepared:
-    # (theme = ? AND level = ? AND idx = ?) OR …: each term a whole primary key, so that
-    # each is one lookup. With the theme outside the OR, SQLite gives up the OR's
-    # per-term lookups beyond a dozen terms and scans every node of the feed instead.
-    return Prepared(
-        select(FEED_NODES.c.level, FEED_NODES.c.idx, FEED_NODES.c.hash).where(
-            or_(
-                *(
-                    and_(
-                        FEED_NODES.c.theme == bindparam("theme"),
-                        FEED_NODES.c.level == bindparam(f"l{k}"),
-                        FEED_NODES.c.idx == bindparam(f"i{k}"),
-                    )
-                    for k in range(n)
-                )
-            )
         )
     )
 
@@ -436,14 +415,12 @@ def _lookup(cursor: Any, dialect: Dialect, theme: str, needed: set[merkle.NodeId
         rows = _leaf_hashes_statement(len(values) - 1).execute(cursor, dialect, values)
         for idx, h in rows.fetchall():
             found[(0, int(idx))] = bytes(h)
-    if inner:
-        pairs = padded(inner, "p")
-        values = {"theme": theme}
-        for k, (level, idx) in enumerate(pairs.values()):
-            values[f"l{k}"], values[f"i{k}"] = level, idx
-        rows = _nodes_statement(len(pairs)).execute(cursor, dialect, values)
-        for level, idx, h in rows.fetchall():
-            found[(int(level), int(idx))] = bytes(h)
+    # each key whole, the theme in it: with the theme outside the OR, SQLite gives up the
+    # OR's per-term lookups beyond a dozen terms and scans every node of the feed instead
+    key = ("theme", "level", "idx")
+    keys = [(theme, level, idx) for level, idx in inner]
+    for _, level, idx, h in select_keyed(cursor, dialect, FEED_NODES, (*key, "hash"), key, keys):
+        found[(int(level), int(idx))] = bytes(h)
 
     def lookup(node: merkle.NodeId) -> bytes:
         try:

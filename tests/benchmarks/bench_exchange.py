@@ -59,14 +59,8 @@ import psycopg
 from sqlalchemy import text
 
 from creditexchange.certs.identity import member_dns_name
-from creditexchange.clock import now_us
 from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
-from creditexchange.node.app.keys import load_signing_key
 from creditexchange.node.database import open_database
-from creditexchange.node.exchange.envelope import seal
-from creditexchange.node.exchange.protocol import QUERY_REQUEST
-from creditexchange.node.exchange.sealing import seal_request
-from creditexchange.policy.trust import key_id
 from creditexchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tests' helpers
@@ -112,28 +106,18 @@ def requests(
     node: ProvisionedNode, provider: ProvisionedNode, subjects: list[str], n: int
 ) -> list[Any]:
     """``n`` signed queries from ``node`` to ``provider``, sealed to its key as a client does."""
-    key = load_signing_key(node.config.signing_key_path)
-    provider_key = load_signing_key(provider.config.signing_key_path).verify_key
-    recipients = {key_id(bytes(provider_key)): provider_key}
-    envelopes = []
-    for i in range(n):
-        header = exchange_pb2.RequestHeader(
-            requester=node.member,
-            provider=provider.member,
-            nonce=os.urandom(32),
-            created_unix_micros=now_us(),
-            memorandum_version=1,
-            purpose="public_procurement",
-            legal_basis="《政府采购法》第二十二条",
-            case_reference=f"BENCH-{i}",
-            officer="bench",
-        )
-        request = exchange_pb2.QueryRequest(
-            header=header, subject_id=subjects[i % len(subjects)], themes=THEMES
-        )
-        envelope = seal(QUERY_REQUEST, request.SerializeToString(), key)
-        envelopes.append(seal_request(envelope, recipients))
-    return envelopes
+    from signedqueries import signed_queries  # tests/signedqueries.py, beside the helpers
+
+    return signed_queries(
+        node,
+        provider,
+        subjects,
+        n,
+        purpose="public_procurement",
+        themes=THEMES,
+        legal_basis="《政府采购法》第二十二条",
+        officer="bench",
+    )
 
 
 async def drive(
