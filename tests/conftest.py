@@ -9,6 +9,7 @@ reached skips those runs; in CI (CI=true) it fails them, loudly.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,11 +19,24 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from creditexchange.node.app.logs import LOGGERS
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import create_database_engine, upgrade
 
 PG_URL = os.environ.get("CREDIT_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def _node_loggers_restored() -> Iterator[None]:
+    """A command run in-process (``serve``, ``sync run``) sets the node's loggers up
+    for a terminal; put them back, so that a later test's in-process nodes log to
+    pytest's capture, not into some command's output."""
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def _pg_conninfo() -> str:

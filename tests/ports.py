@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 
 
@@ -15,3 +16,24 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive TCP ports free on loopback right now (for a node
+    with ``--workers n``, whose worker i takes ``metrics_port + i``), chosen below the
+    kernel's ephemeral range, from which connections' own ports are taken."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    for _ in range(1000):
+        start = random.randrange(10_000, ephemeral_low - n)
+        sockets = [socket.socket() for _ in range(n)]
+        try:
+            for i, s in enumerate(sockets):
+                s.bind(("127.0.0.1", start + i))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return start
+    raise RuntimeError(f"no {n} consecutive free ports on loopback")

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import postgres_schema
-from ports import free_ports
+from ports import free_port_block, free_ports
 from signedqueries import signed_queries
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
@@ -180,7 +180,7 @@ def _use_up_quota(engine: Engine, requester: str) -> None:
             )
 
 
-def _federation(root: Path, url: str | None, metrics: bool = False) -> dict[str, ProvisionedNode]:
+def _federation(root: Path, url: str | None) -> dict[str, ProvisionedNode]:
     ports = free_ports(2)
     nodes = provision(
         root,
@@ -188,7 +188,6 @@ def _federation(root: Path, url: str | None, metrics: bool = False) -> dict[str,
         ports=ports,
         database_urls={"huizhou": url} if url else None,
         subjects=20,
-        metrics_base_port=free_ports(1)[0] if metrics else 0,
     )
     set_settings(nodes["huizhou"].home, request_window_s=3600)
     return nodes
@@ -296,9 +295,9 @@ def test_serve_workers_share_one_port_and_answer_each_request_once(
 
 
 def _workers_run(tmp_path: Path, url: str | None) -> None:
-    nodes = _federation(tmp_path, url, metrics=True)
+    nodes = _federation(tmp_path, url)
     provider, requester = nodes["huizhou"], nodes["shenzhen"]
-    set_settings(provider.home, gateway_port=0)
+    set_settings(provider.home, gateway_port=0, metrics_port=free_port_block(2))
     engine = open_database(provider.config.database_url)
     subject = _subject(engine)
     _use_up_quota(engine, requester.member)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "LOGGERS",
     "JsonFormatter",
     "configure",
 ]
@@ -38,12 +39,27 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a record is written, not when logging was set up:
+    a command run inside another program (a test, a notebook) leaves no handler behind
+    on a stream that program has since closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+LOGGERS = ("node", "certs", "policy", "gateway")
+
+
 def configure(level: str = "INFO", stream: Any = None) -> None:
     """Send the node's loggers' records (``node``, ``certs``, ``policy``, ``gateway``) to
     stderr as JSON."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or _Stderr())
     handler.setFormatter(JsonFormatter())
-    for name in ("node", "certs", "policy", "gateway"):
+    for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
