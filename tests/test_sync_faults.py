@@ -259,7 +259,7 @@ def world(
 
 # --- the subscriber killed, the publisher restarted, the cable cut ------------------------
 
-KILLS = 10
+KILLS = 6
 
 
 def test_a_subscriber_killed_mid_batch_again_and_again_ends_with_the_publishers_data(
