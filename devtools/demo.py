@@ -41,12 +41,8 @@ from creditexchange.devtools.provision import ProvisionedNode, provision
 from creditexchange.devtools.sample import showcase_subject
 from creditexchange.errors import FederationSetupError, QueryRefused
 from creditexchange.node.app.config import load_config
-from creditexchange.node.app.wiring import (
-    channel_credentials,
-    open_audit_log,
-    open_client,
-    tls_credentials,
-)
+from creditexchange.node.app.tls import channel_credentials, tls_credentials
+from creditexchange.node.app.wiring import open_audit_log, open_client
 from creditexchange.node.cli.common import err, out
 from creditexchange.node.cli.exchange import EVERY_MEMBER, print_answer, print_refusal
 from creditexchange.node.database import open_database

@@ -246,6 +246,31 @@ def test_health_cannot_probe_without_a_node_home(tmp_path: Path) -> None:
     assert "no node home at" in done.stderr
 
 
+def test_health_imports_only_what_a_probe_needs(provisioned: ProvisionedNode, served: str) -> None:
+    """A probe runs every few seconds: ``credit-node health`` builds no command table and
+    loads neither the ledger nor the exchange nor the migrations."""
+    heavy = [
+        "creditexchange.node.cli.commands",
+        "creditexchange.node.exchange.provider",
+        "creditexchange.node.app.wiring",
+        "alembic",
+    ]
+    script = (
+        "import sys\n"
+        "from creditexchange.node.cli import main\n"
+        f"sys.argv = ['credit-node', 'health', '--home', {str(provisioned.home)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{MEMBER} at {served}: SERVING" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_the_probe_fails_for_a_service_the_node_does_not_know(
     provisioned: ProvisionedNode, served: str
 ) -> None:

@@ -53,7 +53,8 @@ from synchelpers import (
 
 from creditexchange.devtools.provision import ProvisionedNode, provision, set_settings
 from creditexchange.node.app.config import NodeConfig
-from creditexchange.node.app.wiring import open_audit_log, open_client, open_ledger, tls_credentials
+from creditexchange.node.app.tls import tls_credentials
+from creditexchange.node.app.wiring import open_audit_log, open_client, open_ledger
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import create_database_engine, open_database, upgrade
 from creditexchange.node.database.models import RECORDS

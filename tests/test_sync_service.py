@@ -20,12 +20,8 @@ from creditexchange.certs.revocation import RevocationWatcher
 from creditexchange.clock import china_today
 from creditexchange.devtools.provision import ProvisionedNode, provision, signed_memorandum
 from creditexchange.node.app.keys import load_signing_key
-from creditexchange.node.app.wiring import (
-    federation_view,
-    open_audit_log,
-    open_ledger,
-    tls_credentials,
-)
+from creditexchange.node.app.tls import tls_credentials
+from creditexchange.node.app.wiring import federation_view, open_audit_log, open_ledger
 from creditexchange.node.catalog import load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.checks import Checks, Limits

@@ -36,12 +36,8 @@ from creditexchange.errors import CertificateError, ConfigError, CreditExchangeE
 from creditexchange.node.app.config import NodeConfig
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
 from creditexchange.node.app.leadership import Leadership
-from creditexchange.node.app.wiring import (
-    federation_view,
-    open_client,
-    open_ledger,
-    tls_credentials,
-)
+from creditexchange.node.app.tls import tls_credentials
+from creditexchange.node.app.wiring import federation_view, open_client, open_ledger
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.checks import Checks, Limits

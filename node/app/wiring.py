@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from sqlalchemy import Engine
 
-from creditexchange.certs.credentials import NodeCredentials, load_node_credentials
-from creditexchange.errors import CertificateError, ConfigError
 from creditexchange.node.app.config import NodeConfig, load_config
 from creditexchange.node.app.keys import load_hmac_key, load_signing_key
+from creditexchange.node.app.tls import channel_credentials, tls_credentials
 from creditexchange.node.catalog import Catalog, load_catalog
 from creditexchange.node.database import open_database
 from creditexchange.node.exchange.client import FederationClient, Requester
@@ -41,7 +39,6 @@ __all__ = [
     "open_node",
     "open_regional_client",
     "requester_from",
-    "tls_credentials",
 ]
 
 
@@ -75,34 +72,6 @@ def open_ledger(config: NodeConfig, database: Engine) -> Ledger:
         open_audit_log(config, database),
         max_batch=config.settings.ledger_max_batch,
         max_wait=config.settings.ledger_max_wait_ms / 1000,
-    )
-
-
-def tls_credentials(config: NodeConfig) -> NodeCredentials:
-    """The node's own certificate, key and CA, cross-checked; a ConfigError says what to fix."""
-    hint = (
-        f"issue one with 'credit-node certs issue {config.member_id} --ca CA_DIR' and set "
-        "tls_cert / tls_key / tls_ca in node.toml"
-    )
-    try:
-        credentials = load_node_credentials(
-            config.tls_cert_path, config.tls_key_path, config.tls_ca_path
-        )
-    except CertificateError as exc:
-        raise ConfigError(f"{exc}; {hint}") from None
-    if credentials.member != config.member_id:
-        raise ConfigError(
-            f"{config.tls_cert_path} is the certificate of {credentials.member}, this node is "
-            f"{config.member_id}; {hint}"
-        )
-    return credentials
-
-
-def channel_credentials(tls: NodeCredentials) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=tls.ca_pem,
-        private_key=tls.private_key_pem,
-        certificate_chain=tls.certificate_pem,
     )
 
 

@@ -26,10 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from creditexchange.certs.identity import member_dns_name
 from creditexchange.node.app.config import NodeConfig, load_config
-from creditexchange.node.app.wiring import channel_credentials, tls_credentials
+from creditexchange.node.app.tls import channel_credentials, tls_credentials
 from creditexchange.node.cli.common import HomeOption, err, out, reports_errors
 
-__all__ = ["NodeHealth", "health", "probe", "probe_address"]
+__all__ = ["NodeHealth", "health", "health_app", "probe", "probe_address"]
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _STATUS_NAMES = health_pb2.HealthCheckResponse.ServingStatus.Name
@@ -129,3 +129,9 @@ def health(
         err.print(found.message, soft_wrap=True)
         raise typer.Exit(1)
     out.print(found.message, soft_wrap=True)
+
+
+health_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+"""``credit-node health`` alone, for :func:`creditexchange.node.cli.main` to run without
+building the whole command table: a probe runs every few seconds."""
+health_app.command()(health)

@@ -26,17 +26,16 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from creditexchange.errors import DatabaseError
+
+if TYPE_CHECKING:  # alembic is imported where migrations are read: a health probe needs none
+    from alembic.config import Config
+    from alembic.script import Script, ScriptDirectory
 
 __all__ = [
     "Migration",
@@ -124,6 +123,8 @@ def open_database(url: str) -> Engine:
 
 
 def _alembic_config(engine: Engine, migrations: Path | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     location = migrations or resources.files("creditexchange.node.database").joinpath("migrations")
     cfg.set_main_option("script_location", str(location))
@@ -134,6 +135,8 @@ def _alembic_config(engine: Engine, migrations: Path | None = None) -> Config:
 @functools.lru_cache(maxsize=8)
 def _scripts(migrations: Path | None = None) -> ScriptDirectory:
     """The migrations, read once per process (every command checks the schema)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://"), migrations))
 
 
@@ -146,6 +149,8 @@ def head_revision(migrations: Path | None = None) -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database's schema is at; None for a database never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
@@ -240,6 +245,9 @@ def upgrade(engine: Engine, revision: str = "head", *, migrations: Path | None =
     applied: list[str] = []
     cfg = _alembic_config(engine, migrations)
     cfg.attributes["on_version_apply"] = lambda *, step, **_: applied.append(step.up_revision_id)
+    from alembic import command
+    from alembic.util import CommandError
+
     try:
         command.upgrade(cfg, revision)
     except Exception as exc:
