@@ -1269,8 +1269,12 @@ def test_a_side_call_that_does_not_decode_is_refused_on_record(fed: Federation) 
 
 
 @contextlib.contextmanager
-def _ledger_held(fed: Federation, member: str) -> Iterator[None]:
-    """Another writer holds the member's ledger for a while: its appends wait."""
+def _ledger_held(
+    fed: Federation, member: str, meanwhile: Callable[[Any], object] | None = None
+) -> Iterator[None]:
+    """Another writer holds the member's ledger for a while: its appends wait. With
+    ``meanwhile``, that writer does something in its transaction (given the connection)
+    and commits it when it lets go; else it writes nothing."""
     database = open_database(fed.nodes[member].config.database_url)
     try:
         with database.connect() as conn:
@@ -1281,6 +1285,9 @@ def _ledger_held(fed: Federation, member: str) -> Iterator[None]:
                 conn.exec_driver_sql("LOCK TABLE ledger_head IN ACCESS EXCLUSIVE MODE")
             try:
                 yield
+                if meanwhile is not None:
+                    meanwhile(conn)
+                    conn.commit()
             finally:
                 conn.rollback()
     finally:
@@ -1295,25 +1302,8 @@ def test_a_caller_leaving_while_its_entry_is_made_durable_makes_no_second_entry(
     request, one entry."""
     before = _ledger_size(fed, provider)
     sealed = [fed.sealed(_signed(fed, "Check", provider=provider), provider) for _ in range(12)]
-
-    async def hurried() -> list[Any]:
-        target = f"127.0.0.1:{fed.nodes[provider].port}"
-        options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
-        async with grpc.aio.secure_channel(
-            target, fed.credentials("shenzhen"), options=options
-        ) as channel:
-            stub = exchange_pb2_grpc.CreditExchangeStub(channel)
-
-            async def one(request: Any) -> Any:
-                try:
-                    return await stub.Check(request, timeout=0.5)
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code()
-
-            return await asyncio.gather(*(one(r) for r in sealed))
-
     with _ledger_held(fed, provider):
-        codes = fed.run(hurried())
+        codes = fed.run(_hurried(fed, provider, sealed))
         time.sleep(0.5)
     assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
     deadline = time.monotonic() + 10
@@ -1324,6 +1314,66 @@ def test_a_caller_leaving_while_its_entry_is_made_durable_makes_no_second_entry(
     assert sorted(e.nonce for e in entries) == sorted(_header_of(fed, r).nonce for r in sealed), (
         "each request is recorded exactly once"
     )
+
+
+@pytest.mark.parametrize("provider", ["huizhou", "customs"], ids=["sqlite", "postgres"])
+def test_a_caller_leaving_before_another_process_spends_its_nonce_leaves_a_refusal(
+    fed: Federation, provider: str
+) -> None:
+    """The answers' entries wait for the disk, their callers give up, and meanwhile another
+    process of the node (``serve --workers``, a second pod) spends their nonces: the store
+    refuses the answers, and each call is still recorded once, as the replay it became."""
+    before = _ledger_size(fed, provider)
+    sealed = [fed.sealed(_signed(fed, "Check", provider=provider), provider) for _ in range(6)]
+    headers = [_header_of(fed, r) for r in sealed]
+
+    def spent_elsewhere(conn: Any) -> None:
+        for header in headers:
+            conn.execute(
+                text(
+                    "INSERT INTO request_nonces (requester, nonce, created_us) "
+                    "VALUES (:requester, :nonce, :created_us)"
+                ),
+                {
+                    "requester": "shenzhen",
+                    "nonce": header.nonce,
+                    "created_us": header.created_unix_micros,
+                },
+            )
+
+    with _ledger_held(fed, provider, spent_elsewhere):
+        codes = fed.run(_hurried(fed, provider, sealed))
+        time.sleep(0.5)
+    assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
+    deadline = time.monotonic() + 10
+    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a second entry would land now
+    entries = [fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider))]
+    assert sorted(e.nonce for e in entries) == sorted(h.nonce for h in headers), (
+        "each request is recorded exactly once"
+    )
+    for entry in entries:
+        assert entry.outcome.status == "UNAUTHENTICATED", entry.outcome
+        assert "the request is a replay" in entry.outcome.message
+        assert "the caller had cancelled the call" in entry.outcome.message
+        assert not entry.answer_digest and not entry.themes_answered
+
+
+async def _hurried(fed: Federation, provider: str, sealed: list[Any]) -> list[Any]:
+    """``sealed`` sent at once as shenzhen's Check calls, each given up after 0.5 s."""
+    target = f"127.0.0.1:{fed.nodes[provider].port}"
+    options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
+    async with grpc.aio.secure_channel(target, fed.credentials("shenzhen"), options=options) as ch:
+        stub = exchange_pb2_grpc.CreditExchangeStub(ch)
+
+        async def one(request: Any) -> Any:
+            try:
+                return await stub.Check(request, timeout=0.5)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+        return await asyncio.gather(*(one(r) for r in sealed))
 
 
 def _header_of(fed: Federation, sealed: Any) -> exchange_pb2.RequestHeader:

@@ -21,7 +21,9 @@ a message saying what was wrong; the provider's signed :class:`Refusal`, with
 the entry's receipt, travels in the trailing metadata (``protocol.REFUSAL_TRAILER``,
 and the index alone in ``protocol.LEAF_INDEX_TRAILER``). A call the caller
 cancels is recorded as cancelled. One call makes exactly one entry: once its
-entry is on its way to the ledger, a cancellation adds none. Nothing leaves the
+entry is on its way to the ledger, a cancellation adds none, and an answer's entry
+that the store refuses after its caller left (a nonce or a quota spent by another
+process) is replaced by the call's refusal. Nothing leaves the
 node before its audit entry is durable.
 
 An entry is bounded whatever the caller sends: sizes and counts are checked
@@ -64,7 +66,7 @@ from creditexchange.node.exchange.protocol import (
     grpc_code,
     subject_hmacs,
 )
-from creditexchange.node.exchange.quotas import QuotaCounter
+from creditexchange.node.exchange.quotas import QuotaCharge, QuotaCounter
 from creditexchange.node.exchange.readers import Reader
 from creditexchange.node.ledger import Ledger, Receipt, SideWrite
 from creditexchange.node.ledger.entries import encode
@@ -94,6 +96,7 @@ class _Call:
     verdict: Verdict | None = None
     side_writes: list[SideWrite] = field(default_factory=list)  # the spent nonce
     recorded: bool = False  # the call's one entry is on its way: it lands, whatever follows
+    answer_entry: asyncio.Future[Receipt] | None = None  # the answer's entry, still judged
 
 
 class Provider:
@@ -125,6 +128,7 @@ class Provider:
         self._series: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}  # labels -> children
         # the witnesses' cosignatures on this node's checkpoints, for the receipts
         self.cosignatures = CosignatureBook(WitnessRecords(ledger.log.engine))
+        self._left: set[asyncio.Task[None]] = set()  # calls whose caller left (see _see_through)
 
     def close(self) -> None:
         self.reader.close()
@@ -154,7 +158,9 @@ class Provider:
                 call.verdict.deny(refusal.message)
             await self._refuse(call, refusal, context, started)
         except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
-            if call.recorded:  # its entry is queued and commits: count its quota as charged
+            if call.answer_entry is not None:  # the store may still refuse the answer's entry
+                self._see_through(call, call.answer_entry)
+            elif call.recorded:  # its entry is queued and commits: count its quota as charged
                 self._settle(call, committed=True)
             else:
                 await asyncio.shield(self._record_cancelled(call))
@@ -277,11 +283,9 @@ class Provider:
         )
         return encode(entry)
 
-    async def _append(
-        self, entry: bytes, side_writes: list[SideWrite], conditional: bool = False
-    ) -> Receipt:
+    async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
         started = time.perf_counter()
-        receipt = await self.ledger.append(entry, side_writes, conditional=conditional)
+        receipt = await self.ledger.append(entry, side_writes)
         self.metrics.ledger_append.observe(time.perf_counter() - started)
         return receipt
 
@@ -292,9 +296,52 @@ class Provider:
         (the appender commits what it took; only the wait for it is cancelled), so the call
         is marked recorded and a cancellation adds no second entry. An answer's entry is
         ``conditional``: the store may still refuse it (its nonce or a quota, spent by
-        another process), and the call is then refused and recorded as such."""
+        another process), and the call is then refused and recorded as such, even when
+        its caller has left meanwhile (:meth:`_see_through`)."""
         call.recorded = True
-        return await self._append(entry, side_writes, conditional)
+        if not conditional:
+            return await self._append(entry, side_writes)
+        started = time.perf_counter()
+        call.answer_entry = self.ledger.submit(entry, side_writes, conditional=True)
+        receipt = await asyncio.shield(call.answer_entry)  # a cancelled caller leaves it be
+        self.metrics.ledger_append.observe(time.perf_counter() - started)
+        return receipt
+
+    def _see_through(self, call: _Call, answer_entry: asyncio.Future[Receipt]) -> None:
+        """The caller left while its answer's entry waited for the store, which may yet
+        refuse it (a nonce or a quota spent by another process meanwhile). Once the store
+        has decided, the call's quota charges are settled, and a refused entry is replaced
+        by the call's refusal: one entry for the call either way."""
+        charges: list[QuotaCharge] = []
+        if call.verdict is not None:  # settled when the store has decided, not now
+            charges, call.verdict.charges = call.verdict.charges, []
+        task = asyncio.get_running_loop().create_task(
+            self._after_caller_left(call, answer_entry, charges)
+        )
+        self._left.add(task)
+        task.add_done_callback(self._left.discard)
+
+    async def _after_caller_left(
+        self, call: _Call, answer_entry: asyncio.Future[Receipt], charges: list[QuotaCharge]
+    ) -> None:
+        try:
+            await answer_entry
+        except Refused as refusal:
+            self.quotas.settled(charges, committed=False)
+            if call.verdict is not None:
+                call.verdict.deny(refusal.message)
+            message = f"{refusal.message} (the caller had cancelled the call)"
+            outcome = audit_pb2.Outcome(status=refusal.status, message=message)
+            self.metrics.refusals.labels(refusal.reason).inc()
+            try:
+                await self._append(self._entry(call, outcome), call.side_writes)
+            except Exception:
+                log.exception("a refused call whose caller left was not recorded")
+        except Exception:  # the ledger failed the batch: nothing of the call was recorded
+            self.quotas.settled(charges, committed=False)
+            log.exception("the entry of a call whose caller left was not recorded")
+        else:
+            self.quotas.settled(charges, committed=True)
 
     async def _record_cancelled(self, call: _Call) -> None:
         outcome = audit_pb2.Outcome(status="CANCELLED", message="the caller cancelled the call")

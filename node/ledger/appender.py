@@ -99,13 +99,21 @@ class Ledger:
         :class:`LedgerError` at once, queueing nothing, when ``body`` is larger than
         :data:`~creditexchange.node.ledger.entries.MAX_ENTRY_BYTES`.
         """
+        return await self.submit(body, side_writes, conditional=conditional)
+
+    def submit(
+        self, body: bytes, side_writes: Sequence[SideWrite] = (), *, conditional: bool = False
+    ) -> asyncio.Future[Receipt]:
+        """Queue ``body`` as :meth:`append` does; the future of its receipt. Awaiting it
+        through :func:`asyncio.shield` lets a caller that is cancelled still learn what
+        became of the entry (a conditional one may yet be refused)."""
         if self._task is None:
             raise LedgerError("the ledger is not running; use 'async with Ledger(...)'")
         entries.check_size(body)  # before it is queued: a refusal never touches a batch
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._pending.append((Pending(body, side_writes, conditional), done))
         self._wake.set()
-        return await done
+        return done
 
     async def _commit_loop(self) -> None:
         while True:
