@@ -342,6 +342,7 @@ class NodeServer:
             await self._server.stop(grace)
             self._server = None
         if self._provider is not None:
+            await self._provider.finish()  # entries of calls cut off by the stop, still due
             self._provider.close()
             self._provider = None
         if self._ledger is not None:

@@ -130,6 +130,11 @@ class Provider:
         self.cosignatures = CosignatureBook(WitnessRecords(ledger.log.engine))
         self._left: set[asyncio.Task[None]] = set()  # calls whose caller left (see _see_through)
 
+    async def finish(self) -> None:
+        """Wait until the calls whose callers left are recorded: before the ledger closes."""
+        while self._left:
+            await asyncio.gather(*self._left, return_exceptions=True)
+
     def close(self) -> None:
         self.reader.close()
 
