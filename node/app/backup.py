@@ -150,6 +150,7 @@ from creditexchange.node.database import (
     create_database_engine,
     current_revision,
     head_revision,
+    read_snapshot,
     upgrade,
 )
 from creditexchange.node.database.engine import sqlite_files
@@ -161,7 +162,7 @@ from creditexchange.node.ledger import AuditLog, Ledger, Vouched, origin_for, ve
 from creditexchange.node.ledger.cosignature import Cosignature, CosignatureVerifier
 from creditexchange.node.ledger.note import Checkpoint, Signer, Verifier, open_note
 from creditexchange.node.ledger.note import key_id as note_key_id
-from creditexchange.node.ledger.verify import KeyInForce, _read_snapshot, verify_witnessed
+from creditexchange.node.ledger.verify import KeyInForce, verify_witnessed
 from creditexchange.node.ledger.witnessing import RECEIVED, WitnessRecords, checkpoint_of
 from creditexchange.policy.trust import TrustStore
 
@@ -576,7 +577,7 @@ def _copy_into_sqlite(engine: Engine, target: Path) -> None:
     _create_private_file(target)
     snapshot = _open_snapshot_file(target)
     try:
-        with _read_snapshot(engine) as source:
+        with read_snapshot(engine) as source:
             revision = _revision_in(source)
             if revision is None:
                 raise DatabaseError("the database holds no node (no schema revision)")

@@ -21,14 +21,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from creditexchange.errors import DatabaseError
@@ -44,6 +46,7 @@ __all__ = [
     "current_revision",
     "head_revision",
     "open_database",
+    "read_snapshot",
     "require_current_schema",
     "schema_state",
     "sqlite_files",
@@ -276,3 +279,30 @@ def require_current_schema(engine: Engine) -> None:
     state = schema_state(engine)
     if not state.up_to_date:
         raise DatabaseError(f"this node cannot use the database: {state.describe()}")
+
+
+@contextlib.contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads, raw cursor included, all see one committed state.
+
+    PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction, whose snapshot is taken
+    at its first statement. SQLite: the driver opens transactions only before
+    writes, so each SELECT would see the latest commit; an explicit deferred
+    ``BEGIN`` makes the first read take a WAL snapshot that every later read shares
+    (writers are not blocked). Nothing is written either way; the transaction is
+    rolled back when the block ends.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        ) as conn:
+            yield conn  # closing the connection rolls the transaction back
+        return
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN DEFERRED")
+        try:
+            yield conn
+        finally:
+            driver.rollback()

@@ -45,16 +45,16 @@ rewritten after the peers saw it — which nothing inside the database can show.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 
 from creditexchange.errors import NoteError
+from creditexchange.node.database import read_snapshot
 from creditexchange.node.database.driver import Prepared
 from creditexchange.node.database.models import CHECKPOINTS, ENTRIES, HEAD, NODES
 from creditexchange.node.ledger import merkle
@@ -132,33 +132,6 @@ class VerifyReport:
 
 def _short(h: bytes) -> str:
     return base64.b64encode(h).decode()[:12] + "…"
-
-
-@contextlib.contextmanager
-def _read_snapshot(engine: Engine) -> Iterator[Connection]:
-    """A connection whose reads, raw cursor included, all see one committed state.
-
-    PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction, whose snapshot is taken
-    at its first statement. SQLite: the driver opens transactions only before
-    writes, so each SELECT would see the latest commit; an explicit deferred
-    ``BEGIN`` makes the first read take a WAL snapshot that every later read shares
-    (writers are not blocked). Nothing is written either way; the transaction is
-    rolled back when the block ends.
-    """
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(
-            isolation_level="REPEATABLE READ", postgresql_readonly=True
-        ) as conn:
-            yield conn  # closing the connection rolls the transaction back
-        return
-    with engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        driver.execute("BEGIN DEFERRED")
-        try:
-            yield conn
-        finally:
-            driver.rollback()
 
 
 _LEAF_PAGE = Prepared(
@@ -450,7 +423,7 @@ def verify(log: AuditLog, keys: Keys, page: int = 50_000) -> VerifyReport:
     in_force = _in_force(keys)
     report = VerifyReport()
     findings = _Findings()
-    with _read_snapshot(log.engine) as conn:
+    with read_snapshot(log.engine) as conn:
         head_size, head_root = conn.execute(
             select(HEAD.c.size, HEAD.c.root_hash).where(HEAD.c.id == 1)
         ).one()
