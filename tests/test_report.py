@@ -501,6 +501,7 @@ def test_the_breaker_opens_skips_fast_then_lets_one_probe_through(fed: Federatio
 
         clock.now += 31  # the cool-down is over, heyuan still down: the probe fails
         assert breakers.state("heyuan") is CircuitState.HALF_OPEN
+        assert circuit("heyuan") == 1  # so says the gauge too, before any call is made
         assert outcomes(region)["heyuan"] == "unavailable"
         assert breakers.state("heyuan") is CircuitState.OPEN and circuit("heyuan") == 2
 

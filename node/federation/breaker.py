@@ -15,7 +15,7 @@ What counts: a failure is a member that could not be reached or did not answer
 in time (``unavailable``, ``timed_out``); a success is any answer or refusal the
 member signed — a denial proves the member is up and speaking for itself. The
 state of each member's breaker is the gauge ``credit_node_member_circuit{member}``
-(0 closed, 1 half-open, 2 open) when a gauge is given.
+(0 closed, 1 half-open, 2 open) when a gauge is given, read at each scrape.
 
 A breaker lives as long as whatever holds it (a serving node's regional client
 keeps them between reports); a command that asks once starts with every breaker
@@ -131,13 +131,16 @@ class Breakers:
         breaker = self._breakers.get(member)
         if breaker is None:
             breaker = self._breakers[member] = _Breaker()
-            self._set(member, breaker, CircuitState.CLOSED)  # the gauge lists every member asked
+            if self._gauge is not None:  # every member asked, read at each scrape: an open
+                # breaker whose cool-down has ended shows half-open, even on an idle node
+                self._gauge.labels(member=member).set_function(
+                    lambda: int(self.state(member))
+                )
         return breaker
 
     def _cooled(self, breaker: _Breaker) -> bool:
         return self._clock() - breaker.opened_at >= self.cool_down_s
 
-    def _set(self, member: str, breaker: _Breaker, state: CircuitState) -> None:
+    @staticmethod
+    def _set(member: str, breaker: _Breaker, state: CircuitState) -> None:
         breaker.state = state
-        if self._gauge is not None:
-            self._gauge.labels(member=member).set(int(state))
