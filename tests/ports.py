@@ -20,12 +20,17 @@ def free_ports(n: int) -> list[int]:
 
 def free_port_block(n: int) -> int:
     """The first of ``n`` consecutive TCP ports free on loopback right now (for a node
-    with ``--workers n``, whose worker i takes ``metrics_port + i``), chosen below the
+    with ``--workers n``, whose worker i takes ``metrics_port + i``), chosen outside the
     kernel's ephemeral range, from which connections' own ports are taken."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        ephemeral_low = int(f.read().split()[0])
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(p) for p in f.read().split())
+    except OSError:  # not Linux: the IANA range
+        low, high = 49152, 65535
+    spans = [(lo, hi) for lo, hi in ((10_000, low - n), (high + 1, 65536 - n)) if lo < hi]
     for _ in range(1000):
-        start = random.randrange(10_000, ephemeral_low - n)
+        lo, hi = random.choice(spans or [(1024, 65536 - n)])
+        start = random.randrange(lo, hi)
         sockets = [socket.socket() for _ in range(n)]
         try:
             for i, s in enumerate(sockets):

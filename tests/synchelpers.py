@@ -320,7 +320,7 @@ def cli_process(*args: str) -> multiprocessing.context.ForkServerProcess:
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["creditexchange.node.cli", "synchelpers"])
+        _context.set_forkserver_preload(["creditexchange.node.cli.commands", "synchelpers"])
     process = _context.Process(target=_command_line, args=(list(args),), daemon=True)
     process.start()
     return process

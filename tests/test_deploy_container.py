@@ -248,7 +248,7 @@ def test_health_cannot_probe_without_a_node_home(tmp_path: Path) -> None:
 
 def test_health_imports_only_what_a_probe_needs(provisioned: ProvisionedNode, served: str) -> None:
     """A probe runs every few seconds: ``credit-node health`` builds no command table and
-    loads neither the ledger nor the exchange nor the migrations."""
+    loads neither the exchange nor the node's wiring nor the migrations."""
     heavy = [
         "creditexchange.node.cli.commands",
         "creditexchange.node.exchange.provider",

@@ -37,6 +37,7 @@ from conftest import postgres_schema
 from fedharness import Federation
 from google.protobuf.message import Message
 from ports import free_ports
+from signedqueries import signed_queries
 from sqlalchemy import text
 
 from creditexchange.certs.authority import init_ca, issue, revoke
@@ -1360,8 +1361,81 @@ def test_a_caller_leaving_before_another_process_spends_its_nonce_leaves_a_refus
         assert not entry.answer_digest and not entry.themes_answered
 
 
-async def _hurried(fed: Federation, provider: str, sealed: list[Any]) -> list[Any]:
-    """``sealed`` sent at once as shenzhen's Check calls, each given up after 0.5 s."""
+def test_a_quota_charge_of_a_caller_that_left_counts_once_the_store_has_decided(
+    fed: Federation,
+) -> None:
+    """Four land-auction queries (a quota of 500 a day) wait for the disk, their callers
+    give up, and another process spends two of their nonces meanwhile: two answers are
+    recorded and counted, two replays recorded and not counted — in the store and in the
+    node's running count alike."""
+    provider, rule = "huizhou", "regional-land-auction"
+    (subject,) = _sql(
+        fed, provider, "SELECT subject_id FROM subjects WHERE subject_type = 'enterprise' LIMIT 1"
+    )
+    sealed = signed_queries(
+        fed.nodes["shenzhen"],
+        fed.nodes[provider],
+        [subject],
+        4,
+        purpose="land_auction",
+        themes=["admin_penalty"],
+        legal_basis="《招标投标法》",
+        officer="officer-7",
+    )
+    headers = [_header_of(fed, r) for r in sealed]
+    start = quota_period_start(Period.DAY, dt.datetime.now(dt.UTC))
+    quotas = fed.servers[provider]._provider.quotas  # type: ignore[union-attr]
+
+    def counted() -> tuple[int, int]:
+        stored = _sql(
+            fed,
+            provider,
+            "SELECT COALESCE(SUM(used), 0) FROM quota_usage WHERE requester = 'shenzhen' "
+            "AND rule_id = :rule AND period_start = :start",
+            rule=rule,
+            start=int(start.timestamp()),
+        )
+        return int(stored[0]), quotas.used("shenzhen", rule, start)
+
+    def spent_elsewhere(conn: Any) -> None:
+        for header in headers[:2]:
+            conn.execute(
+                text(
+                    "INSERT INTO request_nonces (requester, nonce, created_us) "
+                    "VALUES ('shenzhen', :nonce, :created_us)"
+                ),
+                {"nonce": header.nonce, "created_us": header.created_unix_micros},
+            )
+
+    stored_before, running_before = counted()
+    before = _ledger_size(fed, provider)
+    with _ledger_held(fed, provider, spent_elsewhere):
+        codes = fed.run(_hurried(fed, provider, sealed, "Query"))
+        time.sleep(0.5)
+    assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
+    deadline = time.monotonic() + 10
+    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    entries = {
+        e.nonce: e
+        for e in (fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider)))
+    }
+    assert set(entries) == {h.nonce for h in headers}
+    assert [entries[h.nonce].outcome.status for h in headers] == [
+        "UNAUTHENTICATED",
+        "UNAUTHENTICATED",
+        "OK",
+        "OK",
+    ]
+    stored, running = counted()
+    assert (stored - stored_before, running - running_before) == (2, 2)
+
+
+async def _hurried(
+    fed: Federation, provider: str, sealed: list[Any], method: str = "Check"
+) -> list[Any]:
+    """``sealed`` sent at once as shenzhen's calls of ``method``, each given up after 0.5 s."""
     target = f"127.0.0.1:{fed.nodes[provider].port}"
     options = [("grpc.ssl_target_name_override", member_dns_name(provider))]
     async with grpc.aio.secure_channel(target, fed.credentials("shenzhen"), options=options) as ch:
@@ -1369,7 +1443,7 @@ async def _hurried(fed: Federation, provider: str, sealed: list[Any]) -> list[An
 
         async def one(request: Any) -> Any:
             try:
-                return await stub.Check(request, timeout=0.5)
+                return await getattr(stub, method)(request, timeout=0.5)
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
 

@@ -132,8 +132,8 @@ class Provider:
 
     async def finish(self) -> None:
         """Wait until the calls whose callers left are recorded: before the ledger closes."""
-        while self._left:
-            await asyncio.gather(*self._left, return_exceptions=True)
+        while self._left:  # asyncio.wait: a stop that is itself cancelled cancels none of them
+            await asyncio.wait(self._left)
 
     def close(self) -> None:
         self.reader.close()
@@ -165,9 +165,7 @@ class Provider:
         except asyncio.CancelledError:  # the caller went away: the call is still recorded, once
             if call.answer_entry is not None:  # the store may still refuse the answer's entry
                 self._see_through(call, call.answer_entry)
-            elif call.recorded:  # its entry is queued and commits: count its quota as charged
-                self._settle(call, committed=True)
-            else:
+            elif not call.recorded:
                 await asyncio.shield(self._record_cancelled(call))
             raise
         except Exception as exc:  # a fault of this node: recorded, answered INTERNAL
@@ -331,8 +329,12 @@ class Provider:
     ) -> None:
         try:
             await answer_entry
-        except Refused as refusal:
+        except Exception as exc:  # refused by the store, or the ledger failed the batch
             self.quotas.settled(charges, committed=False)
+            refusal = exc if isinstance(exc, Refused) else None
+            if refusal is None:
+                log.error("the answer's entry of a call whose caller left failed: %s", exc)
+                refusal = Refused("INTERNAL", "the provider failed to answer", "internal")
             if call.verdict is not None:
                 call.verdict.deny(refusal.message)
             message = f"{refusal.message} (the caller had cancelled the call)"
@@ -342,9 +344,6 @@ class Provider:
                 await self._append(self._entry(call, outcome), call.side_writes)
             except Exception:
                 log.exception("a refused call whose caller left was not recorded")
-        except Exception:  # the ledger failed the batch: nothing of the call was recorded
-            self.quotas.settled(charges, committed=False)
-            log.exception("the entry of a call whose caller left was not recorded")
         else:
             self.quotas.settled(charges, committed=True)
 

@@ -133,9 +133,7 @@ class Breakers:
             breaker = self._breakers[member] = _Breaker()
             if self._gauge is not None:  # every member asked, read at each scrape: an open
                 # breaker whose cool-down has ended shows half-open, even on an idle node
-                self._gauge.labels(member=member).set_function(
-                    lambda: int(self.state(member))
-                )
+                self._gauge.labels(member=member).set_function(lambda: int(self.state(member)))
         return breaker
 
     def _cooled(self, breaker: _Breaker) -> bool:
