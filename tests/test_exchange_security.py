@@ -1307,11 +1307,7 @@ def test_a_caller_leaving_while_its_entry_is_made_durable_makes_no_second_entry(
         codes = fed.run(_hurried(fed, provider, sealed))
         time.sleep(0.5)
     assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
-    deadline = time.monotonic() + 10
-    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # a second entry would land now
-    entries = [fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider))]
+    entries = _entries_since(fed, provider, before, len(sealed))
     assert sorted(e.nonce for e in entries) == sorted(_header_of(fed, r).nonce for r in sealed), (
         "each request is recorded exactly once"
     )
@@ -1328,29 +1324,11 @@ def test_a_caller_leaving_before_another_process_spends_its_nonce_leaves_a_refus
     sealed = [fed.sealed(_signed(fed, "Check", provider=provider), provider) for _ in range(6)]
     headers = [_header_of(fed, r) for r in sealed]
 
-    def spent_elsewhere(conn: Any) -> None:
-        for header in headers:
-            conn.execute(
-                text(
-                    "INSERT INTO request_nonces (requester, nonce, created_us) "
-                    "VALUES (:requester, :nonce, :created_us)"
-                ),
-                {
-                    "requester": "shenzhen",
-                    "nonce": header.nonce,
-                    "created_us": header.created_unix_micros,
-                },
-            )
-
-    with _ledger_held(fed, provider, spent_elsewhere):
+    with _ledger_held(fed, provider, _spending(headers)):
         codes = fed.run(_hurried(fed, provider, sealed))
         time.sleep(0.5)
     assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
-    deadline = time.monotonic() + 10
-    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # a second entry would land now
-    entries = [fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider))]
+    entries = _entries_since(fed, provider, before, len(sealed))
     assert sorted(e.nonce for e in entries) == sorted(h.nonce for h in headers), (
         "each request is recorded exactly once"
     )
@@ -1397,30 +1375,13 @@ def test_a_quota_charge_of_a_caller_that_left_counts_once_the_store_has_decided(
         )
         return int(stored[0]), quotas.used("shenzhen", rule, start)
 
-    def spent_elsewhere(conn: Any) -> None:
-        for header in headers[:2]:
-            conn.execute(
-                text(
-                    "INSERT INTO request_nonces (requester, nonce, created_us) "
-                    "VALUES ('shenzhen', :nonce, :created_us)"
-                ),
-                {"nonce": header.nonce, "created_us": header.created_unix_micros},
-            )
-
     stored_before, running_before = counted()
     before = _ledger_size(fed, provider)
-    with _ledger_held(fed, provider, spent_elsewhere):
+    with _ledger_held(fed, provider, _spending(headers[:2])):
         codes = fed.run(_hurried(fed, provider, sealed, "Query"))
         time.sleep(0.5)
     assert set(codes) == {Code.DEADLINE_EXCEEDED}, codes
-    deadline = time.monotonic() + 10
-    while _ledger_size(fed, provider) - before < len(sealed) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    entries = {
-        e.nonce: e
-        for e in (fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider)))
-    }
+    entries = {e.nonce: e for e in _entries_since(fed, provider, before, len(sealed))}
     assert set(entries) == {h.nonce for h in headers}
     assert [entries[h.nonce].outcome.status for h in headers] == [
         "UNAUTHENTICATED",
@@ -1430,6 +1391,35 @@ def test_a_quota_charge_of_a_caller_that_left_counts_once_the_store_has_decided(
     ]
     stored, running = counted()
     assert (stored - stored_before, running - running_before) == (2, 2)
+
+
+def _spending(headers: list[exchange_pb2.RequestHeader]) -> Callable[[Any], None]:
+    """What another process of the node does when it answers these requests: it spends
+    their nonces (shenzhen's)."""
+
+    def spend(conn: Any) -> None:
+        for header in headers:
+            conn.execute(
+                text(
+                    "INSERT INTO request_nonces (requester, nonce, created_us) "
+                    "VALUES ('shenzhen', :nonce, :created_us)"
+                ),
+                {"nonce": header.nonce, "created_us": header.created_unix_micros},
+            )
+
+    return spend
+
+
+def _entries_since(
+    fed: Federation, provider: str, before: int, n: int
+) -> list[audit_pb2.AuditEntry]:
+    """The provider's entries from index ``before`` on, once ``n`` have landed (within 10 s)
+    and a while longer, in which a second entry of any call would land too."""
+    deadline = time.monotonic() + 10
+    while _ledger_size(fed, provider) - before < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return [fed.entry_at(provider, i) for i in range(before, _ledger_size(fed, provider))]
 
 
 async def _hurried(
