@@ -241,6 +241,9 @@ def upgrade(engine: Engine, revision: str = "head", *, migrations: Path | None =
     of this code is refused before anything runs. ``migrations`` names another folder
     of migrations (the tests' failing one); the default is the node's own.
     """
+    from alembic import command
+    from alembic.util import CommandError
+
     state = schema_state(engine, migrations)
     if state.ahead:
         raise DatabaseError(f"cannot upgrade: {state.describe()}")
@@ -248,9 +251,6 @@ def upgrade(engine: Engine, revision: str = "head", *, migrations: Path | None =
     applied: list[str] = []
     cfg = _alembic_config(engine, migrations)
     cfg.attributes["on_version_apply"] = lambda *, step, **_: applied.append(step.up_revision_id)
-    from alembic import command
-    from alembic.util import CommandError
-
     try:
         command.upgrade(cfg, revision)
     except Exception as exc:

@@ -38,7 +38,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -287,8 +287,11 @@ class Provider:
         return encode(entry)
 
     async def _append(self, entry: bytes, side_writes: list[SideWrite]) -> Receipt:
+        return await self._timed(self.ledger.append(entry, side_writes))
+
+    async def _timed(self, appended: Awaitable[Receipt]) -> Receipt:
         started = time.perf_counter()
-        receipt = await self.ledger.append(entry, side_writes)
+        receipt = await appended
         self.metrics.ledger_append.observe(time.perf_counter() - started)
         return receipt
 
@@ -304,11 +307,9 @@ class Provider:
         call.recorded = True
         if not conditional:
             return await self._append(entry, side_writes)
-        started = time.perf_counter()
         call.answer_entry = self.ledger.submit(entry, side_writes, conditional=True)
-        receipt = await asyncio.shield(call.answer_entry)  # a cancelled caller leaves it be
-        self.metrics.ledger_append.observe(time.perf_counter() - started)
-        return receipt
+        # shielded: a caller that leaves does not cancel the entry's future (_see_through)
+        return await self._timed(asyncio.shield(call.answer_entry))
 
     def _see_through(self, call: _Call, answer_entry: asyncio.Future[Receipt]) -> None:
         """The caller left while its answer's entry waited for the store, which may yet

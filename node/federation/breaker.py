@@ -100,7 +100,7 @@ class Breakers:
             if breaker.state is CircuitState.OPEN:
                 if not self._cooled(breaker):
                     return False
-                self._set(member, breaker, CircuitState.HALF_OPEN)
+                breaker.state = CircuitState.HALF_OPEN
             if breaker.probe_since is not None and now - breaker.probe_since < self.cool_down_s:
                 return False  # one probe at a time
             breaker.probe_since = now
@@ -112,7 +112,7 @@ class Breakers:
             breaker = self._get(member)
             breaker.failures = 0
             breaker.probe_since = None
-            self._set(member, breaker, CircuitState.CLOSED)
+            breaker.state = CircuitState.CLOSED
 
     def failed(self, member: str) -> None:
         """The member could not be reached or did not answer in time."""
@@ -125,7 +125,7 @@ class Breakers:
             ):
                 breaker.opened_at = self._clock()
                 breaker.probe_since = None
-                self._set(member, breaker, CircuitState.OPEN)
+                breaker.state = CircuitState.OPEN
 
     def _get(self, member: str) -> _Breaker:
         breaker = self._breakers.get(member)
@@ -138,7 +138,3 @@ class Breakers:
 
     def _cooled(self, breaker: _Breaker) -> bool:
         return self._clock() - breaker.opened_at >= self.cool_down_s
-
-    @staticmethod
-    def _set(member: str, breaker: _Breaker, state: CircuitState) -> None:
-        breaker.state = state
